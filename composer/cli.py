@@ -1,0 +1,177 @@
+"""The `composer` command line (also `python -m composer`).
+
+Contract: each sub-command is a function registered with `@command(name, help, *args)`;
+`main(argv)` parses, runs it and returns the exit code. A `RegistryError` or
+`CommandError` becomes one line on stderr (`composer: error: ...`) and exit code 1, with
+nothing changed; argparse usage errors exit 2. Heavy imports (torch, the demo trainer)
+happen inside the commands, so `composer --help` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from registry import Registry, RegistryError
+
+out = Console()
+_COMMANDS: dict[str, tuple[str, tuple, Callable]] = {}
+
+
+class CommandError(Exception):
+    """A user-facing failure of a command; its message is printed as is."""
+
+
+def arg(*names, **kw) -> tuple:
+    return names, kw
+
+
+def command(name: str, help: str, *args: tuple):
+    def deco(fn):
+        _COMMANDS[name] = (help, args, fn)
+        return fn
+    return deco
+
+
+def _registry(a) -> Registry:
+    return Registry(home=a.home)
+
+
+def demo_dir(a) -> Path:
+    return Path(a.out) if getattr(a, "out", None) else _registry(a).home / "demo"
+
+
+def _load_examples(path: str | None) -> list:
+    if not path:
+        return []
+    p = Path(path)
+    if not p.is_file():
+        raise CommandError(f"examples file not found: {p}")
+    text = p.read_text()
+    if p.suffix == ".json":
+        return json.loads(text)
+    if p.suffix == ".jsonl":
+        rows = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise CommandError(f"{p}:{i}: not valid JSON ({e.msg})") from None
+        return rows
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+@command("build-demo", "train the demo ocean (base LM + one LoRA expert per skill) and register it",
+         arg("--fast", action="store_true", help="small budget (tests): < 2 minutes"),
+         arg("--seed", type=int, default=0),
+         arg("--out", help="output directory (default: $COMPOSER_HOME/demo)"))
+def cmd_build_demo(a) -> int:
+    from composer.demo.build import build_demo
+    results = build_demo(_registry(a), demo_dir(a), fast=a.fast, seed=a.seed)
+    _print_skill_table([r.__dict__ for r in results])
+    return 0
+
+
+def _print_skill_table(rows: list[dict]) -> None:
+    t = Table(title="Demo ocean on held-in prompts: exact match, and teacher-forced answer-token accuracy")
+    for col in ("skill", "domain", "LoRA", "base", "expert", "base tok", "expert tok"):
+        t.add_column(col, justify="left" if col in ("skill", "domain", "LoRA") else "right")
+    for r in rows:
+        t.add_row(r["skill"], r["domain"], r["lora"], *(f"{r[k]:.1%}" for k in
+                                                         ("base_acc", "expert_acc", "base_tok", "expert_tok")))
+    out.print(t)
+
+
+@command("demo", "build the demo ocean if missing, then show it",
+         arg("--fast", action="store_true", help="use the small build budget"))
+def cmd_demo(a) -> int:
+    from composer.demo.build import BASE_NAME
+    reg = _registry(a)
+    report = demo_dir(a) / "report.json"
+    if not report.exists() or not any(r.name == BASE_NAME for r in reg.list(kind="base")):
+        out.print("[bold]Building the demo ocean[/bold] (first run only) ...")
+        cmd_build_demo(argparse.Namespace(**{**vars(a), "seed": 0, "out": None}))
+    else:
+        _print_skill_table(json.loads(report.read_text())["skills"])
+    _print_experts(reg.list())
+    out.print(f"registry: {reg.home}   benchmark: {demo_dir(a) / 'benchmark.jsonl'}")
+    return 0
+
+
+@command("register", "register a base model, a LoRA adapter or a whole-model expert",
+         arg("path"), arg("--name", required=True), arg("--kind", choices=["lora", "model", "base"], default="lora"),
+         arg("--base", help="registered base model (LoRA only)"), arg("--description", default=""),
+         arg("--tags", default="", help="comma-separated"), arg("--domains", default="", help="comma-separated"),
+         arg("--examples", help="example prompts: .jsonl ({prompt, completion}), .json or one per line"),
+         arg("--new-version", action="store_true", help="add a version to an existing name"))
+def cmd_register(a) -> int:
+    split = (lambda s: [x.strip() for x in s.split(",") if x.strip()])
+    rec = _registry(a).register(a.path, a.name, kind=a.kind, base=a.base, description=a.description,
+                                tags=split(a.tags), domains=split(a.domains),
+                                examples=_load_examples(a.examples), new_version=a.new_version)
+    out.print(f"registered [bold]{rec.name}[/bold] v{rec.version} ({rec.kind}) digest {rec.digest[:12]}")
+    return 0
+
+
+def _print_experts(recs) -> None:
+    t = Table(title="Registry")
+    for col in ("name", "ver", "kind", "base", "domains", "description"):
+        t.add_column(col)
+    for r in recs:
+        t.add_row(r.name, str(r.version), r.kind, r.base_model or "", ",".join(r.domains), r.description[:60])
+    out.print(t)
+
+
+@command("experts", "list, show or remove registered experts",
+         arg("action", choices=["list", "show", "remove"]), arg("name", nargs="?"),
+         arg("--version", type=int), arg("--kind", choices=["lora", "model", "base"]),
+         arg("--json", action="store_true"))
+def cmd_experts(a) -> int:
+    reg = _registry(a)
+    if a.action == "list":
+        recs = reg.list(kind=a.kind)
+        if a.json:
+            print(json.dumps([r.to_dict() for r in recs], indent=2))
+        else:
+            _print_experts(recs)
+        return 0
+    if not a.name:
+        raise CommandError(f"experts {a.action} needs a NAME")
+    if a.action == "show":
+        print(json.dumps(reg.get(a.name, a.version).to_dict(), indent=2))
+    else:
+        rec = reg.remove(a.name, a.version)
+        out.print(f"removed {rec.name}" + (f" v{a.version}" if a.version else " (all versions)"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="composer", description="Composer: compose specialised experts.")
+    p.add_argument("--home", default=None, help="registry home (default: $COMPOSER_HOME or ~/.composer)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_, args, fn) in _COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        for names, kw in args:
+            sp.add_argument(*names, **kw)
+        sp.set_defaults(fn=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
+    a = build_parser().parse_args(argv)
+    try:
+        return a.fn(a)
+    except (RegistryError, CommandError) as e:
+        print(f"composer: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("composer: interrupted", file=sys.stderr)
+        return 130

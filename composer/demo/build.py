@@ -1,0 +1,149 @@
+"""`composer build-demo`: train the demo ocean offline and register it.
+
+Contract: `build_demo(registry, out_dir, fast=False, seed=0)` trains, from scratch and
+with no network, a byte-level BPE tokenizer and a small Llama base LM on the general
+skills (`skills.BASE_SKILLS`), then one LoRA expert per skill in `skills.SKILLS` (ranks,
+alphas, rsLoRA and target modules vary on purpose), and writes under `out_dir`:
+
+    base/                HF model + tokenizer (AutoModelForCausalLM / AutoTokenizer)
+    experts/<skill>/     PEFT adapters (safetensors)
+    benchmark.jsonl      DESIGN §6 rows: held-in and held-out (held-back phrasings, compositions)
+    report.json          per-skill exact match of the base and of the skill's expert
+
+then registers the base as `BASE_NAME` and every expert with description, tags, domains,
+example prompts (with completions) and its held-in score. The same seed gives the same
+corpus, tokenizer and (on the same torch thread count) the same weights.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from composer.demo import skills as S
+from composer.demo import train as T
+from registry import Registry
+
+BASE_NAME = "demo-base"
+_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Varied on purpose: the host must handle different ranks, scalings and target modules.
+LORA = {
+    "wide": dict(r=8, lora_alpha=16, target_modules=_ALL),
+    "rslora": dict(r=16, lora_alpha=16, use_rslora=True, target_modules=_ALL),
+    "narrow": dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]),
+}
+EXPERT_LORA = {"reverse": "wide", "uppercase": "narrow", "caesar": "wide", "atbash": "rslora",
+               "add": "rslora", "max": "narrow", "length": "wide", "vowels": "wide"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    base_steps: int
+    expert_steps: int
+    eval_per_skill: int
+    base_lr: float = 3e-3
+    expert_lr: float = 4e-3
+
+
+FULL = Budget(base_steps=900, expert_steps=450, eval_per_skill=100)
+FAST = Budget(base_steps=500, expert_steps=100, eval_per_skill=40, expert_lr=6e-3)
+
+
+@dataclass
+class SkillResult:
+    skill: str
+    domain: str
+    lora: str
+    base_acc: float  # exact match
+    expert_acc: float
+    base_tok: float  # teacher-forced answer-token accuracy
+    expert_tok: float
+    train_s: float
+
+
+def benchmark_rows(seed: int, held_in: int = 40, held_back: int = 20, per_pair: int = 8) -> list[dict]:
+    """The demo benchmark (DESIGN §6): fresh payloads, never the training rows."""
+    rng = random.Random(seed + 1000)
+    rows: list[S.Example] = []
+    for skill in S.SKILLS.values():
+        rows += [S.make_example(skill, rng, "seen") for _ in range(held_in)]
+        rows += [S.make_example(skill, rng, "held-back") for _ in range(held_back)]
+    for a, b in S.compositions():
+        rows += [S.make_composition(a, b, rng) for _ in range(per_pair)]
+    out = []
+    for i, ex in enumerate(rows):
+        split = "held-in" if ex.phrasing == "seen" else "held-out"
+        domain = S.SKILLS[ex.skills[0]].domain if len(ex.skills) == 1 else "composition"
+        out.append({"id": f"demo-{i:05d}", "prompt": ex.prompt, "answer": ex.answer, "task": ex.task,
+                    "split": split, "category": domain, "phrasing": ex.phrasing, "skills": list(ex.skills)})
+    return out
+
+
+def build_demo(registry: Registry, out_dir: str | Path, fast: bool = False, seed: int = 0,
+               log=print) -> list[SkillResult]:
+    budget = FAST if fast else FULL
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    t0 = time.time()
+
+    base_train = [S.make_example(s, rng) for s in S.BASE_SKILLS.values() for _ in range(2000)]
+    expert_train = {n: [S.make_example(s, rng) for _ in range(2000)] for n, s in S.SKILLS.items()}
+    eval_sets = {n: [S.make_example(s, rng) for _ in range(budget.eval_per_skill)] for n, s in S.SKILLS.items()}
+    texts = [f"{e.prompt}\n {e.answer}" for e in base_train + sum(expert_train.values(), [])]
+    tok = T.train_tokenizer(texts)
+
+    log(f"training base LM ({budget.base_steps} steps) ...")
+    base = T.make_base(tok, seed=seed)
+    torch.manual_seed(seed)
+    T.fit(base, tok, base_train, steps=budget.base_steps, lr=budget.base_lr, seed=seed, desc="base LM")
+    base.save_pretrained(out / "base")
+    tok.save_pretrained(out / "base")
+
+    results = []
+    for i, (name, skill) in enumerate(S.SKILLS.items()):
+        base_acc = T.exact_match(base, tok, eval_sets[name])
+        base_tok = T.token_accuracy(base, tok, eval_sets[name])
+        cfg = LoraConfig(task_type="CAUSAL_LM", **LORA[EXPERT_LORA[name]])
+        torch.manual_seed(seed + 1 + i)
+        model = get_peft_model(base, cfg)
+        t1 = time.time()
+        T.fit(model, tok, expert_train[name], steps=budget.expert_steps, lr=budget.expert_lr,
+              seed=seed + 1 + i, desc=f"expert {name}")
+        train_s = time.time() - t1
+        acc, acc_tok = T.exact_match(model, tok, eval_sets[name]), T.token_accuracy(model, tok, eval_sets[name])
+        model.save_pretrained(out / "experts" / name)
+        base = model.unload()  # drop the LoRA layers, keep the untouched base weights
+        results.append(SkillResult(name, skill.domain, EXPERT_LORA[name], base_acc, acc, base_tok, acc_tok,
+                                   train_s))
+        log(f"  {name:10s} exact match: base {base_acc:6.1%} expert {acc:6.1%}   "
+            f"answer tokens: base {base_tok:6.1%} expert {acc_tok:6.1%}   ({train_s:.0f}s)")
+
+    rows = benchmark_rows(seed)
+    (out / "benchmark.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "report.json").write_text(json.dumps(
+        {"seed": seed, "fast": fast, "budget": asdict(budget), "seconds": round(time.time() - t0, 1),
+         "skills": [asdict(r) for r in results]}, indent=2))
+    _register(registry, out, expert_train, results)
+    return results
+
+
+def _register(registry: Registry, out: Path, expert_train: dict, results: list[SkillResult]) -> None:
+    for rec in registry.list(kind="lora", base=BASE_NAME):
+        registry.remove(rec.name)
+    if any(r.name == BASE_NAME for r in registry.list(kind="base")):
+        registry.remove(BASE_NAME)
+    registry.register(out / "base", BASE_NAME, kind="base", description="Demo ocean base LM (Llama, ~0.7M params)",
+                      tags=["demo"], source=f"composer-demo:{BASE_NAME}")
+    for r in results:
+        skill = S.SKILLS[r.skill]
+        examples = [{"prompt": e.prompt, "completion": e.answer} for e in expert_train[r.skill][:64]]
+        registry.register(out / "experts" / r.skill, r.skill, kind="lora", base=BASE_NAME,
+                          description=skill.description, tags=["demo", skill.domain], domains=[skill.domain],
+                          examples=examples)
+        registry.set_scores(r.skill, {"demo/held-in": r.expert_acc})

@@ -1,0 +1,129 @@
+"""Training helpers for the demo ocean: tokenizer, base LM, LoRA experts, exact-match eval.
+
+Contract:
+- `train_tokenizer(texts)` -> a byte-level BPE `PreTrainedTokenizerFast` with bos/eos/pad
+  and a chat template that renders a conversation as `<s>{user text}\n`: the demo
+  models answer after the newline and stop at `</s>`.
+- `fit(model, tok, examples, steps=..)` trains whatever parameters of `model` require grad
+  (all of a base model, only LoRA tensors of a PEFT model) with the LM loss on answer
+  tokens only, showing a progress bar; returns the last smoothed loss.
+- `exact_match(model, tok, examples)` greedy-decodes every prompt and returns the fraction
+  whose answer matches exactly (whitespace-normalised); `token_accuracy` is the
+  teacher-forced share of answer tokens predicted right (finer, for short trainings).
+Prompts are formatted by `format_prompt`, the same rendering as the chat template.
+"""
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from composer.demo.skills import Example
+from composer.progress import progress
+
+SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}"
+    "{% endif %}{% endfor %}{{ '\n' }}"
+)
+
+
+def format_prompt(prompt: str, tok: PreTrainedTokenizerFast) -> str:
+    return f"{tok.bos_token}{prompt}\n"
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    raw.train_from_iterator(texts, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, **SPECIALS, model_max_length=128)
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def make_base(tok: PreTrainedTokenizerFast, hidden: int = 128, layers: int = 4, heads: int = 4,
+              seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                      max_position_embeddings=128, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    return LlamaForCausalLM(cfg)
+
+
+def _batch(tok, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+    """Right-padded input ids with labels = -100 everywhere but the answer and eos."""
+    seqs, labels = [], []
+    for ex in examples:
+        p = tok(format_prompt(ex.prompt, tok), add_special_tokens=False)["input_ids"]
+        a = tok(" " + ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        seqs.append(p + a)
+        labels.append([-100] * len(p) + a)
+    n = max(map(len, seqs))
+    pad = tok.pad_token_id
+    ids = torch.tensor([s + [pad] * (n - len(s)) for s in seqs])
+    lab = torch.tensor([s + [-100] * (n - len(s)) for s in labels])
+    return {"input_ids": ids, "attention_mask": (ids != pad).long(), "labels": lab}
+
+
+def fit(model, tok, examples: Sequence[Example], steps: int, batch_size: int = 64, lr: float = 3e-3,
+        seed: int = 0, desc: str = "train") -> float:
+    rng = random.Random(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / max(1, steps // 10)) * max(0.05, 1 - i / steps))
+    model.train()
+    ema = None
+    bar = progress(range(steps), desc=desc)
+    for _ in bar:
+        loss = model(**_batch(tok, rng.sample(examples, min(batch_size, len(examples))))).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}", refresh=False)
+    model.eval()
+    return float(ema)
+
+
+@torch.no_grad()
+def generate(model, tok, prompts: Sequence[str], max_new_tokens: int = 12, batch_size: int = 128) -> list[str]:
+    """Greedy decoding, left-padded batches, stop at eos."""
+    out: list[str] = []
+    tok.padding_side = "left"
+    for i in range(0, len(prompts), batch_size):
+        chunk = [format_prompt(p, tok) for p in prompts[i:i + batch_size]]
+        enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [o.strip() for o in out]
+
+
+@torch.no_grad()
+def token_accuracy(model, tok, examples: Sequence[Example], batch_size: int = 256) -> float:
+    """Teacher-forced accuracy on answer tokens (and eos): finer-grained than exact match."""
+    hit = total = 0
+    for i in range(0, len(examples), batch_size):
+        b = _batch(tok, examples[i:i + batch_size])
+        pred = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].argmax(-1)
+        lab = b["labels"][:, 1:]
+        mask = lab != -100
+        hit += int((pred[mask] == lab[mask]).sum())
+        total += int(mask.sum())
+    return hit / max(1, total)
+
+
+def exact_match(model, tok, examples: Sequence[Example]) -> float:
+    preds = generate(model, tok, [e.prompt for e in examples])
+    return sum(" ".join(p.split()) == e.answer for p, e in zip(preds, examples)) / max(1, len(examples))

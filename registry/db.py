@@ -1,0 +1,142 @@
+"""Database schema and engine (SQLAlchemy 2.0 ORM).
+
+Contract:
+- Two main tables. ``experts``: one row per (name, version); ``status`` moves
+  'registering' -> 'ready' -> 'removed'; only 'ready' rows are visible to readers.
+  ``artifacts``: files a router/fitter made for one expert row, unique per
+  (expert_id, router, key); deleted with the expert (FK ON DELETE CASCADE, and explicitly).
+- JSON columns hold plain JSON (lists / dicts); timestamps are UTC (``utcnow``); SQLite
+  returns naive datetimes, readers treat them as UTC (``as_utc``).
+- ``registry_info`` holds one row, ``id``: a random identity of this database, which the
+  artifact store records so that a store is only ever swept by the database that owns it
+  (``db_identity``).
+- ``make_engine(url)`` accepts any SQLAlchemy URL. For SQLite it creates the parent
+  directory, and every connection gets WAL journaling, foreign keys and a busy timeout.
+  Tables are created on open (``create_all``; no migrations yet).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(dt: datetime | None) -> datetime | None:
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Expert(Base):
+    __tablename__ = "experts"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_expert_name_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # 'base' | 'lora' | 'model'
+    base_model: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source: Mapped[str] = mapped_column(Text, default="")
+    uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[dict] = mapped_column(JSON, default=dict)
+    digest: Mapped[str] = mapped_column(String(64), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list] = mapped_column(JSON, default=list)
+    domains: Mapped[list] = mapped_column(JSON, default=list)
+    examples: Mapped[list] = mapped_column(JSON, default=list)
+    scores: Mapped[dict] = mapped_column(JSON, default=dict)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="registering", index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    artifacts: Mapped[list[Artifact]] = relationship(
+        back_populates="expert", cascade="all, delete-orphan", passive_deletes=True)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("expert_id", "router", "key", name="uq_artifact_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"), index=True)
+    router: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(128))
+    uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    expert: Mapped[Expert] = relationship(back_populates="artifacts")
+
+
+class RegistryInfo(Base):
+    __tablename__ = "registry_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+def db_identity(engine: Engine) -> str:
+    """This database's random, persistent id (created on first use)."""
+    for _ in range(2):
+        with Session(engine) as s, s.begin():
+            row = s.get(RegistryInfo, "id")
+            if row is not None:
+                return row.value
+            try:
+                s.add(RegistryInfo(key="id", value=uuid.uuid4().hex))
+                s.flush()
+            except IntegrityError:  # created concurrently: read it back
+                continue
+    with Session(engine) as s:
+        return s.get(RegistryInfo, "id").value
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Engine for any SQLAlchemy URL; tables are created if missing."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True)
+    Base.metadata.create_all(engine)
+    return engine
