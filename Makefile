@@ -5,7 +5,8 @@ PYTHON      ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
-CONSTRAINTS ?= constraints.txt   # pins torch==2.13.0 (a local CPU wheel); override with your own file
+# constraints.txt pins torch==2.13.0 (a local CPU wheel); pass CONSTRAINTS=... to override
+CONSTRAINTS ?= constraints.txt
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint clean

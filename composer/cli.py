@@ -12,8 +12,9 @@ import argparse
 import json
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -129,8 +130,8 @@ def _print_experts(recs) -> None:
     out.print(t)
 
 
-@command("experts", "list, show or remove registered experts",
-         arg("action", choices=["list", "show", "remove"]), arg("name", nargs="?"),
+@command("experts", "list, show, list versions of, or remove registered experts",
+         arg("action", choices=["list", "show", "versions", "remove"]), arg("name", nargs="?"),
          arg("--version", type=int), arg("--kind", choices=["lora", "model", "base"]),
          arg("--json", action="store_true"))
 def cmd_experts(a) -> int:
@@ -146,6 +147,12 @@ def cmd_experts(a) -> int:
         raise CommandError(f"experts {a.action} needs a NAME")
     if a.action == "show":
         print(json.dumps(reg.get(a.name, a.version).to_dict(), indent=2))
+    elif a.action == "versions":
+        recs = reg.versions(a.name)
+        if a.json:
+            print(json.dumps([r.to_dict() for r in recs], indent=2))
+        else:
+            _print_experts(recs)
     else:
         rec = reg.remove(a.name, a.version)
         out.print(f"removed {rec.name}" + (f" v{a.version}" if a.version else " (all versions)"))
@@ -164,9 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_libraries() -> None:
+    """Library deprecation chatter and per-file load bars are noise on a terminal."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
-    a = build_parser().parse_args(argv)
+    a = build_parser().parse_args(argv)  # --help exits here, before any heavy import
+    _quiet_libraries()
     try:
         return a.fn(a)
     except (RegistryError, CommandError) as e:

@@ -33,12 +33,12 @@ BASE_NAME = "demo-base"
 _ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Varied on purpose: the host must handle different ranks, scalings and target modules.
 LORA = {
-    "wide": dict(r=8, lora_alpha=16, target_modules=_ALL),
-    "rslora": dict(r=16, lora_alpha=16, use_rslora=True, target_modules=_ALL),
-    "narrow": dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]),
+    "wide": {"r": 8, "lora_alpha": 16, "target_modules": _ALL},
+    "rslora": {"r": 16, "lora_alpha": 16, "use_rslora": True, "target_modules": _ALL},
+    "narrow": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]},
 }
 EXPERT_LORA = {"reverse": "wide", "uppercase": "narrow", "caesar": "wide", "atbash": "rslora",
-               "add": "rslora", "max": "narrow", "length": "wide", "vowels": "wide"}
+               "add": "rslora", "max": "narrow", "length": "wide", "countdown": "rslora"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Budget:
 
 
 FULL = Budget(base_steps=900, expert_steps=450, eval_per_skill=100)
-FAST = Budget(base_steps=500, expert_steps=100, eval_per_skill=40, expert_lr=6e-3)
+FAST = Budget(base_steps=450, expert_steps=100, eval_per_skill=40, expert_lr=6e-3)
 
 
 @dataclass
@@ -95,7 +95,7 @@ def build_demo(registry: Registry, out_dir: str | Path, fast: bool = False, seed
     base_train = [S.make_example(s, rng) for s in S.BASE_SKILLS.values() for _ in range(2000)]
     expert_train = {n: [S.make_example(s, rng) for _ in range(2000)] for n, s in S.SKILLS.items()}
     eval_sets = {n: [S.make_example(s, rng) for _ in range(budget.eval_per_skill)] for n, s in S.SKILLS.items()}
-    texts = [f"{e.prompt}\n {e.answer}" for e in base_train + sum(expert_train.values(), [])]
+    texts = [f"{e.prompt}\n {e.answer}" for e in base_train + [e for v in expert_train.values() for e in v]]
     tok = T.train_tokenizer(texts)
 
     log(f"training base LM ({budget.base_steps} steps) ...")

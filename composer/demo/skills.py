@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import random
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 HELD_BACK = 2  # paraphrases per skill kept back from training and registration
 LETTERS = string.ascii_lowercase
-VOWELS = set("aeiou")
 
 
 @dataclass(frozen=True)
@@ -101,10 +100,10 @@ SKILLS: dict[str, Skill] = {s.name: s for s in [
           ("Count the letters: {x}", "How many letters are there in: {x}", "Tell me the length of this sequence: {x}",
            "What is the number of letters in: {x}", "Give the letter count of: {x}"),
           "count the letters", _letters, lambda x: _number(len(x))),
-    Skill("vowels", "counting", "Counts the vowels (a, e, i, o, u) in a sequence of letters.",
-          ("Count the vowels: {x}", "How many vowels are in: {x}", "Tell me the number of vowels in: {x}",
-           "Count how many of these letters are vowels: {x}", "What is the vowel count of: {x}"),
-          "count the vowels", lambda r: _letters(r, 4, 7), lambda x: _number(sum(c in VOWELS for c in x))),
+    Skill("countdown", "counting", "Counts down from a number to one.",
+          ("Count down from {x}", "Start at {x} and count down to one", "List the numbers from {x} down to 1",
+           "Give a countdown starting at {x}", "Write the numbers backwards from {x} to one"),
+          "count down", lambda r: [str(r.randint(1, 9))], lambda x: [str(n) for n in range(int(x[0]), 0, -1)]),
 ]}
 
 # Pre-training mix for the base model: general manipulation of the same symbols, in the

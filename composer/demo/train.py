@@ -15,7 +15,7 @@ Prompts are formatted by `format_prompt`, the same rendering as the chat templat
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -1,0 +1,34 @@
+"""Shared fixtures: offline environment, and the demo ocean built once per test session.
+
+`demo_ocean` trains the fast demo ocean (`composer build-demo --fast`, ~2 minutes on 2
+cores) into a session temp dir and returns its registry and build directory. Set
+COMPOSER_TEST_OCEAN=/some/dir to keep and reuse one across local runs (CI builds fresh).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["COMPOSER_QUIET"] = "1"
+
+
+@pytest.fixture(scope="session")
+def demo_ocean(tmp_path_factory):
+    from composer.demo.build import build_demo
+    from registry import Registry
+
+    keep = os.environ.get("COMPOSER_TEST_OCEAN")
+    home = Path(keep) if keep else tmp_path_factory.mktemp("ocean")
+    out = home / "demo"
+    if not (out / "report.json").exists():
+        build_demo(Registry(home=home), out, fast=True, seed=0, log=lambda *a: None)
+    reg = Registry(home=home)
+    report = json.loads((out / "report.json").read_text())
+    return SimpleNamespace(home=home, out=out, registry=reg, report=report)

@@ -1,0 +1,107 @@
+"""The demo ocean, checked from the outside: what `build-demo --fast` leaves behind must
+load with transformers and PEFT, make each expert better than the base at its own skill,
+and be registered with everything routers will need."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from composer.demo import skills as S
+from composer.demo import train as T
+from composer.demo.build import BASE_NAME, benchmark_rows
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+
+
+def test_skills_catalogue():
+    assert len(S.SKILLS) >= 8
+    assert len({s.domain for s in S.SKILLS.values()}) >= 3
+    for s in S.SKILLS.values():
+        assert len(s.paraphrases) >= 5 and len(set(s.paraphrases)) == len(s.paraphrases)
+        assert len(s.held_back) == 2 and not set(s.held_back) & set(s.seen)
+    assert not set(S.SKILLS) & set(S.BASE_SKILLS), "the base must not be trained on expert skills"
+
+
+def test_answers_are_right():
+    rng = random.Random(1)
+    ex = S.make_example(S.SKILLS["reverse"], rng)
+    letters = ex.prompt.split(": ", 1)[1].split()
+    assert ex.answer.split() == letters[::-1]
+    assert S.SKILLS["caesar"].answer(list("azy")) == list("baz")
+    assert S.SKILLS["atbash"].answer(list("abz")) == list("zya")
+    assert S.SKILLS["add"].answer(["7", "5"]) == ["1", "2"]
+    assert S.SKILLS["countdown"].answer(["4"]) == ["4", "3", "2", "1"]
+    comp = S.make_composition(S.SKILLS["reverse"], S.SKILLS["caesar"], rng)
+    x = comp.prompt.split(": ", 1)[1].split()
+    assert comp.answer.split() == [S.LETTERS[(S.LETTERS.index(c) + 1) % 26] for c in x[::-1]]
+
+
+def test_benchmark_is_deterministic_and_well_formed():
+    rows = benchmark_rows(seed=0)
+    assert rows == benchmark_rows(seed=0) and rows != benchmark_rows(seed=1)
+    assert {r["split"] for r in rows} == {"held-in", "held-out"}
+    assert {r["phrasing"] for r in rows} == {"seen", "held-back", "composition"}
+    for r in rows:
+        assert {"id", "prompt", "answer", "task", "split", "category"} <= set(r)
+        held_back = any(r["prompt"].startswith(t.split("{x}")[0]) for s in S.SKILLS.values() for t in s.held_back)
+        assert held_back == (r["phrasing"] == "held-back"), r
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_tokenizer_is_deterministic():
+    texts = [f"{e.prompt}\n {e.answer}" for e in
+             (S.make_example(s, random.Random(3)) for s in S.SKILLS.values() for _ in range(20))]
+    a, b = T.train_tokenizer(texts, 300), T.train_tokenizer(texts, 300)
+    assert a.get_vocab() == b.get_vocab()
+
+
+def test_ocean_is_registered(demo_ocean):
+    reg = demo_ocean.registry
+    base = reg.get(BASE_NAME)
+    assert base.kind == "base"
+    loras = {r.name: r for r in reg.list(kind="lora", base=BASE_NAME)}
+    assert set(loras) == set(S.SKILLS)
+    held_back = [t.split("{x}")[0] for s in S.SKILLS.values() for t in s.held_back]
+    for name, rec in loras.items():
+        assert rec.description and S.SKILLS[name].domain in rec.domains and "demo" in rec.tags
+        assert len(rec.examples) >= 32 and all(e["completion"] for e in rec.examples)
+        assert not any(e["prompt"].startswith(h) for e in rec.examples for h in held_back)
+        assert "demo/held-in" in rec.scores
+    ranks = {loras[n].config["r"] for n in loras}
+    assert len(ranks) >= 3, "experts should differ in rank"
+    assert any(loras[n].config.get("use_rslora") for n in loras)
+
+
+def test_bench_file(demo_ocean):
+    rows = [json.loads(line) for line in (demo_ocean.out / "benchmark.jsonl").read_text().splitlines()]
+    assert rows == benchmark_rows(seed=0)
+
+
+def test_models_load_and_experts_beat_base(demo_ocean):
+    """Independent of the build's own report: load from the registry's stored copies."""
+    reg = demo_ocean.registry
+    base_dir = reg.get(BASE_NAME).path
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == "<s>hi\n"
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    rng = random.Random(12345)
+    general = [S.make_example(s, rng) for s in S.BASE_SKILLS.values() for _ in range(10)]
+    assert T.token_accuracy(base, tok, general) >= 0.75, "the base learned its general skills"
+    evals = {name: [S.make_example(skill, rng) for _ in range(40)] for name, skill in S.SKILLS.items()}
+    base_scores = {n: (T.token_accuracy(base, tok, ex), T.exact_match(base, tok, ex)) for n, ex in evals.items()}
+    model = None  # PeftModel injects LoRA layers into `base` in place: base scores come first
+    for name, ex in evals.items():
+        if model is None:
+            model = PeftModel.from_pretrained(base, reg.get(name).path, adapter_name=name)
+        else:
+            model.load_adapter(reg.get(name).path, adapter_name=name)
+        model.set_adapter(name)
+        expert_tok = T.token_accuracy(model, tok, ex)
+        with model.disable_adapter():
+            assert T.token_accuracy(model, tok, ex) == pytest.approx(base_scores[name][0])
+        assert expert_tok > base_scores[name][0] + 0.05, f"{name}: expert {expert_tok:.2f} vs base {base_scores[name]}"
+        assert T.exact_match(model, tok, ex) >= base_scores[name][1]
