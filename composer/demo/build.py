@@ -51,7 +51,7 @@ class Budget:
 
 
 FULL = Budget(base_steps=900, expert_steps=450, eval_per_skill=100)
-FAST = Budget(base_steps=450, expert_steps=100, eval_per_skill=40, expert_lr=6e-3)
+FAST = Budget(base_steps=500, expert_steps=100, eval_per_skill=40, expert_lr=6e-3)
 
 
 @dataclass
