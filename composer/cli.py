@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from registry import Registry, RegistryError
+from registry import Registry, RegistryError, default_home
 
 out = Console()
 _COMMANDS: dict[str, tuple[str, tuple, Callable]] = {}
@@ -45,7 +45,10 @@ def _registry(a) -> Registry:
 
 
 def demo_dir(a) -> Path:
-    return Path(a.out) if getattr(a, "out", None) else _registry(a).home / "demo"
+    """Where the demo ocean is built: --out, else <registry home>/demo (no database opened)."""
+    if getattr(a, "out", None):
+        return Path(a.out)
+    return (Path(a.home).expanduser() if a.home else default_home()) / "demo"
 
 
 def _load_examples(path: str | None) -> list:
