@@ -14,6 +14,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -159,6 +160,116 @@ def cmd_experts(a) -> int:
     else:
         rec = reg.remove(a.name, a.version)
         out.print(f"removed {rec.name}" + (f" v{a.version}" if a.version else " (all versions)"))
+    return 0
+
+
+def _config(pairs: list[str]) -> dict:
+    """`-c top_k=2 -c experts='["a","b"]'` -> {"top_k": 2, "experts": ["a", "b"]} (JSON values, else strings)."""
+    cfg = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise CommandError(f"config must be KEY=VALUE, got {pair!r}")
+        try:
+            cfg[key] = json.loads(value)
+        except json.JSONDecodeError:
+            cfg[key] = value
+    return cfg
+
+
+@contextmanager
+def _composer(a):
+    """A Composer on the registry; router/composer errors become one-line CLI errors."""
+    from composer.api import Composer, ComposerError
+    from routers import RouterError
+    try:
+        yield Composer(_registry(a), base=a.base, default_router=a.router)
+    except (RouterError, ComposerError) as e:
+        raise CommandError(str(e)) from None
+
+
+_ROUTE_ARGS = (arg("prompt", nargs="+", help="one or more prompts (served as one batch)"),
+               arg("--router", help="router name (default: $COMPOSER_DEFAULT_ROUTER or retrieval)"),
+               arg("-c", "--config", action="append", default=[], metavar="KEY=VALUE", help="router config"),
+               arg("--base", help="base model (default: the only one registered)"),
+               arg("--json", action="store_true"))
+
+
+@command("route", "show which experts a router picks for each prompt, and why", *_ROUTE_ARGS)
+def cmd_route(a) -> int:
+    with _composer(a) as c:
+        plans = c.route(a.prompt, **_config(a.config))
+    if a.json:
+        print(json.dumps([p.model_dump() for p in plans], indent=2))
+        return 0
+    for prompt, p in zip(a.prompt, plans):
+        weights = ", ".join(f"{e} {w:.2f}" for e, w in zip(p.experts, p.weights)) or "(base model)"
+        out.print(f"[bold]{prompt}[/bold]\n  {p.router} -> {p.mode}: {weights}\n  {p.explanation}")
+    return 0
+
+
+@command("generate", "route each prompt and generate (or pin one expert with --expert)", *_ROUTE_ARGS,
+         arg("--expert", help="serve this expert (or the base model's name), no routing"),
+         arg("--max-new-tokens", type=int, default=32), arg("--temperature", type=float, default=0.0))
+def cmd_generate(a) -> int:
+    with _composer(a) as c:
+        if a.expert and (a.router or a.config):
+            raise CommandError("give either --expert or --router/--config, not both")
+        outs = c.generate(a.prompt, router=None if a.expert else a.router, expert=a.expert,
+                          max_new_tokens=a.max_new_tokens, temperature=a.temperature, **_config(a.config))
+    if a.json:
+        print(json.dumps([o.to_dict() for o in outs], indent=2))
+        return 0
+    for prompt, o in zip(a.prompt, outs):
+        out.print(f"[bold]{prompt}[/bold]\n  {o.text}\n  [dim]{o.plan.router}: {o.plan.explanation}[/dim]")
+    return 0
+
+
+@command("routers", "list the routers and their config schemas", arg("--json", action="store_true"))
+def cmd_routers(a) -> int:
+    import routers
+    schemas = routers.schemas()
+    if a.json:
+        print(json.dumps(schemas, indent=2))
+        return 0
+    t = Table(title="Routers")
+    for col in ("name", "what it does", "config (default)"):
+        t.add_column(col)
+    for name, s in schemas.items():
+        props = s["config"].get("properties", {})
+        t.add_row(name, s["description"], ", ".join(f"{k}={v.get('default')}" for k, v in props.items()))
+    out.print(t)
+    return 0
+
+
+def _load_json(path: str | None, what: str):
+    if path is None:
+        return None
+    rows = _load_examples(path)
+    if path.endswith(".txt") or (rows and isinstance(rows, list) and isinstance(rows[0], str)):
+        raise CommandError(f"{what} must be .json or .jsonl")
+    return rows
+
+
+@command("fit", "fit a router trained over all experts (coe, bench_coe) and store it in the registry",
+         arg("router", choices=["coe", "bench_coe"]),
+         arg("--data", help="coe: labelled prompts .jsonl ({prompt, category}); default: registered examples"),
+         arg("--map", help="coe: category -> expert .json"),
+         arg("--results", help="evaluation results .jsonl ({prompt, expert, score, category}); bench_coe "
+                               "default: score every expert on the registered examples"),
+         arg("--by", choices=["expert", "domain"], default="expert", help="coe: default labels"),
+         arg("--level", choices=["query", "subject"], default="query", help="bench_coe"),
+         arg("--base"))
+def cmd_fit(a) -> int:
+    a.router_name, a.router = a.router, None
+    kw = {"results": _load_json(a.results, "--results")}
+    if a.router_name == "coe":
+        kw.update(rows=_load_json(a.data, "--data"), expert_map=_load_json(a.map, "--map"), by=a.by)
+    else:
+        kw.update(level=a.level)
+    with _composer(a) as c:
+        summary = c.fit(a.router_name, **kw)
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -11,7 +11,9 @@ alphas, rsLoRA and target modules vary on purpose), and writes under `out_dir`:
     report.json          per-skill exact match of the base and of the skill's expert
 
 then registers the base as `BASE_NAME` and every expert with description, tags, domains,
-example prompts (with completions) and its held-in score. The same seed gives the same
+example prompts (with completions), its held-in score and its post-hoc router artifacts,
+and fits the all-expert routers (coe on the registered examples, bench_coe on the experts'
+scores on each other's examples), so every router works on the ocean out of the box. The same seed gives the same
 corpus, tokenizer and (on the same torch thread count) the same weights.
 """
 from __future__ import annotations
@@ -140,10 +142,14 @@ def _register(registry: Registry, out: Path, expert_train: dict, results: list[S
         registry.remove(BASE_NAME)
     registry.register(out / "base", BASE_NAME, kind="base", description="Demo ocean base LM (Llama, ~0.7M params)",
                       tags=["demo"], source=f"composer-demo:{BASE_NAME}")
+    from composer.api import Composer  # the routers' post-hoc fitting runs at registration
+    composer = Composer(registry, base=BASE_NAME)
     for r in results:
         skill = S.SKILLS[r.skill]
         examples = [{"prompt": e.prompt, "completion": e.answer} for e in expert_train[r.skill][:64]]
-        registry.register(out / "experts" / r.skill, r.skill, kind="lora", base=BASE_NAME,
+        composer.register(out / "experts" / r.skill, r.skill, kind="lora", base=BASE_NAME,
                           description=skill.description, tags=["demo", skill.domain], domains=[skill.domain],
                           examples=examples)
         registry.set_scores(r.skill, {"demo/held-in": r.expert_acc})
+    composer.fit("coe")
+    composer.fit("bench_coe")

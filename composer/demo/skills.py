@@ -80,7 +80,7 @@ SKILLS: dict[str, Skill] = {s.name: s for s in [
     Skill("caesar", "cipher", "Caesar cipher: shifts every letter one step forward in the alphabet.",
           ("Shift each letter forward by one: {x}", "Apply a Caesar shift of one: {x}",
            "Encode with the Caesar cipher, shift one: {x}", "Move every letter to the next one in the alphabet: {x}",
-           "Replace each letter with the letter after it: {x}"),
+           "Advance each letter by one position in the alphabet: {x}"),
           "shift each letter forward by one", _letters, lambda x: [_shift(c, 1) for c in x], composable=True),
     Skill("atbash", "cipher", "Atbash cipher: mirrors the alphabet, a becomes z and b becomes y.",
           ("Encode with the Atbash cipher: {x}", "Mirror each letter in the alphabet: {x}",

@@ -1,0 +1,216 @@
+"""The Python API: route and generate over every expert of one base model, in-process.
+
+Contract: `Composer(registry=None, base=None, default_router=None, encoder=None)`
+- `base` defaults to the only registered base model (an error lists them if several).
+  `default_router` defaults to $COMPOSER_DEFAULT_ROUTER, else "retrieval".
+- `route(prompts, router=None, **config)` -> one `RoutingPlan` per prompt. A prompt is a
+  string, or a dict/`Query` with `task`/`category` (needed by the oracle).
+- `generate(prompts, router=None, expert=None, max_new_tokens=32, ...)` -> one
+  `Completion` per prompt. All prompts go through the host as ONE heterogeneous batch:
+  selected, merged, ensembled (k rows, best mean log-likelihood wins) and base rows mixed.
+  `expert=` bypasses routing (an expert name, or the base model's name for no adapter).
+- `register(path, name, ...)` registers a LoRA expert with its post-hoc artifacts
+  (`routers.posthoc`) committed atomically, then loads it into the running host; `remove`
+  drops it. The host follows the registry (`sync()`), so experts registered by another
+  process are served too. `fit("coe" | "bench_coe", ...)` fits the all-expert routers;
+  `score_experts(rows)` evaluates experts on labelled prompts (Bench-CoE's input).
+Bad router names/configs raise `RouterError`; unknown experts `ComposerError`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from composer.host import Host
+from registry import Registry
+from registry.records import ExpertRecord
+from routers import Query, RouterContext, RouterError, RoutingPlan, build
+from routers.posthoc import fit_expert
+
+log = logging.getLogger(__name__)
+
+
+class ComposerError(ValueError):
+    """A request Composer cannot serve as asked (unknown expert, no base model, ...)."""
+
+
+@dataclass
+class Completion:
+    text: str
+    plan: RoutingPlan
+    expert: str | None  # the expert whose output this is (ensemble winner); None for base/merge
+    logprob: float
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str = "stop"
+    candidates: dict[str, float] = field(default_factory=dict)  # ensemble: expert -> mean log-lik
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "expert": self.expert, "logprob": self.logprob,
+                "finish_reason": self.finish_reason, "candidates": self.candidates,
+                "routing": self.plan.model_dump()}
+
+
+def as_queries(prompts: str | Sequence[str | dict | Query]) -> list[Query]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    return [p if isinstance(p, Query) else Query(prompt=p) if isinstance(p, str) else Query(**p) for p in prompts]
+
+
+class Composer:
+    def __init__(self, registry: Registry | None = None, base: str | None = None,
+                 default_router: str | None = None, encoder=None):
+        self.registry = registry or Registry()
+        self.base = base or self._only_base()
+        self.registry.get(self.base)  # NotFoundError for an unknown base
+        self.default_router = default_router or os.environ.get("COMPOSER_DEFAULT_ROUTER", "retrieval")
+        self.ctx = RouterContext(self.registry, self.base, encoder, experts=self.experts)
+        self._host: Host | None = None
+        self._loaded: dict[str, tuple[int, str]] = {}  # name -> (version, digest) in the host
+        self._broken: dict[tuple[str, int], str] = {}  # experts the host could not load, and why
+        self._lock = threading.RLock()
+
+    def _only_base(self) -> str:
+        bases = [r.name for r in self.registry.list(kind="base")]
+        if len(bases) != 1:
+            raise ComposerError("no base model is registered" if not bases else
+                                f"several base models are registered ({', '.join(bases)}): pass base=")
+        return bases[0]
+
+    # -- experts and the host -------------------------------------------------------------
+    def experts(self) -> list[ExpertRecord]:
+        """Ready LoRA experts of this base that the host can serve."""
+        return [r for r in self.registry.list(kind="lora", base=self.base)
+                if (r.name, r.version) not in self._broken]
+
+    @property
+    def host(self) -> Host:
+        with self._lock:
+            if self._host is None:
+                self._host = Host.load(self.registry.get(self.base).path, name=self.base)
+            self.sync()
+            return self._host
+
+    def sync(self) -> None:
+        """Make the host hold exactly the registry's experts (new, removed, new versions)."""
+        with self._lock:
+            host = self._host
+            if host is None:
+                return
+            want = {r.name: r for r in self.experts()}
+            for name in [n for n, (v, d) in self._loaded.items() if n not in want or want[n].digest != d]:
+                host.remove_adapter(name)
+                del self._loaded[name]
+            for name, rec in want.items():
+                if name not in self._loaded:
+                    try:
+                        host.add_adapter(name, rec.path)
+                    except (ValueError, OSError) as e:
+                        log.warning("expert %s v%d cannot be served: %s", name, rec.version, e)
+                        self._broken[(name, rec.version)] = str(e)
+                        continue
+                    self._loaded[name] = (rec.version, rec.digest)
+            self.ctx.invalidate()
+
+    def register(self, path, name: str, **kw: Any) -> ExpertRecord:
+        """Register a LoRA expert of this base with its post-hoc artifacts; it is routable at once."""
+        kw.setdefault("kind", "lora")
+        if kw["kind"] == "lora":
+            kw.setdefault("base", self.base)
+            kw["fit"] = lambda staged, draft: fit_expert(self.ctx, draft, staged)
+        rec = self.registry.register(path, name, **kw)
+        self.sync()
+        return rec
+
+    def remove(self, name: str, version: int | None = None) -> ExpertRecord:
+        rec = self.registry.remove(name, version)
+        self.sync()
+        return rec
+
+    # -- routing ----------------------------------------------------------------------------
+    def router(self, name: str | None = None, **config: Any):
+        return build(name or self.default_router, self.ctx, **config)
+
+    def route(self, prompts, router: str | None = None, **config: Any) -> list[RoutingPlan]:
+        queries = as_queries(prompts)
+        return self.router(router, **config).route(queries) if queries else []
+
+    def _direct(self, expert: str) -> RoutingPlan:
+        if expert == self.base:
+            return RoutingPlan(router="direct", mode="base", explanation=f"requested the base model {expert}")
+        names = {r.name for r in self.experts()}
+        if expert not in names:
+            raise ComposerError(f"unknown expert {expert!r} for base {self.base!r}; "
+                                f"known: {', '.join(sorted(names)) or '(none)'}")
+        return RoutingPlan(router="direct", mode="select", experts=[expert], weights=[1.0],
+                           explanation=f"requested expert {expert}")
+
+    def generate(self, prompts, router: str | None = None, expert: str | None = None,
+                 max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0, chat: bool = True,
+                 seed: int | None = None, **config: Any) -> list[Completion]:
+        queries = as_queries(prompts)
+        if expert is not None and (router is not None or config):
+            raise ComposerError("give either expert= (no routing) or a router, not both")
+        host = self.host  # synced with the registry before routing
+        plans = [self._direct(expert)] * len(queries) if expert else self.route(queries, router, **config)
+        rows, owner = [], []  # one host row per (query, candidate expert)
+        for i, plan in enumerate(plans):
+            if plan.mode == "ensemble":
+                rows += [{e: 1.0} for e in plan.experts]
+                owner += [(i, e) for e in plan.experts]
+            elif plan.mode in ("select", "merge", "base"):
+                rows.append(plan.mixture())
+                owner.append((i, plan.experts[0] if plan.mode == "select" else None))
+            else:
+                raise ComposerError(f"plan mode {plan.mode!r} is not served by this executor yet")
+        gens = host.generate([queries[i].prompt for i, _ in owner], rows, max_new_tokens=max_new_tokens,
+                             temperature=temperature, top_p=top_p, chat=chat, seed=seed)
+        best: dict[int, tuple] = {}
+        cands: dict[int, dict[str, float]] = {}
+        for (i, e), g in zip(owner, gens):
+            if plans[i].mode == "ensemble":
+                cands.setdefault(i, {})[e] = round(g.logprob, 4)
+            if i not in best or g.logprob > best[i][1].logprob:
+                best[i] = (e, g)
+        out = []
+        for i, plan in enumerate(plans):
+            e, g = best[i]
+            if plan.mode == "ensemble":
+                plan = plan.model_copy(update={"explanation": plan.explanation + f"; kept {e}'s answer "
+                                               f"(mean log-likelihood {g.logprob:.3f})"})
+            out.append(Completion(g.text, plan, e, g.logprob, g.token_ids, g.finish_reason, cands.get(i, {})))
+        return out
+
+    # -- fitting the all-expert routers ------------------------------------------------------
+    def score_experts(self, rows: Sequence[dict], experts: Sequence[str] | None = None,
+                      max_new_tokens: int = 32) -> list[dict]:
+        """Exact-match score of each expert on each labelled row ({prompt, answer, [category]})."""
+        experts = list(experts or [r.name for r in self.experts()])
+        pairs = [(r, e) for r in rows for e in experts]
+        gens = self.host.generate([r["prompt"] for r, _ in pairs], [{e: 1.0} for _, e in pairs],
+                                  max_new_tokens=max_new_tokens)
+        norm = (lambda s: " ".join(str(s).split()))
+        return [{"prompt": r["prompt"], "expert": e, "category": r.get("category"),
+                 "score": float(norm(g.text) == norm(r["answer"]))} for (r, e), g in zip(pairs, gens)]
+
+    def fit(self, router: str, **kw: Any) -> dict:
+        """Fit a router trained over all experts: "coe" (rows/expert_map/results/by) or
+        "bench_coe" (results, level; without results the experts are scored on each other's
+        registered examples, `per_expert` prompts each)."""
+        from routers.bench_coe import fit_bench_coe
+        from routers.coe import fit_coe
+        if router == "coe":
+            return fit_coe(self.ctx, **kw)
+        if router == "bench_coe":
+            if kw.get("results") is None:
+                n = kw.pop("per_expert", 16)
+                labelled = [{"prompt": ex["prompt"], "answer": ex["completion"], "category": rec.name}
+                            for rec in self.experts() for ex in rec.examples[:n] if ex.get("completion")]
+                kw["results"] = self.score_experts(labelled)
+            kw.pop("per_expert", None)
+            return fit_bench_coe(self.ctx, **kw)
+        raise RouterError(f"router {router!r} has nothing to fit on demand (coe and bench_coe do; "
+                          "per-expert artifacts are fitted at registration)")

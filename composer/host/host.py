@@ -1,0 +1,167 @@
+"""The host: one base causal LM serving every LoRA expert of that base at once.
+
+Contract:
+- `Host.load(path)` loads a local HF causal LM + tokenizer (no remote code, no download).
+- `add_adapter(name, path)` installs a PEFT LoRA adapter into mixture-of-LoRA layers,
+  wrapping the targeted `nn.Linear`s on first use, without reloading the base; it checks
+  every module and shape before touching the model, so a bad adapter changes nothing.
+  `remove_adapter(name)` frees its slot. Other experts' outputs are unaffected by either.
+- `logits(...)` and `generate(...)` take one mixture per row (`{expert: weight}`, empty =
+  base model) or any `Routing` (token-level gates); rows routed differently share one
+  forward pass (heterogeneous batch). `generate` returns text, token ids, the mean token
+  log-likelihood of the completion (used by output ensembles) and a finish reason.
+A re-entrant lock serialises model use with adapter changes, so a registration never
+lands half-way through a request.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from composer.host.adapters import LoraWeights, read_lora
+from composer.host.layer import MoLoRALinear
+from composer.host.routing import Routing, SequenceRouting, use_routing
+
+Mixture = Mapping[str, float]
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    logprob: float  # mean log-likelihood per generated token (eos included)
+    finish_reason: str  # "stop" (eos) | "length"
+
+
+class Host:
+    def __init__(self, model: nn.Module, tokenizer, name: str = "base"):
+        self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+        self.slots: dict[str, int] = {}
+        self.layers: dict[str, MoLoRALinear] = {}
+        self.lock = threading.RLock()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @classmethod
+    def load(cls, path: str | Path, name: str = "base", dtype: torch.dtype = torch.float32) -> Host:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+        return cls(model, AutoTokenizer.from_pretrained(path, trust_remote_code=False), name)
+
+    @property
+    def experts(self) -> list[str]:
+        return sorted(self.slots)
+
+    # -- adapters -------------------------------------------------------------------------
+    def _target(self, module: str, A: torch.Tensor, B: torch.Tensor) -> nn.Module:
+        try:
+            m = self.model.get_submodule(module)
+        except AttributeError:
+            raise ValueError(f"the base model has no module {module!r}") from None
+        if not isinstance(m, (nn.Linear, MoLoRALinear)):
+            raise ValueError(f"module {module!r} is {type(m).__name__}, not nn.Linear")  # noqa: TRY004
+        if A.shape[1] != m.in_features or B.shape[0] != m.out_features or A.shape[0] != B.shape[1]:
+            raise ValueError(f"adapter shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit {module!r} "
+                             f"({m.in_features} -> {m.out_features})")
+        return m
+
+    def _wrap(self, module: str) -> MoLoRALinear:
+        m = self.model.get_submodule(module)
+        if not isinstance(m, MoLoRALinear):
+            parent, _, child = module.rpartition(".")
+            m = MoLoRALinear(m)
+            setattr(self.model.get_submodule(parent) if parent else self.model, child, m)
+            self.layers[module] = m
+        return m
+
+    def add_adapter(self, name: str, adapter: str | Path | LoraWeights) -> int:
+        lw = adapter if isinstance(adapter, LoraWeights) else read_lora(adapter)
+        if not lw.modules:
+            raise ValueError(f"adapter {name!r} has no LoRA weights")
+        with self.lock:
+            if name in self.slots:
+                raise ValueError(f"expert {name!r} is already loaded; remove it first")
+            for module, (A, B) in lw.modules.items():  # validate everything before changing anything
+                self._target(module, A, B)
+            used = set(self.slots.values())
+            slot = min(set(range(len(used) + 1)) - used)
+            for module, (A, B) in lw.modules.items():
+                self._wrap(module).set_slot(slot, A, B, lw.scale)
+            self.slots[name] = slot
+            return slot
+
+    def remove_adapter(self, name: str) -> None:
+        with self.lock:
+            if name not in self.slots:
+                raise KeyError(f"expert {name!r} is not loaded")
+            slot = self.slots.pop(name)
+            for layer in self.layers.values():
+                layer.clear_slot(slot)
+
+    # -- routing ----------------------------------------------------------------------------
+    def routing(self, mixtures: Sequence[Mixture]) -> SequenceRouting:
+        rows = []
+        for mix in mixtures:
+            unknown = [e for e in mix if e not in self.slots]
+            if unknown:
+                raise KeyError(f"expert(s) not loaded on host {self.name!r}: {', '.join(unknown)}")
+            rows.append([(self.slots[e], float(w)) for e, w in mix.items() if w != 0])
+        return SequenceRouting(rows)
+
+    def _resolve(self, n: int, mixtures: Sequence[Mixture] | None, routing: Routing | None) -> Routing | None:
+        if routing is not None:
+            return routing
+        mixtures = list(mixtures) if mixtures is not None else [{}] * n
+        if len(mixtures) != n:
+            raise ValueError(f"{len(mixtures)} mixtures for {n} rows")
+        return self.routing(mixtures)
+
+    # -- inference --------------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               mixtures: Sequence[Mixture] | None = None, routing: Routing | None = None) -> torch.Tensor:
+        with self.lock, use_routing(self._resolve(len(input_ids), mixtures, routing)):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def render(self, prompt: str, chat: bool = True) -> str:
+        tok = self.tokenizer
+        if chat and tok.chat_template:
+            return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                           add_generation_prompt=True)
+        return prompt
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], mixtures: Sequence[Mixture] | None = None,
+                 routing: Routing | None = None, max_new_tokens: int = 32, temperature: float = 0.0,
+                 top_p: float = 1.0, chat: bool = True, seed: int | None = None) -> list[Generation]:
+        if not prompts:
+            return []
+        tok = self.tokenizer
+        texts = [self.render(p, chat) for p in prompts]
+        tok.padding_side = "left"
+        enc = tok(texts, return_tensors="pt", padding=True,
+                  add_special_tokens=not (chat and tok.chat_template))
+        sample = temperature > 0
+        if seed is not None:
+            torch.manual_seed(seed)
+        with self.lock, use_routing(self._resolve(len(prompts), mixtures, routing)):
+            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample,
+                                      temperature=temperature if sample else None, top_p=top_p if sample else None,
+                                      top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                      return_dict_in_generate=True, output_logits=True)
+        new = out.sequences[:, enc["input_ids"].shape[1]:]
+        logp = torch.stack(out.logits, 1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        results = []
+        for b in range(len(prompts)):
+            ids = new[b].tolist()
+            stop = tok.eos_token_id in ids
+            n = ids.index(tok.eos_token_id) + 1 if stop else len(ids)
+            text = tok.decode(ids[:n], skip_special_tokens=True).strip()
+            results.append(Generation(text, ids[:n], float(logp[b, :n].mean()) if n else 0.0,
+                                      "stop" if stop else "length"))
+        return results

@@ -1,0 +1,93 @@
+"""The mixture-of-LoRA linear layer (DESIGN §1).
+
+Contract: `MoLoRALinear(base)` wraps an `nn.Linear` and holds the adapters of every
+expert installed in it as stacked, zero-padded tensors
+
+    A: [slots, r_max, d_in]   B: [slots, d_out, r_max]   scale, rank: per slot
+
+    y = base(x) + sum_j w_j * scale_j * B_j (A_j x)        over the experts a token uses
+
+The assignment (which slots, which weights, per token) comes from the active routing
+(`routing.use_routing`); with none, or an expert that does not target this module (rank
+0), the layer is exactly the base layer. Tokens are grouped by expert (MoE-style
+dispatch) and each group multiplies only its expert's real rank, so the cost grows with
+the experts used, not the experts installed, and one-hot weights reproduce PEFT's own
+single-adapter output. `set_slot`/`clear_slot` install or drop one expert at run time.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from composer.host.routing import current_routing
+
+
+class MoLoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear):
+        super().__init__()
+        self.base_layer = base
+        self.in_features, self.out_features = base.in_features, base.out_features
+        w = base.weight
+        self.register_buffer("lora_A", w.new_zeros(0, 0, self.in_features), persistent=False)
+        self.register_buffer("lora_B", w.new_zeros(0, self.out_features, 0), persistent=False)
+        self.scale: list[float] = []
+        self.rank: list[int] = []
+
+    @property
+    def weight(self) -> torch.Tensor:  # code that inspects `module.weight` keeps working
+        return self.base_layer.weight
+
+    def _grow(self, slots: int, r: int) -> None:
+        n, r_max = self.lora_A.shape[:2]
+        if slots <= n and r <= r_max:
+            return
+        slots, r = max(slots, n), max(r, r_max)
+        A = self.lora_A.new_zeros(slots, r, self.in_features)
+        B = self.lora_B.new_zeros(slots, self.out_features, r)
+        A[:n, :r_max], B[:n, :, :r_max] = self.lora_A, self.lora_B
+        self.lora_A, self.lora_B = A, B
+        self.scale += [0.0] * (slots - len(self.scale))
+        self.rank += [0] * (slots - len(self.rank))
+
+    @torch.no_grad()
+    def set_slot(self, slot: int, A: torch.Tensor, B: torch.Tensor, scale: float) -> None:
+        r = A.shape[0]
+        if A.shape != (r, self.in_features) or B.shape != (self.out_features, r):
+            raise ValueError(f"LoRA shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit "
+                             f"Linear({self.in_features} -> {self.out_features})")
+        self._grow(slot + 1, r)
+        self.lora_A[slot].zero_()
+        self.lora_B[slot].zero_()
+        self.lora_A[slot, :r] = A.to(self.lora_A.dtype)
+        self.lora_B[slot, :, :r] = B.to(self.lora_B.dtype)
+        self.scale[slot], self.rank[slot] = float(scale), r
+
+    @torch.no_grad()
+    def clear_slot(self, slot: int) -> None:
+        if slot < len(self.rank):
+            self.lora_A[slot].zero_()
+            self.lora_B[slot].zero_()
+            self.scale[slot], self.rank[slot] = 0.0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        routing = current_routing()
+        if routing is None or not any(self.rank):
+            return y
+        assigned = routing.assign(self, x)
+        if assigned is None:
+            return y
+        slots, weights = assigned
+        x2, y2 = x.reshape(-1, self.in_features), y.reshape(-1, self.out_features)
+        for slot in torch.unique(slots[slots >= 0]).tolist():
+            r = self.rank[slot] if slot < len(self.rank) else 0
+            if r == 0:  # this expert does not adapt this module
+                continue
+            tok, pos = (slots == slot).nonzero(as_tuple=True)
+            h = x2[tok] @ self.lora_A[slot, :r].T
+            delta = (h @ self.lora_B[slot, :, :r].T) * (weights[tok, pos] * self.scale[slot]).unsqueeze(-1)
+            y2 = y2.index_add(0, tok, delta.to(y2.dtype))
+        return y2.view_as(y)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, experts={sum(r > 0 for r in self.rank)}"

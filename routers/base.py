@@ -1,0 +1,115 @@
+"""The router contract: a plan type, a narrow base class, and a name → (class, config) registry.
+
+Contract:
+- A router is a `Router` subclass with one abstract method, `route(batch) -> list[RoutingPlan]`
+  (one plan per query, same order), registered under a name with its pydantic config by
+  `@register_router(name, Config)` in its own module.
+- `build(name, ctx, **config)` validates the config (unknown keys are errors) and returns the
+  router; an unknown name or a bad config raises `RouterError` with a message fit for a user.
+- A `RoutingPlan` is JSON-able and says what the executor does: `mode` select / merge /
+  ensemble (experts + weights), token (gates inside the host), or base (no expert); plus
+  the scores the decision came from, a one-line `explanation`, and `fallback` (the reason)
+  when the router abstained.
+Routers only *load* fitted artifacts through `ctx`; fitting lives in each method's `fit.py`.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Mode = Literal["select", "merge", "ensemble", "token", "base"]
+
+
+class RouterError(ValueError):
+    """Unknown router, bad router config, or a router that cannot run (e.g. not fitted)."""
+
+
+class Query(BaseModel):
+    """One request as routers see it. `task`/`category` are known only in evaluations (oracle)."""
+    prompt: str
+    task: str | None = None
+    category: str | None = None
+
+
+class RoutingPlan(BaseModel):
+    router: str
+    mode: Mode
+    experts: list[str] = Field(default_factory=list)
+    weights: list[float] = Field(default_factory=list)
+    scores: dict[str, float] = Field(default_factory=dict)
+    explanation: str = ""
+    fallback: str | None = None  # why the router abstained, when it did
+
+    def mixture(self) -> dict[str, float]:
+        return dict(zip(self.experts, self.weights))
+
+
+class RouterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Router(ABC):
+    name: ClassVar[str]
+    config_cls: ClassVar[type[RouterConfig]]
+
+    def __init__(self, ctx, config: RouterConfig):
+        self.ctx, self.config = ctx, config
+
+    @abstractmethod
+    def route(self, batch: Sequence[Query]) -> list[RoutingPlan]:
+        """One plan per query, in order."""
+
+    # helpers shared by the query-level routers
+    def plan(self, mode: Mode, experts: Sequence[str], weights: Sequence[float] | None = None,
+             **kw: Any) -> RoutingPlan:
+        experts = list(experts)
+        weights = list(weights) if weights is not None else [1.0 / len(experts)] * len(experts) if experts else []
+        return RoutingPlan(router=self.name, mode=mode if experts else "base", experts=experts, weights=weights, **kw)
+
+    def fallback(self, reason: str, scores: dict[str, float] | None = None) -> RoutingPlan:
+        """Abstain: the configured fallback expert (`config.fallback`) or the base model."""
+        target = getattr(self.config, "fallback", None)
+        where = f"fell back to expert {target}" if target else "fell back to the base model"
+        return self.plan("select", [target] if target else [], scores=scores or {},
+                         explanation=f"{reason}: {where}", fallback=reason)
+
+
+_ROUTERS: dict[str, tuple[type[Router], type[RouterConfig]]] = {}
+
+
+def register_router(name: str, config: type[RouterConfig]) -> Callable[[type[Router]], type[Router]]:
+    def deco(cls: type[Router]) -> type[Router]:
+        if name in _ROUTERS:
+            raise RuntimeError(f"router {name!r} registered twice")
+        cls.name, cls.config_cls = name, config
+        _ROUTERS[name] = (cls, config)
+        return cls
+    return deco
+
+
+def names() -> list[str]:
+    return sorted(_ROUTERS)
+
+
+def schemas() -> dict[str, dict]:
+    """Router name → (docstring, JSON schema of its config); served by `composer routers`."""
+    return {n: {"description": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+                "config": cfg.model_json_schema()} for n, (cls, cfg) in sorted(_ROUTERS.items())}
+
+
+def parse_config(name: str, **config: Any) -> RouterConfig:
+    if name not in _ROUTERS:
+        raise RouterError(f"unknown router {name!r}; available: {', '.join(names())}")
+    try:
+        return _ROUTERS[name][1](**config)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors())
+        raise RouterError(f"bad config for router {name!r}: {problems}") from None
+
+
+def build(name: str, ctx, **config: Any) -> Router:
+    cfg = parse_config(name, **config)
+    return _ROUTERS[name][0](ctx, cfg)

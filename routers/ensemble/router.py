@@ -1,0 +1,23 @@
+"""ensemble: output fusion. The top-k experts by similarity each generate an answer (as rows
+of one heterogeneous batch); the executor keeps the answer with the highest mean token
+log-likelihood under its own expert. The plan lists the candidates; the executor reports
+which one won. Needs fitted: the per-expert `embeddings` artifact.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from routers.base import Query, Router, RoutingPlan, register_router
+from routers.ensemble.config import EnsembleConfig
+from routers.semantic import pick, score_experts
+
+
+@register_router("ensemble", EnsembleConfig)
+class EnsembleRouter(Router):
+    """Top-k experts run separately; the answer with the best mean log-likelihood wins."""
+
+    def route(self, batch: Sequence[Query]) -> list[RoutingPlan]:
+        c = self.config
+        q = self.ctx.encoder.encode([x.prompt for x in batch])
+        what = "max cosine to its examples" if c.scorer == "max" else "cosine to its centroid"
+        return [pick(self, r, c.top_k, "ensemble", what) for r in score_experts(self.ctx, q, c.top_k, c.scorer)]

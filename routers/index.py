@@ -1,0 +1,51 @@
+"""A faiss index over expert example embeddings (retrieval) and their centroids.
+
+Contract: `ExampleIndex({expert: vectors [n_i, d]})` indexes every row (inner product on
+unit vectors = cosine). `max_cosine(queries, k)` returns, per query, the best `k`
+experts by their highest-scoring example, best first. It searches the `depth` nearest
+rows, so an expert none of whose rows is among them is not a candidate: with thousands of
+experts the search stays a flat top-M scan instead of E dot products per example.
+`centroids()` gives the unit-norm mean embedding per expert. faiss is imported lazily.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from routers.encoders import normalise
+
+
+class ExampleIndex:
+    def __init__(self, vectors: dict[str, np.ndarray]):
+        import faiss
+
+        self.experts = sorted(vectors)
+        mats = [np.asarray(vectors[e], dtype=np.float32) for e in self.experts]
+        self.dim = mats[0].shape[1] if mats else 0
+        self.labels = np.concatenate([np.full(len(m), i) for i, m in enumerate(mats)]) if mats else np.zeros(0, int)
+        self.index = faiss.IndexFlatIP(max(self.dim, 1))
+        if mats:
+            self.index.add(np.ascontiguousarray(np.concatenate(mats)))
+        self._centroids = normalise(np.stack([m.mean(0) for m in mats])) if mats else np.zeros((0, 1))
+
+    def __len__(self) -> int:
+        return len(self.experts)
+
+    def max_cosine(self, queries: np.ndarray, k: int, depth: int = 256) -> list[list[tuple[str, float]]]:
+        if not self.experts:
+            return [[] for _ in queries]
+        depth = min(self.index.ntotal, max(depth, 4 * k))
+        sims, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), depth)
+        out = []
+        for s, r in zip(sims, rows):
+            best: dict[str, float] = {}
+            for score, row in zip(s, r):
+                if row < 0:
+                    continue
+                name = self.experts[self.labels[row]]
+                if name not in best:  # rows come best first, so the first hit is the max
+                    best[name] = float(score)
+            out.append(sorted(best.items(), key=lambda kv: -kv[1])[:k])
+        return out
+
+    def centroids(self) -> tuple[list[str], np.ndarray]:
+        return self.experts, self._centroids

@@ -1,0 +1,49 @@
+"""Shared pieces of the semantic (embedding-similarity) routers.
+
+Contract: `AbstainConfig` adds `threshold` (abstain below this similarity) and `fallback`
+(expert to use then; default the base model). `score_experts(ctx, vectors, k, scorer)`
+ranks experts per query by "max" (max-cosine over each expert's examples, faiss) or
+"centroid" (cosine to the mean embedding), best first. `pick(router, ranked, k)` turns a
+ranking into a plan: the top `k` (uniform weights) unless the best score is below the
+threshold, in which case it abstains with the reason.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from routers.base import Mode, Router, RouterConfig, RoutingPlan
+
+Scorer = Literal["max", "centroid"]
+
+
+class AbstainConfig(RouterConfig):
+    threshold: float | None = Field(None, ge=-1, le=1, description="abstain when the best cosine is below this")
+    fallback: str | None = Field(None, description="expert used when abstaining (default: the base model)")
+
+
+def score_experts(ctx, queries: np.ndarray, k: int, scorer: Scorer = "max") -> list[list[tuple[str, float]]]:
+    if scorer == "max":
+        return ctx.index.max_cosine(queries, k)
+    names, C = ctx.index.centroids()
+    if not names:
+        return [[] for _ in queries]
+    sims = queries @ C.T
+    top = np.argsort(-sims, axis=1)[:, :k]
+    return [[(names[j], float(s[j])) for j in row] for s, row in zip(sims, top)]
+
+
+def pick(router: Router, ranked: list[tuple[str, float]], k: int, mode: Mode, what: str) -> RoutingPlan:
+    scores = dict(ranked)
+    if not ranked:
+        return router.fallback("no experts are registered for this base model")
+    best, s = ranked[0]
+    threshold = router.config.threshold
+    if threshold is not None and s < threshold:
+        return router.fallback(f"best {what} {s:.3f} ({best}) is below the threshold {threshold:.3f}", scores)
+    chosen = [e for e, _ in ranked[:k]]
+    listed = ", ".join(f"{e} {sc:.3f}" for e, sc in ranked[:max(k, 3)])
+    verb = {"select": "selected", "merge": "merged uniformly", "ensemble": "ensembled"}[mode]
+    return router.plan(mode, chosen, scores=scores, explanation=f"{verb} {', '.join(chosen)} by {what} ({listed})")

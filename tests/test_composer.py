@@ -1,0 +1,100 @@
+"""The Python API and CLI end to end on the demo ocean: runtime registration, route, generate."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from composer.cli import main
+
+
+def artifact_digests(reg) -> dict:
+    return {(a.expert, a.router, a.key): a.sha256 for a in reg.artifacts()}
+
+
+def test_register_at_runtime_indexes_only_the_new_expert(demo_ocean, tmp_path):
+    from composer import Composer
+    reg = demo_ocean.registry
+    c = Composer(reg)
+    before = artifact_digests(reg)
+    prompts = ["Tally the letters in this word: a b c d", "Tally the letters in this word: h o u s e"]
+    assert [p.experts for p in c.route(prompts, router="retrieval")] != [["tally"]] * 2
+    served_before = c.generate(prompts, expert="length", max_new_tokens=6)
+
+    adapter = tmp_path / "tally"
+    shutil.copytree(demo_ocean.out / "experts" / "length", adapter)
+    words = ["m n o", "z y x w", "k e", "p l u s h", "t", "g h i j k l", "v w", "b o a t", "c r a b s", "f e d"]
+    examples = [f"Tally the letters in this word: {w}" for w in words]
+    c.register(adapter, "tally", description="Tallies letters in a word.", examples=examples)
+    try:
+        after = artifact_digests(reg)
+        new = {k for k in after if k not in before}
+        assert new == {("tally", "embeddings", "all-MiniLM-L6-v2.npy")}
+        assert all(after[k] == v for k, v in before.items())  # nothing else refit
+        assert [p.experts for p in c.route(prompts, router="retrieval")] == [["tally"]] * 2
+        outs = c.generate(prompts, router="retrieval", max_new_tokens=6)
+        assert all(o.expert == "tally" for o in outs)
+        # tally is a copy of length's weights: served by the new slot, it answers exactly as length does,
+        # and length itself is untouched by the registration
+        assert [o.token_ids for o in outs] == [o.token_ids for o in served_before]
+        assert [o.token_ids for o in c.generate(prompts, expert="length", max_new_tokens=6)] == \
+            [o.token_ids for o in served_before]
+    finally:
+        c.remove("tally")
+    assert "tally" not in c.host.experts
+    assert all(p.experts != ["tally"] for p in c.route(prompts, router="retrieval"))
+    assert artifact_digests(reg) == before
+
+
+def test_generate_one_heterogeneous_batch_and_direct_experts(demo_ocean):
+    from composer import Composer, ComposerError
+    c = Composer(demo_ocean.registry)
+    prompts = ["Count the letters: a b c", "Find the largest digit: 3 9 2", "Count down from 3"]
+    outs = c.generate([{"prompt": p, "task": t} for p, t in zip(prompts, ["length", "max", "countdown"])],
+                      router="oracle", max_new_tokens=10)
+    assert [o.text for o in outs] == ["3", "9", "3 2 1"]
+    assert [o.text for o in c.generate(prompts[:1], expert="length")] == ["3"]
+    base = c.generate(prompts[:1], expert="demo-base")[0]
+    assert base.plan.mode == "base" and base.expert is None
+    with pytest.raises(ComposerError, match="unknown expert 'ghost'"):
+        c.generate(prompts, expert="ghost")
+    with pytest.raises(ComposerError, match="either expert"):
+        c.generate(prompts, expert="length", router="retrieval")
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_cli_route_generate_routers(demo_ocean, capsys):
+    home = str(demo_ocean.home)
+    code, out, _ = run(capsys, "--home", home, "route", "Count the letters: a b c", "--router", "retrieval", "--json")
+    assert code == 0
+    (plan,) = json.loads(out)
+    assert plan["experts"] == ["length"] and plan["explanation"]
+    code, out, _ = run(capsys, "--home", home, "generate", "Count the letters: a b c", "Count down from 2",
+                       "--router", "coe", "--json")
+    assert code == 0 and [o["text"] for o in json.loads(out)] == ["3", "2 1"]
+    code, out, _ = run(capsys, "--home", home, "generate", "Count the letters: a b c", "--expert", "length")
+    assert code == 0 and "3" in out
+    code, out, _ = run(capsys, "routers", "--json")
+    assert code == 0 and "retrieval" in json.loads(out)
+    code, out, _ = run(capsys, "--home", home, "route", "x", "--router", "loraretriever", "-c", "top_k=2",
+                       "-c", "combine=ensemble", "--json")
+    assert code == 0 and json.loads(out)[0]["mode"] == "ensemble"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["route", "x", "--router", "nope"], "unknown router 'nope'"),
+    (["route", "x", "--router", "retrieval", "-c", "depth=0"], "depth: Input should be greater than or equal to 1"),
+    (["route", "x", "-c", "oops"], "config must be KEY=VALUE"),
+    (["generate", "x", "--expert", "ghost"], "unknown expert 'ghost'"),
+    (["generate", "x", "--expert", "max", "--router", "coe"], "either --expert or --router"),
+    (["fit", "coe", "--map", "/nonexistent.json"], "not found"),
+])
+def test_cli_errors_are_one_line(demo_ocean, capsys, argv, message):
+    code, _out, err = run(capsys, "--home", str(demo_ocean.home), *argv)
+    assert code == 1 and message in err and err.startswith("composer: error:") and err.count("\n") == 1

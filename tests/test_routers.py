@@ -1,0 +1,183 @@
+"""Router framework and query-level routers: units on hand-made vectors, then the demo ocean."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import routers
+from composer.demo.build import benchmark_rows
+from routers import Query, RouterError, knn
+from routers.coe import derive_map
+from routers.index import ExampleIndex
+
+
+# -- units (hand-made vectors stand in for the sentence encoder) -----------------------------
+def unit(*v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+class CannedEncoder:
+    name = "canned"
+
+    def __init__(self, table):
+        self.table = table
+
+    def encode(self, texts):
+        return np.stack([self.table[t] for t in texts])
+
+
+def fake_ctx(vectors: dict[str, list], queries: dict[str, np.ndarray]):
+    index = ExampleIndex({e: np.stack(v) for e, v in vectors.items()})
+    return SimpleNamespace(index=index, encoder=CannedEncoder(queries), expert_names=sorted(vectors), base="b")
+
+
+def test_index_scores_each_expert_by_its_best_example():
+    idx = ExampleIndex({"a": np.stack([unit(1, 0, 0), unit(0, 1, 0)]), "b": np.stack([unit(1, 1, 0)])})
+    (ranked,) = idx.max_cosine(unit(0, 1, 0)[None], k=2)
+    assert [e for e, _ in ranked] == ["a", "b"]
+    assert ranked[0][1] == pytest.approx(1.0) and ranked[1][1] == pytest.approx(math.sqrt(0.5))
+    names, C = idx.centroids()
+    assert names == ["a", "b"] and np.allclose(np.linalg.norm(C, axis=1), 1)
+
+
+def test_retrieval_threshold_abstains_and_says_why():
+    ctx = fake_ctx({"a": [unit(1, 0, 0)], "b": [unit(0, 1, 0)]},
+                   {"near a": unit(1, 0.1, 0), "far": unit(0, 0, 1)})
+    plain = routers.build("retrieval", ctx).route([Query(prompt="near a"), Query(prompt="far")])
+    assert plain[0].experts == ["a"] and plain[0].mode == "select" and "a" in plain[0].explanation
+    strict = routers.build("retrieval", ctx, threshold=0.5, fallback="b").route([Query(prompt="far")])[0]
+    assert strict.experts == ["b"] and strict.fallback and "below the threshold" in strict.explanation
+    base = routers.build("retrieval", ctx, threshold=0.5).route([Query(prompt="far")])[0]
+    assert base.mode == "base" and base.experts == [] and "base model" in base.explanation
+
+
+def test_loraretriever_and_ensemble_take_top_k_with_uniform_weights():
+    ctx = fake_ctx({"a": [unit(1, 0, 0)], "b": [unit(1, 1, 0)], "c": [unit(0, 0, 1)]}, {"q": unit(1, 0.2, 0)})
+    merge = routers.build("loraretriever", ctx, top_k=2).route([Query(prompt="q")])[0]
+    assert merge.mode == "merge" and merge.experts == ["a", "b"] and merge.weights == [0.5, 0.5]
+    ens = routers.build("ensemble", ctx, top_k=3).route([Query(prompt="q")])[0]
+    assert ens.mode == "ensemble" and ens.experts == ["a", "b", "c"]
+
+
+def test_knn_votes_and_ignores_unknown_scores():
+    X = np.stack([unit(1, 0), unit(0.9, 0.1), unit(0, 1)])
+    Y = np.array([[1, np.nan], [0, 1], [0, 0]], dtype=np.float32)
+    p = knn.predict((X, Y), unit(1, 0.05)[None], k=2, temperature=1.0)[0]
+    assert 0.5 < p[0] < 1 and p[1] == pytest.approx(1.0)  # column 1 only known for the 2nd neighbour
+    X2, Y2 = knn.from_bytes(knn.to_bytes(X, Y))
+    assert np.array_equal(X2, X) and np.array_equal(np.isnan(Y2), np.isnan(Y))
+
+
+def test_derive_map_best_score_then_cost_then_name():
+    results = [{"category": "math", "expert": "big", "score": 1.0, "cost": 9},
+               {"category": "math", "expert": "small", "score": 1.0, "cost": 1},
+               {"category": "text", "expert": "a", "score": 0.5}, {"category": "text", "expert": "b", "score": 0.9},
+               {"category": "chat", "expert": "y", "score": 0.2}, {"category": "chat", "expert": "x", "score": 0.2}]
+    assert derive_map(results) == {"chat": "x", "math": "small", "text": "b"}
+    with pytest.raises(RouterError, match="lacks 'score'"):
+        derive_map([{"category": "c", "expert": "e"}])
+
+
+@pytest.mark.parametrize(("name", "config", "message"), [
+    ("nope", {}, "unknown router 'nope'; available: bench_coe"),
+    ("retrieval", {"treshold": 0.3}, "treshold: Extra inputs are not permitted"),
+    ("loraretriever", {"top_k": 0}, "top_k: Input should be greater than or equal to 1"),
+    ("loraretriever", {"combine": "sum"}, "combine: Input should be 'merge' or 'ensemble'"),
+    ("retrieval", {"threshold": "high"}, "threshold"),
+])
+def test_bad_router_names_and_configs_are_clear(name, config, message):
+    with pytest.raises(RouterError, match=message):
+        routers.build(name, SimpleNamespace(), **config)
+
+
+def test_every_router_publishes_a_config_schema():
+    schemas = routers.schemas()
+    assert set(schemas) == {"bench_coe", "centroid", "coe", "ensemble", "loraretriever", "oracle", "retrieval",
+                            "uniform"}
+    assert all(s["description"] and s["config"]["type"] == "object" for s in schemas.values())
+
+
+# -- the demo ocean, with the real MiniLM encoder ----------------------------------------------
+@pytest.fixture(scope="module")
+def composer(demo_ocean):
+    from composer import Composer
+    return Composer(demo_ocean.registry)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return benchmark_rows(0)
+
+
+def own_expert_rate(plans, rows) -> float:
+    return sum(p.experts == [r["task"]] for p, r in zip(plans, rows)) / len(rows)
+
+
+def test_retrieval_routes_held_back_paraphrases_to_their_expert(composer, rows):
+    held_back = [r for r in rows if r["phrasing"] == "held-back"]
+    assert len({r["task"] for r in held_back}) == 8
+    rate = own_expert_rate(composer.route([r["prompt"] for r in held_back], router="retrieval"), held_back)
+    assert rate >= 0.90, rate
+
+
+def test_coe_after_fitting_routes_held_back_paraphrases(composer, rows):
+    labelled = [{"prompt": r["prompt"], "category": r["task"]} for r in rows if r["split"] == "held-in"]
+    summary = composer.fit("coe", rows=labelled)
+    assert summary["map"] == {t: t for t in summary["categories"]} and summary["rows"] == len(labelled)
+    held_back = [r for r in rows if r["phrasing"] == "held-back"]
+    rate = own_expert_rate(composer.route([r["prompt"] for r in held_back], router="coe"), held_back)
+    assert rate >= 0.90, rate
+    # two-skill prompts split the neighbours' vote: below the threshold CoE falls back and says so
+    comps = [r["prompt"] for r in rows if r["phrasing"] == "composition"][::4]
+    plans = composer.route(comps, router="coe", threshold=0.9, fallback="length")
+    fell = [p for p in plans if p.fallback]
+    assert fell and all(p.experts == ["length"] and "confidence" in p.explanation for p in fell)
+    assert all(max(p.scores.values()) >= 0.9 for p in plans if not p.fallback)
+
+
+def test_coe_domain_labels_need_a_map_and_derive_one(composer):
+    summary = composer.fit("coe", by="domain")
+    assert set(summary["categories"]) == {"text", "cipher", "arithmetic", "counting"}
+    experts = {r.name: r.domains[0] for r in composer.experts()}
+    assert all(experts[e] == c for c, e in summary["map"].items())
+    with pytest.raises(RouterError, match="no expert mapped"):
+        composer.fit("coe", rows=[{"prompt": "x", "category": "unknown"}], expert_map={})
+    composer.fit("coe")  # back to the demo's default fit
+
+
+ROUTER_CONFIGS = {"retrieval": {}, "centroid": {}, "loraretriever": {"top_k": 2}, "ensemble": {"top_k": 2},
+                  "coe": {}, "bench_coe": {}, "uniform": {"experts": ["max", "length"]}, "oracle": {}}
+
+
+@pytest.mark.parametrize("name", sorted(ROUTER_CONFIGS))
+def test_every_router_routes_generates_and_explains_itself(composer, rows, name):
+    picked = [r for r in rows if r["task"] in ("max", "length", "countdown") and r["split"] == "held-in"][::20]
+    queries = [{"prompt": r["prompt"], "task": r["task"]} for r in picked]
+    outs = composer.generate(queries, router=name, max_new_tokens=12, **ROUTER_CONFIGS[name])
+    live = {r.name for r in composer.experts()}
+    for o in outs:
+        p = o.plan
+        assert p.router == name and p.explanation and set(p.experts) <= live
+        assert p.experts and math.isclose(sum(p.weights), 1.0) and p.mode in ("select", "merge", "ensemble")
+        if p.mode == "ensemble":
+            assert o.expert in p.experts and set(o.candidates) == set(p.experts)
+            assert o.logprob == max(o.candidates.values()) or abs(o.logprob - max(o.candidates.values())) < 1e-3
+    if name in ("retrieval", "coe", "oracle", "ensemble"):  # routed to strong experts: answers are right
+        assert sum(o.text == r["answer"] for o, r in zip(outs, picked)) >= 0.8 * len(picked)
+
+
+def test_oracle_needs_tasks_and_falls_back_on_compositions(composer, rows):
+    with pytest.raises(RouterError, match="every query needs its 'task'"):
+        composer.route(["Count the letters: a b"], router="oracle")
+    comp = next(r for r in rows if r["phrasing"] == "composition")
+    (plan,) = composer.route([{"prompt": comp["prompt"], "task": comp["task"]}], router="oracle")
+    assert plan.mode == "base" and "no registered expert" in plan.fallback
+
+
+def test_uniform_rejects_unknown_experts(composer):
+    with pytest.raises(RouterError, match="unknown expert"):
+        composer.route(["x"], router="uniform", experts=["max", "ghost"])
