@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from composer.host import Host
+from composer.progress import progress
 from registry import Registry
 from registry.records import ExpertRecord
 from routers import Query, RouterContext, RouterError, RoutingPlan, build
@@ -186,12 +187,15 @@ class Composer:
 
     # -- fitting the all-expert routers ------------------------------------------------------
     def score_experts(self, rows: Sequence[dict], experts: Sequence[str] | None = None,
-                      max_new_tokens: int = 32) -> list[dict]:
+                      max_new_tokens: int = 32, batch_size: int = 256) -> list[dict]:
         """Exact-match score of each expert on each labelled row ({prompt, answer, [category]})."""
         experts = list(experts or [r.name for r in self.experts()])
         pairs = [(r, e) for r in rows for e in experts]
-        gens = self.host.generate([r["prompt"] for r, _ in pairs], [{e: 1.0} for _, e in pairs],
-                                  max_new_tokens=max_new_tokens)
+        gens = []
+        for i in progress(range(0, len(pairs), batch_size), desc="scoring experts"):
+            chunk = pairs[i:i + batch_size]
+            gens += self.host.generate([r["prompt"] for r, _ in chunk], [{e: 1.0} for _, e in chunk],
+                                       max_new_tokens=max_new_tokens)
         norm = (lambda s: " ".join(str(s).split()))
         return [{"prompt": r["prompt"], "expert": e, "category": r.get("category"),
                  "score": float(norm(g.text) == norm(r["answer"]))} for (r, e), g in zip(pairs, gens)]

@@ -106,8 +106,27 @@ def cmd_demo(a) -> int:
     else:
         _print_skill_table(json.loads(report.read_text())["skills"])
     _print_experts(reg.list())
+    _show_routing(a)
     out.print(f"registry: {reg.home}   benchmark: {demo_dir(a) / 'benchmark.jsonl'}")
+    out.print('try: composer route "Write these letters backwards: c a t" --router coe   '
+              '|  composer generate "Count down from 5"')
     return 0
+
+
+def _show_routing(a) -> None:
+    """A few held-back paraphrases (never seen at registration), routed and answered."""
+    from composer.demo.build import BASE_NAME
+    rows = [json.loads(line) for line in (demo_dir(a) / "benchmark.jsonl").read_text().splitlines()]
+    picked = [next(r for r in rows if r["task"] == t and r["phrasing"] == "held-back")
+              for t in ("reverse", "add", "max", "countdown")]
+    with _composer(argparse.Namespace(home=a.home, base=BASE_NAME, router="retrieval")) as c:
+        outs = c.generate([r["prompt"] for r in picked], max_new_tokens=16)
+    t = Table(title="Routed generation on held-back paraphrases (router: retrieval)")
+    for col in ("prompt", "expert", "answer", "expected"):
+        t.add_column(col)
+    for r, o in zip(picked, outs):
+        t.add_row(r["prompt"], ", ".join(o.plan.experts) or "(base)", o.text, r["answer"])
+    out.print(t)
 
 
 @command("register", "register a base model, a LoRA adapter or a whole-model expert",
@@ -118,9 +137,15 @@ def cmd_demo(a) -> int:
          arg("--new-version", action="store_true", help="add a version to an existing name"))
 def cmd_register(a) -> int:
     split = (lambda s: [x.strip() for x in s.split(",") if x.strip()])
-    rec = _registry(a).register(a.path, a.name, kind=a.kind, base=a.base, description=a.description,
-                                tags=split(a.tags), domains=split(a.domains),
-                                examples=_load_examples(a.examples), new_version=a.new_version)
+    kw = {"kind": a.kind, "base": a.base, "description": a.description, "tags": split(a.tags),
+          "domains": split(a.domains), "examples": _load_examples(a.examples), "new_version": a.new_version}
+    reg = _registry(a)
+    if a.kind == "lora" and any(r.name == a.base for r in reg.list(kind="base")):
+        a.router = None  # registered through Composer: its post-hoc router artifacts commit with it
+        with _composer(a) as c:
+            rec = c.register(a.path, a.name, **kw)
+    else:  # base/model experts, and LoRA errors (no or unknown base) worded by the registry
+        rec = reg.register(a.path, a.name, **kw)
     out.print(f"registered [bold]{rec.name}[/bold] v{rec.version} ({rec.kind}) digest {rec.digest[:12]}")
     return 0
 
@@ -183,7 +208,7 @@ def _composer(a):
     from composer.api import Composer, ComposerError
     from routers import RouterError
     try:
-        yield Composer(_registry(a), base=a.base, default_router=a.router)
+        yield Composer(_registry(a), base=getattr(a, "base", None), default_router=getattr(a, "router", None))
     except (RouterError, ComposerError) as e:
         raise CommandError(str(e)) from None
 

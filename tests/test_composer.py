@@ -98,3 +98,17 @@ def test_cli_route_generate_routers(demo_ocean, capsys):
 def test_cli_errors_are_one_line(demo_ocean, capsys, argv, message):
     code, _out, err = run(capsys, "--home", str(demo_ocean.home), *argv)
     assert code == 1 and message in err and err.startswith("composer: error:") and err.count("\n") == 1
+
+
+def test_cli_register_fits_post_hoc_artifacts(demo_ocean, capsys, tmp_path):
+    home = str(demo_ocean.home)
+    examples = tmp_path / "ex.txt"
+    examples.write_text("Say how many letters: a b\nSay how many letters: c d e\n")
+    code, _, err = run(capsys, "--home", home, "register", str(demo_ocean.out / "experts" / "length"), "--name",
+                       "counter", "--base", "demo-base", "--examples", str(examples))
+    assert code == 0, err
+    try:
+        arts = demo_ocean.registry.artifacts("counter")
+        assert [(a.router, a.meta["rows"]) for a in arts] == [("embeddings", 2)]
+    finally:
+        assert run(capsys, "--home", home, "experts", "remove", "counter")[0] == 0

@@ -168,3 +168,28 @@ def test_cost_follows_experts_used_not_installed(demo_ocean):
     routed = [{"reverse": 1.0}] * len(PROMPTS)
     assert _flops(one, enc, routed) == _flops(all_, enc, routed)
     assert _flops(all_, enc, [{e: 1 / len(experts) for e in experts}] * len(PROMPTS)) > _flops(all_, enc, routed)
+
+
+class TokenGate:
+    """A per-token routing (what PHATGOOSE/Arrow gates produce): slots/weights for every token."""
+
+    def __init__(self, pick):
+        self.pick, self.calls = pick, 0
+
+    def assign(self, layer, x):
+        self.calls += 1
+        return self.pick(x.shape[0] * x.shape[1])
+
+
+def test_per_token_gates_drive_the_same_layers(host):
+    enc = encode(host, PROMPTS)
+    slot = host.slots["atbash"]
+    seq = host.logits(enc["input_ids"], enc["attention_mask"], [{"atbash": 1.0}] * len(PROMPTS))
+    every = TokenGate(lambda n: (torch.full((n, 1), slot), torch.ones(n, 1)))
+    assert torch.allclose(host.logits(enc["input_ids"], enc["attention_mask"], routing=every), seq, atol=1e-6)
+    assert every.calls == len(host.layers)  # asked once per adapted module
+    # top-2 per token: half the mass on each of two experts = the 50/50 merge
+    two = [host.slots["reverse"], host.slots["atbash"]]
+    half = TokenGate(lambda n: (torch.tensor([two] * n), torch.full((n, 2), 0.5)))
+    merged = host.logits(enc["input_ids"], enc["attention_mask"], [{"reverse": 0.5, "atbash": 0.5}] * len(PROMPTS))
+    assert torch.allclose(host.logits(enc["input_ids"], enc["attention_mask"], routing=half), merged, atol=1e-5)
