@@ -5,7 +5,8 @@ Contract: `AbstainConfig` adds `threshold` (abstain below this similarity) and `
 ranks experts per query by "max" (max-cosine over each expert's examples, faiss) or
 "centroid" (cosine to the mean embedding), best first. `pick(router, ranked, k)` turns a
 ranking into a plan: the top `k` (uniform weights) unless the best score is below the
-threshold, in which case it abstains with the reason.
+threshold, in which case it abstains with the reason. `route_by_similarity` is the whole
+route method of the retrieval-style routers: encode, rank, pick.
 """
 from __future__ import annotations
 
@@ -24,9 +25,13 @@ class AbstainConfig(RouterConfig):
     fallback: str | None = Field(None, description="expert used when abstaining (default: the base model)")
 
 
-def score_experts(ctx, queries: np.ndarray, k: int, scorer: Scorer = "max") -> list[list[tuple[str, float]]]:
+SCORER_TEXT = {"max": "max cosine to its examples", "centroid": "cosine to its centroid"}
+
+
+def score_experts(ctx, queries: np.ndarray, k: int, scorer: Scorer = "max",
+                  depth: int = 256) -> list[list[tuple[str, float]]]:
     if scorer == "max":
-        return ctx.index.max_cosine(queries, k)
+        return ctx.index.max_cosine(queries, k, depth=depth)
     names, C = ctx.index.centroids()
     if not names:
         return [[] for _ in queries]
@@ -47,3 +52,9 @@ def pick(router: Router, ranked: list[tuple[str, float]], k: int, mode: Mode, wh
     listed = ", ".join(f"{e} {sc:.3f}" for e, sc in ranked[:max(k, 3)])
     verb = {"select": "selected", "merge": "merged uniformly", "ensemble": "ensembled"}[mode]
     return router.plan(mode, chosen, scores=scores, explanation=f"{verb} {', '.join(chosen)} by {what} ({listed})")
+
+
+def route_by_similarity(router: Router, batch, k: int, mode: Mode, scorer: Scorer, depth: int = 256) -> list[RoutingPlan]:
+    q = router.ctx.encoder.encode([x.prompt for x in batch])
+    ranked = score_experts(router.ctx, q, max(k, 3), scorer, depth)  # a few more than k, to explain the choice
+    return [pick(router, r, k, mode, SCORER_TEXT[scorer]) for r in ranked]

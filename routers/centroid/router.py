@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from routers.base import Query, Router, RoutingPlan, register_router
 from routers.centroid.config import CentroidConfig
-from routers.semantic import pick, score_experts
+from routers.semantic import route_by_similarity
 
 
 @register_router("centroid", CentroidConfig)
@@ -16,5 +16,4 @@ class CentroidRouter(Router):
     """Top-1 expert by cosine to its mean example embedding."""
 
     def route(self, batch: Sequence[Query]) -> list[RoutingPlan]:
-        q = self.ctx.encoder.encode([x.prompt for x in batch])
-        return [pick(self, r, 1, "select", "cosine to its centroid") for r in score_experts(self.ctx, q, 3, "centroid")]
+        return route_by_similarity(self, batch, 1, "select", "centroid")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from routers.base import Query, Router, RoutingPlan, register_router
 from routers.ensemble.config import EnsembleConfig
-from routers.semantic import pick, score_experts
+from routers.semantic import route_by_similarity
 
 
 @register_router("ensemble", EnsembleConfig)
@@ -17,7 +17,4 @@ class EnsembleRouter(Router):
     """Top-k experts run separately; the answer with the best mean log-likelihood wins."""
 
     def route(self, batch: Sequence[Query]) -> list[RoutingPlan]:
-        c = self.config
-        q = self.ctx.encoder.encode([x.prompt for x in batch])
-        what = "max cosine to its examples" if c.scorer == "max" else "cosine to its centroid"
-        return [pick(self, r, c.top_k, "ensemble", what) for r in score_experts(self.ctx, q, c.top_k, c.scorer)]
+        return route_by_similarity(self, batch, self.config.top_k, "ensemble", self.config.scorer)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from routers.base import Query, Router, RoutingPlan, register_router
 from routers.loraretriever.config import LoraRetrieverConfig
-from routers.semantic import pick, score_experts
+from routers.semantic import route_by_similarity
 
 
 @register_router("loraretriever", LoraRetrieverConfig)
@@ -19,7 +19,4 @@ class LoraRetrieverRouter(Router):
     """Top-k experts by similarity, uniform weights, merged or ensembled."""
 
     def route(self, batch: Sequence[Query]) -> list[RoutingPlan]:
-        c = self.config
-        q = self.ctx.encoder.encode([x.prompt for x in batch])
-        what = "cosine to its centroid" if c.scorer == "centroid" else "max cosine to its examples"
-        return [pick(self, r, c.top_k, c.combine, what) for r in score_experts(self.ctx, q, c.top_k, c.scorer)]
+        return route_by_similarity(self, batch, self.config.top_k, self.config.combine, self.config.scorer)

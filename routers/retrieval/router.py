@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from routers.base import Query, Router, RoutingPlan, register_router
 from routers.retrieval.config import RetrievalConfig
-from routers.semantic import pick
+from routers.semantic import route_by_similarity
 
 
 @register_router("retrieval", RetrievalConfig)
@@ -17,6 +17,4 @@ class RetrievalRouter(Router):
     """Top-1 expert by max cosine to its example prompts (faiss)."""
 
     def route(self, batch: Sequence[Query]) -> list[RoutingPlan]:
-        q = self.ctx.encoder.encode([x.prompt for x in batch])
-        ranked = self.ctx.index.max_cosine(q, k=3, depth=self.config.depth)
-        return [pick(self, r, 1, "select", "max cosine to its examples") for r in ranked]
+        return route_by_similarity(self, batch, 1, "select", "max", self.config.depth)
