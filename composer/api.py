@@ -70,7 +70,7 @@ class Composer:
         self.default_router = default_router or os.environ.get("COMPOSER_DEFAULT_ROUTER", "retrieval")
         self.ctx = RouterContext(self.registry, self.base, encoder, experts=self.experts)
         self._host: Host | None = None
-        self._loaded: dict[str, tuple[int, str]] = {}  # name -> (version, digest) in the host
+        self._loaded: dict[str, str] = {}  # name -> digest of the version the host holds
         self._broken: dict[tuple[str, int], str] = {}  # experts the host could not load, and why
         self._lock = threading.RLock()
 
@@ -102,19 +102,21 @@ class Composer:
             if host is None:
                 return
             want = {r.name: r for r in self.experts()}
-            for name in [n for n, (v, d) in self._loaded.items() if n not in want or want[n].digest != d]:
+            stale = [n for n, digest in self._loaded.items() if n not in want or want[n].digest != digest]
+            for name in stale:
                 host.remove_adapter(name)
                 del self._loaded[name]
-            for name, rec in want.items():
-                if name not in self._loaded:
-                    try:
-                        host.add_adapter(name, rec.path)
-                    except (ValueError, OSError) as e:
-                        log.warning("expert %s v%d cannot be served: %s", name, rec.version, e)
-                        self._broken[(name, rec.version)] = str(e)
-                        continue
-                    self._loaded[name] = (rec.version, rec.digest)
-            self.ctx.invalidate()
+            new = [rec for name, rec in want.items() if name not in self._loaded]
+            for rec in new:
+                try:
+                    host.add_adapter(rec.name, rec.path)
+                except (ValueError, OSError) as e:
+                    log.warning("expert %s v%d cannot be served: %s", rec.name, rec.version, e)
+                    self._broken[(rec.name, rec.version)] = str(e)
+                    continue
+                self._loaded[rec.name] = rec.digest
+            if stale or new:
+                self.ctx.invalidate()
 
     def register(self, path, name: str, **kw: Any) -> ExpertRecord:
         """Register a LoRA expert of this base with its post-hoc artifacts; it is routable at once."""
@@ -191,10 +193,10 @@ class Composer:
         """Exact-match score of each expert on each labelled row ({prompt, answer, [category]})."""
         experts = list(experts or [r.name for r in self.experts()])
         pairs = [(r, e) for r in rows for e in experts]
-        gens = []
+        host, gens = self.host, []
         for i in progress(range(0, len(pairs), batch_size), desc="scoring experts"):
             chunk = pairs[i:i + batch_size]
-            gens += self.host.generate([r["prompt"] for r, _ in chunk], [{e: 1.0} for _, e in chunk],
+            gens += host.generate([r["prompt"] for r, _ in chunk], [{e: 1.0} for _, e in chunk],
                                        max_new_tokens=max_new_tokens)
         norm = (lambda s: " ".join(str(s).split()))
         return [{"prompt": r["prompt"], "expert": e, "category": r.get("category"),
