@@ -1,17 +1,21 @@
 """The Python API: route and generate over every expert of one base model, in-process.
 
-Contract: `Composer(registry=None, base=None, default_router=None, encoder=None)`
+Contract: `Composer(registry=None, base=None, default_router=None, encoder=None, writer=None)`
 - `base` defaults to the only registered base model (an error lists them if several).
-  `default_router` defaults to $COMPOSER_DEFAULT_ROUTER, else "retrieval".
+  `default_router` defaults to $COMPOSER_DEFAULT_ROUTER, else "retrieval". `writer` is
+  GLIDER's instruction writer (an object or a spec, see `routers.glider.writers`; default
+  $COMPOSER_INSTRUCTION_WRITER, else none).
 - `route(prompts, router=None, **config)` -> one `RoutingPlan` per prompt. A prompt is a
   string, or a dict/`Query` with `task`/`category` (needed by the oracle).
 - `generate(prompts, router=None, expert=None, max_new_tokens=32, ...)` -> one
   `Completion` per prompt. All prompts go through the host as ONE heterogeneous batch:
   selected, merged, ensembled (k rows, best mean log-likelihood wins) and base rows mixed.
   `expert=` bypasses routing (an expert name, or the base model's name for no adapter).
-- `register(path, name, ...)` registers a LoRA expert with its post-hoc artifacts
-  (`routers.posthoc`) committed atomically, then loads it into the running host; `remove`
-  drops it. The host follows the registry (`sync()`), so experts registered by another
+- `inspect(prompts, router=None, **config)` -> per prompt: the plan and, for token-level
+  plans, which experts every module chose for every prompt token (`composer.introspect`).
+- `register(path, name, fit_options=None, ...)` registers a LoRA expert with its post-hoc
+  artifacts (`routers.posthoc`: embeddings, PHATGOOSE gates, Arrow prototypes, GLIDER task
+  embedding) committed atomically, then loads it into the running host; `remove` drops it. The host follows the registry (`sync()`), so experts registered by another
   process are served too. `fit("coe" | "bench_coe", ...)` fits the all-expert routers;
   `score_experts(rows)` evaluates experts on labelled prompts (Bench-CoE's input).
 Bad router names/configs raise `RouterError`; unknown experts `ComposerError`.
@@ -25,12 +29,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from composer.host import Host
+from composer.host import Gate, Host, RoutingTrace
+from composer.introspect import token_report
 from composer.progress import progress
 from registry import Registry
 from registry.records import ExpertRecord
 from routers import Query, RouterContext, RouterError, RoutingPlan, build
+from routers.glider.writers import writer_from_spec
 from routers.posthoc import fit_expert
+from routers.token import expert_vectors
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +70,14 @@ def as_queries(prompts: str | Sequence[str | dict | Query]) -> list[Query]:
 
 class Composer:
     def __init__(self, registry: Registry | None = None, base: str | None = None,
-                 default_router: str | None = None, encoder=None):
+                 default_router: str | None = None, encoder=None, writer=None):
         self.registry = registry or Registry()
         self.base = base or self._only_base()
         self.registry.get(self.base)  # NotFoundError for an unknown base
         self.default_router = default_router or os.environ.get("COMPOSER_DEFAULT_ROUTER", "retrieval")
-        self.ctx = RouterContext(self.registry, self.base, encoder, experts=self.experts)
+        if writer is None or isinstance(writer, str):
+            writer = writer_from_spec(writer or os.environ.get("COMPOSER_INSTRUCTION_WRITER"), self.registry)
+        self.ctx = RouterContext(self.registry, self.base, encoder, experts=self.experts, writer=writer)
         self._host: Host | None = None
         self._loaded: dict[str, str] = {}  # name -> digest of the version the host holds
         self._broken: dict[tuple[str, int], str] = {}  # experts the host could not load, and why
@@ -115,15 +124,21 @@ class Composer:
                     self._broken[(rec.name, rec.version)] = str(e)
                     continue
                 self._loaded[rec.name] = rec.digest
+                try:
+                    for kind, vectors in expert_vectors(self.ctx, rec).items():
+                        host.set_vectors(rec.name, kind, vectors)
+                except (ValueError, OSError, RouterError) as e:
+                    log.warning("expert %s v%d has no usable token gates (token-level routers skip it): %s",
+                                rec.name, rec.version, e)
             if stale or new:
                 self.ctx.invalidate()
 
-    def register(self, path, name: str, **kw: Any) -> ExpertRecord:
+    def register(self, path, name: str, fit_options: dict[str, dict] | None = None, **kw: Any) -> ExpertRecord:
         """Register a LoRA expert of this base with its post-hoc artifacts; it is routable at once."""
         kw.setdefault("kind", "lora")
         if kw["kind"] == "lora":
             kw.setdefault("base", self.base)
-            kw["fit"] = lambda staged, draft: fit_expert(self.ctx, draft, staged)
+            kw["fit"] = lambda staged, draft: fit_expert(self.ctx, draft, staged, fit_options)
         rec = self.registry.register(path, name, **kw)
         self.sync()
         return rec
@@ -164,11 +179,9 @@ class Composer:
             if plan.mode == "ensemble":
                 rows += [{e: 1.0} for e in plan.experts]
                 owner += [(i, e) for e in plan.experts]
-            elif plan.mode in ("select", "merge", "base"):
-                rows.append(plan.mixture())
-                owner.append((i, plan.experts[0] if plan.mode == "select" else None))
             else:
-                raise ComposerError(f"plan mode {plan.mode!r} is not served by this executor yet")
+                rows.append(self._row(plan))
+                owner.append((i, plan.experts[0] if plan.mode == "select" else None))
         gens = host.generate([queries[i].prompt for i, _ in owner], rows, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_p=top_p, chat=chat, seed=seed)
         best: dict[int, tuple] = {}
@@ -185,6 +198,32 @@ class Composer:
                 plan = plan.model_copy(update={"explanation": plan.explanation + f"; kept {e}'s answer "
                                                f"(mean log-likelihood {g.logprob:.3f})"})
             out.append(Completion(g.text, plan, e, g.logprob, g.token_ids, g.finish_reason, cands.get(i, {})))
+        return out
+
+    @staticmethod
+    def _row(plan: RoutingPlan):
+        """What the host runs for one (non-ensemble) plan: a mixture, or per-token gates."""
+        if plan.mode != "token":
+            return plan.mixture()
+        g = plan.gate
+        return Gate(g.kind, top_k=g.top_k, temperature=g.temperature, bias=g.bias, experts=plan.experts)
+
+    def inspect(self, prompts, router: str | None = None, chat: bool = True, **config: Any) -> list[dict]:
+        """Per prompt: the plan (as JSON) plus `per_token` — for token-level plans, which experts
+        every module chose for every prompt token (`composer.introspect.token_report`), else None."""
+        queries = as_queries(prompts)
+        host = self.host
+        out = []
+        for q, plan in zip(queries, self.route(queries, router, **config)):
+            report: dict[str, Any] = {**plan.model_dump(), "prompt": q.prompt, "per_token": None}
+            if plan.mode == "token":
+                trace, tok = RoutingTrace(), host.tokenizer
+                ids = tok(host.render(q.prompt, chat), return_tensors="pt",
+                          add_special_tokens=not (chat and tok.chat_template))["input_ids"]
+                host.logits(ids, mixtures=[self._row(plan)], trace=trace)
+                names = {s: n for n, s in host.slots.items()}
+                report["per_token"] = token_report(trace, [tok.decode([i]) for i in ids[0].tolist()], names)
+            out.append(report)
         return out
 
     # -- fitting the all-expert routers ------------------------------------------------------

@@ -134,7 +134,9 @@ def _show_routing(a) -> None:
          arg("--base", help="registered base model (LoRA only)"), arg("--description", default=""),
          arg("--tags", default="", help="comma-separated"), arg("--domains", default="", help="comma-separated"),
          arg("--examples", help="example prompts: .jsonl ({prompt, completion}), .json or one per line"),
-         arg("--new-version", action="store_true", help="add a version to an existing name"))
+         arg("--new-version", action="store_true", help="add a version to an existing name"),
+         arg("--fit-option", action="append", default=[], metavar="FITTER.KEY=VALUE",
+             help="post-hoc fitting option, e.g. phatgoose.steps=200 (LoRA of a registered base)"))
 def cmd_register(a) -> int:
     split = (lambda s: [x.strip() for x in s.split(",") if x.strip()])
     kw = {"kind": a.kind, "base": a.base, "description": a.description, "tags": split(a.tags),
@@ -142,8 +144,14 @@ def cmd_register(a) -> int:
     reg = _registry(a)
     if a.kind == "lora" and any(r.name == a.base for r in reg.list(kind="base")):
         a.router = None  # registered through Composer: its post-hoc router artifacts commit with it
+        fit_options: dict[str, dict] = {}
+        for key, value in _config(a.fit_option).items():
+            fitter, _, opt = key.partition(".")
+            if not opt:
+                raise CommandError(f"fit option {key!r} must be FITTER.KEY=VALUE (e.g. phatgoose.steps=200)")
+            fit_options.setdefault(fitter, {})[opt] = value
         with _composer(a) as c:
-            rec = c.register(a.path, a.name, **kw)
+            rec = c.register(a.path, a.name, fit_options=fit_options, **kw)
     else:  # base/model experts, and LoRA errors (no or unknown base) worded by the registry
         rec = reg.register(a.path, a.name, **kw)
     out.print(f"registered [bold]{rec.name}[/bold] v{rec.version} ({rec.kind}) digest {rec.digest[:12]}")
@@ -223,14 +231,30 @@ _ROUTE_ARGS = (arg("prompt", nargs="+", help="one or more prompts (served as one
 @command("route", "show which experts a router picks for each prompt, and why", *_ROUTE_ARGS)
 def cmd_route(a) -> int:
     with _composer(a) as c:
-        plans = c.route(a.prompt, **_config(a.config))
+        reports = c.inspect(a.prompt, **_config(a.config))  # plans, plus per-token choices for token routers
     if a.json:
-        print(json.dumps([p.model_dump() for p in plans], indent=2))
+        print(json.dumps(reports, indent=2))
         return 0
-    for prompt, p in zip(a.prompt, plans):
-        weights = ", ".join(f"{e} {w:.2f}" for e, w in zip(p.experts, p.weights)) or "(base model)"
-        out.print(f"[bold]{prompt}[/bold]\n  {p.router} -> {p.mode}: {weights}\n  {p.explanation}")
+    for r in reports:
+        weights = ", ".join(f"{e} {w:.2f}" for e, w in zip(r["experts"], r["weights"])) or "(base model)"
+        if r["mode"] == "token":
+            weights = f"per token among {len(r['experts'])} experts"
+        out.print(f"[bold]{r['prompt']}[/bold]\n  {r['router']} -> {r['mode']}: {weights}\n  {r['explanation']}")
+        if r["per_token"]:
+            _print_layers(r["per_token"])
     return 0
+
+
+def _print_layers(report: dict) -> None:
+    experts = list(report["top1"])
+    t = Table(title="share of routing weight per layer (all modules, all prompt tokens)")
+    t.add_column("layer")
+    for e in experts:
+        t.add_column(e, justify="right")
+    for layer, row in report["layers"].items():
+        t.add_row(layer, *(f"{row.get(e, 0):.2f}" for e in experts))
+    t.add_row("top-1 share", *(f"{report['top1'][e]:.2f}" for e in experts))
+    out.print(t)
 
 
 @command("generate", "route each prompt and generate (or pin one expert with --expert)", *_ROUTE_ARGS,

@@ -10,8 +10,21 @@ registered with `@register_router`) and, where it is fitted over all experts, `f
 Importing this package registers them all; heavy libraries (faiss, sentence-transformers)
 load only when a router first needs them.
 """
-from routers import bench_coe, centroid, coe, ensemble, loraretriever, oracle, retrieval, uniform  # noqa: F401
+from routers import (  # noqa: F401
+    arrow,
+    bench_coe,
+    centroid,
+    coe,
+    ensemble,
+    glider,
+    loraretriever,
+    oracle,
+    phatgoose,
+    retrieval,
+    uniform,
+)
 from routers.base import (
+           GateSpec,
            Query,
            Router,
            RouterConfig,
@@ -24,5 +37,5 @@ from routers.base import (
 )
 from routers.context import RouterContext
 
-__all__ = ["Query", "Router", "RouterConfig", "RouterContext", "RouterError", "RoutingPlan", "build", "names",
+__all__ = ["GateSpec", "Query", "Router", "RouterConfig", "RouterContext", "RouterError", "RoutingPlan", "build", "names",
            "parse_config", "schemas"]

@@ -7,7 +7,8 @@ Contract:
 - `build(name, ctx, **config)` validates the config (unknown keys are errors) and returns the
   router; an unknown name or a bad config raises `RouterError` with a message fit for a user.
 - A `RoutingPlan` is JSON-able and says what the executor does: `mode` select / merge /
-  ensemble (experts + weights), token (gates inside the host), or base (no expert); plus
+  ensemble (experts + weights), token (gates inside the host: `gate` says which kind, top-k,
+  temperature and per-expert logit bias; `experts` are the candidates), or base; plus
   the scores the decision came from, a one-line `explanation`, and `fallback` (the reason)
   when the router abstained.
 Routers only *load* fitted artifacts through `ctx`; fitting lives in each method's `fit.py`.
@@ -34,6 +35,14 @@ class Query(BaseModel):
     category: str | None = None
 
 
+class GateSpec(BaseModel):
+    """Per-token routing inside the host (mode "token"): see composer.host.gates."""
+    kind: Literal["phatgoose", "arrow"]
+    top_k: int = Field(2, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    bias: dict[str, float] = Field(default_factory=dict)  # expert -> logit added at every token
+
+
 class RoutingPlan(BaseModel):
     router: str
     mode: Mode
@@ -42,6 +51,7 @@ class RoutingPlan(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict)
     explanation: str = ""
     fallback: str | None = None  # why the router abstained, when it did
+    gate: GateSpec | None = None
 
     def mixture(self) -> dict[str, float]:
         return dict(zip(self.experts, self.weights))

@@ -7,9 +7,15 @@ Contract: `RouterContext(registry, base, encoder=None, experts=None)`:
   artifact) and `index` (an `ExampleIndex` over all experts, rebuilt after `invalidate()`).
 - `load_artifact(router, key)` / `save_artifact(...)`: artifacts fitted over *all* experts
   of this base (CoE classifier, Bench-CoE regressor) live on the base model's record.
+- `fitting_host()`: a private, frozen copy of the base model (a `composer.host.Host`, no
+  adapters) for post-hoc fitters that need forward passes (PHATGOOSE gates), loaded once;
+  hold `fit_lock` while using it. Never the serving host, so fitting does not stall serving.
+- `writer`: GLIDER's instruction writer (`routers.glider.writers`), or None: descriptions
+  and examples stand in for written instructions.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -23,11 +29,14 @@ from routers.index import ExampleIndex
 
 class RouterContext:
     def __init__(self, registry: Registry, base: str, encoder: Encoder | None = None,
-                 experts: Callable[[], list[ExpertRecord]] | None = None):
+                 experts: Callable[[], list[ExpertRecord]] | None = None, writer=None):
         self.registry, self.base = registry, base
-        self._encoder = encoder
+        self._encoder, self.writer = encoder, writer
+        self._fit_host = None
+        self.fit_lock = threading.Lock()
         self._experts = experts or (lambda: registry.list(kind="lora", base=base))
         self._emb: dict[tuple[str, int], np.ndarray] = {}
+        self._memo: dict[tuple[str, str, int], object] = {}
         self._index: ExampleIndex | None = None
         self._index_key: tuple = ()
 
@@ -44,6 +53,14 @@ class RouterContext:
     @property
     def expert_names(self) -> list[str]:
         return [r.name for r in self.experts]
+
+    def fitting_host(self):
+        if self._fit_host is None:
+            from composer.host import Host  # torch/transformers only when a fitter needs them
+            host = Host.load(self.registry.get(self.base).path, name=self.base)
+            host.model.requires_grad_(False)
+            self._fit_host = host
+        return self._fit_host
 
     def embeddings(self, record: ExpertRecord) -> np.ndarray:
         key = (record.name, record.version)
@@ -63,6 +80,12 @@ class RouterContext:
         self._index = None
         live = {(r.name, r.version) for r in self.experts}
         self._emb = {k: v for k, v in self._emb.items() if k in live}
+        self._memo = {k: v for k, v in self._memo.items() if k[1:] in live}
+
+    def memo(self, key: tuple[str, str, int], load: Callable[[], object]):
+        if key not in self._memo:
+            self._memo[key] = load()
+        return self._memo[key]
 
     def load_artifact(self, router: str, key: str) -> tuple[dict, bytes] | None:
         try:

@@ -1,11 +1,13 @@
 """Post-hoc fitting at registration: per-expert artifacts made from that expert alone.
 
-Contract: `@posthoc(name)` registers `fn(ctx, record, path) -> [(router, key, bytes, meta)]`,
-run for a new expert while it is being registered (`record` is the draft, `path` the
-staged adapter directory); `fit_expert(ctx, record, path)` runs every registered fitter
-with a progress bar and returns all artifacts, which the registry commits atomically
-with the expert. No fitter may read or change another expert's data, so registering one
-expert never refits the others. Token-level routers add their fitters here.
+Contract: `@posthoc(name)` registers `fn(ctx, record, path, **options) -> [(router, key,
+bytes, meta)]`, run for a new expert while it is being registered (`record` is the draft,
+`path` the staged adapter directory); `fit_expert(ctx, record, path, options=None)` runs
+every registered fitter with a progress bar (`options[name]` are that fitter's keyword
+options, e.g. {"phatgoose": {"steps": 200}}) and returns all artifacts, which the registry
+commits atomically with the expert. `run(name, ...)` runs one fitter (backfills). No
+fitter may read or change another expert's data, so registering one expert never refits
+the others. Fitters of LoRA-only artifacts return [] for other kinds.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from composer.progress import progress
+from routers.base import RouterError
 from routers.embeddings import fit_embeddings
 
 Artifact = tuple[str, str, bytes, dict]
@@ -30,12 +33,22 @@ def fitters() -> list[str]:
     return list(_FITTERS)
 
 
-def fit_expert(ctx, record, path: str | Path) -> list[Artifact]:
+def run(name: str, ctx, record, path: str | Path, **options) -> list[Artifact]:
+    if name not in _FITTERS:
+        raise KeyError(f"no post-hoc fitter {name!r}; known: {', '.join(_FITTERS)}")
+    return _FITTERS[name](ctx, record, Path(path), **options)
+
+
+def fit_expert(ctx, record, path: str | Path, options: dict[str, dict] | None = None) -> list[Artifact]:
+    options = dict(options or {})
+    unknown = set(options) - set(_FITTERS)
+    if unknown:
+        raise RouterError(f"fit options for unknown fitter(s) {', '.join(sorted(unknown))}; known: {', '.join(_FITTERS)}")
     out: list[Artifact] = []
-    bar = progress(list(_FITTERS.items()), desc=f"fitting {record.name}")
-    for name, fn in bar:
+    bar = progress(list(_FITTERS), desc=f"fitting {record.name}")
+    for name in bar:
         bar.set_postfix(step=name, refresh=False)
-        out += fn(ctx, record, Path(path))
+        out += run(name, ctx, record, path, **options.get(name, {}))
     return out
 
 

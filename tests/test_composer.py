@@ -30,7 +30,8 @@ def test_register_at_runtime_indexes_only_the_new_expert(demo_ocean, tmp_path):
     try:
         after = artifact_digests(reg)
         new = {k for k in after if k not in before}
-        assert new == {("tally", "embeddings", "all-MiniLM-L6-v2.npy")}
+        assert new == {("tally", "embeddings", "all-MiniLM-L6-v2.npy"), ("tally", "phatgoose", "gates.safetensors"),
+                       ("tally", "arrow", "prototypes.safetensors"), ("tally", "glider", "all-MiniLM-L6-v2.npy")}
         assert all(after[k] == v for k, v in before.items())  # nothing else refit
         assert [p.experts for p in c.route(prompts, router="retrieval")] == [["tally"]] * 2
         outs = c.generate(prompts, router="retrieval", max_new_tokens=6)
@@ -102,13 +103,18 @@ def test_cli_errors_are_one_line(demo_ocean, capsys, argv, message):
 
 def test_cli_register_fits_post_hoc_artifacts(demo_ocean, capsys, tmp_path):
     home = str(demo_ocean.home)
+    code, _, err = run(capsys, "--home", home, "register", str(demo_ocean.out / "experts" / "length"), "--name",
+                       "counter", "--base", "demo-base", "--fit-option", "phatgoose.steps=-1")
+    assert code == 1 and "steps" in err and "counter" not in [r.name for r in demo_ocean.registry.list()]
     examples = tmp_path / "ex.txt"
     examples.write_text("Say how many letters: a b\nSay how many letters: c d e\n")
     code, _, err = run(capsys, "--home", home, "register", str(demo_ocean.out / "experts" / "length"), "--name",
-                       "counter", "--base", "demo-base", "--examples", str(examples))
+                       "counter", "--base", "demo-base", "--examples", str(examples), "--fit-option",
+                       "phatgoose.steps=3")
     assert code == 0, err
     try:
-        arts = demo_ocean.registry.artifacts("counter")
-        assert [(a.router, a.meta["rows"]) for a in arts] == [("embeddings", 2)]
+        arts = {a.router: a.meta for a in demo_ocean.registry.artifacts("counter")}
+        assert sorted(arts) == ["arrow", "embeddings", "glider", "phatgoose"]
+        assert arts["embeddings"]["rows"] == 2 and arts["phatgoose"]["steps"] == 3
     finally:
         assert run(capsys, "--home", home, "experts", "remove", "counter")[0] == 0

@@ -146,7 +146,8 @@ def _register(registry: Registry, out: Path, expert_train: dict, results: list[S
     composer = Composer(registry, base=BASE_NAME)
     for r in results:
         skill = S.SKILLS[r.skill]
-        examples = [{"prompt": e.prompt, "completion": e.answer} for e in expert_train[r.skill][:64]]
+        # completions follow the rendered prompt verbatim (OpenAI prompt/completion convention: leading space)
+        examples = [{"prompt": e.prompt, "completion": " " + e.answer} for e in expert_train[r.skill][:64]]
         composer.register(out / "experts" / r.skill, r.skill, kind="lora", base=BASE_NAME,
                           description=skill.description, tags=["demo", skill.domain], domains=[skill.domain],
                           examples=examples)

@@ -6,9 +6,12 @@ Contract:
   wrapping the targeted `nn.Linear`s on first use, without reloading the base; it checks
   every module and shape before touching the model, so a bad adapter changes nothing.
   `remove_adapter(name)` frees its slot. Other experts' outputs are unaffected by either.
-- `logits(...)` and `generate(...)` take one mixture per row (`{expert: weight}`, empty =
-  base model) or any `Routing` (token-level gates); rows routed differently share one
-  forward pass (heterogeneous batch). `generate` returns text, token ids, the mean token
+- `set_vectors(name, kind, {module: vector})` installs an expert's token-gate vectors
+  (PHATGOOSE gates, Arrow prototypes), checked against the modules it adapts.
+- `logits(...)` and `generate(...)` take one row spec per prompt: a mixture
+  (`{expert: weight}`, empty = base model) or a `Gate` (per-token routing; its `bias` and
+  `experts` name experts), or any `Routing`; rows routed differently share one forward
+  pass (heterogeneous batch). `trace=` records the gated decisions (introspection). `generate` returns text, token ids, the mean token
   log-likelihood of the completion (used by output ensembles) and a finish reason.
 A re-entrant lock serialises model use with adapter changes, so a registration never
 lands half-way through a request.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,10 +28,12 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from composer.host.adapters import LoraWeights, read_lora
+from composer.host.gates import Gate, MixedRouting, RoutingTrace
 from composer.host.layer import MoLoRALinear
 from composer.host.routing import Routing, SequenceRouting, use_routing
 
 Mixture = Mapping[str, float]
+Row = Mixture | Gate
 
 
 @dataclass
@@ -75,6 +80,7 @@ class Host:
         if not isinstance(m, MoLoRALinear):
             parent, _, child = module.rpartition(".")
             m = MoLoRALinear(m)
+            m.path = module
             setattr(self.model.get_submodule(parent) if parent else self.model, child, m)
             self.layers[module] = m
         return m
@@ -103,29 +109,55 @@ class Host:
             for layer in self.layers.values():
                 layer.clear_slot(slot)
 
+    def set_vectors(self, name: str, kind: str, vectors: Mapping[str, torch.Tensor]) -> None:
+        with self.lock:
+            slot = self._slot(name)
+            for module, v in vectors.items():  # validate everything before changing anything
+                layer = self.layers.get(module)
+                if layer is None or slot >= len(layer.rank) or layer.rank[slot] == 0:
+                    raise ValueError(f"{kind} vector for {module!r}, which expert {name!r} does not adapt")
+                if tuple(v.shape) != (layer.in_features,):
+                    raise ValueError(f"{kind} vector for {module!r} has shape {tuple(v.shape)}, "
+                                     f"expected ({layer.in_features},)")
+            for module, v in vectors.items():
+                self.layers[module].set_vector(kind, slot, v)
+
     # -- routing ----------------------------------------------------------------------------
-    def routing(self, mixtures: Sequence[Mixture]) -> SequenceRouting:
-        rows = []
-        for mix in mixtures:
-            unknown = [e for e in mix if e not in self.slots]
+    def _slot(self, name: str) -> int:
+        if name not in self.slots:
+            raise KeyError(f"expert not loaded on host {self.name!r}: {name}")
+        return self.slots[name]
+
+    def routing(self, rows: Sequence[Row], trace: RoutingTrace | None = None) -> SequenceRouting | MixedRouting:
+        out: list = []
+        for row in rows:
+            if isinstance(row, Gate):
+                out.append(replace(row, bias={self._slot(e): float(b) for e, b in row.bias.items()},
+                                   experts=None if row.experts is None else [self._slot(e) for e in row.experts]))
+                continue
+            unknown = [e for e in row if e not in self.slots]
             if unknown:
                 raise KeyError(f"expert(s) not loaded on host {self.name!r}: {', '.join(unknown)}")
-            rows.append([(self.slots[e], float(w)) for e, w in mix.items() if w != 0])
-        return SequenceRouting(rows)
+            out.append([(self.slots[e], float(w)) for e, w in row.items() if w != 0])
+        if trace is None and not any(isinstance(r, Gate) for r in out):
+            return SequenceRouting(out)
+        return MixedRouting(out, trace)
 
-    def _resolve(self, n: int, mixtures: Sequence[Mixture] | None, routing: Routing | None) -> Routing | None:
+    def _resolve(self, n: int, rows: Sequence[Row] | None, routing: Routing | None,
+                 trace: RoutingTrace | None = None) -> Routing | None:
         if routing is not None:
             return routing
-        mixtures = list(mixtures) if mixtures is not None else [{}] * n
-        if len(mixtures) != n:
-            raise ValueError(f"{len(mixtures)} mixtures for {n} rows")
-        return self.routing(mixtures)
+        rows = list(rows) if rows is not None else [{}] * n
+        if len(rows) != n:
+            raise ValueError(f"{len(rows)} row specs for {n} rows")
+        return self.routing(rows, trace)
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               mixtures: Sequence[Mixture] | None = None, routing: Routing | None = None) -> torch.Tensor:
-        with self.lock, use_routing(self._resolve(len(input_ids), mixtures, routing)):
+               mixtures: Sequence[Row] | None = None, routing: Routing | None = None,
+               trace: RoutingTrace | None = None) -> torch.Tensor:
+        with self.lock, use_routing(self._resolve(len(input_ids), mixtures, routing, trace)):
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     def render(self, prompt: str, chat: bool = True) -> str:
@@ -136,9 +168,10 @@ class Host:
         return prompt
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], mixtures: Sequence[Mixture] | None = None,
+    def generate(self, prompts: Sequence[str], mixtures: Sequence[Row] | None = None,
                  routing: Routing | None = None, max_new_tokens: int = 32, temperature: float = 0.0,
-                 top_p: float = 1.0, chat: bool = True, seed: int | None = None) -> list[Generation]:
+                 top_p: float = 1.0, chat: bool = True, seed: int | None = None,
+                 trace: RoutingTrace | None = None) -> list[Generation]:
         if not prompts:
             return []
         tok = self.tokenizer
@@ -149,7 +182,7 @@ class Host:
         sample = temperature > 0
         if seed is not None:
             torch.manual_seed(seed)
-        with self.lock, use_routing(self._resolve(len(prompts), mixtures, routing)):
+        with self.lock, use_routing(self._resolve(len(prompts), mixtures, routing, trace)):
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample,
                                       temperature=temperature if sample else None, top_p=top_p if sample else None,
                                       top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,

@@ -13,12 +13,15 @@ The assignment (which slots, which weights, per token) comes from the active rou
 dispatch) and each group multiplies only its expert's real rank, so the cost grows with
 the experts used, not the experts installed, and one-hot weights reproduce PEFT's own
 single-adapter output. `set_slot`/`clear_slot` install or drop one expert at run time.
+Token-level gates read per-expert vectors of a kind ("phatgoose", "arrow") stored here by
+`set_vector` (prepared by `gates.SCORERS[kind]`) through `gate_vectors(kind)`.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from composer.host.gates import SCORERS
 from composer.host.routing import current_routing
 
 
@@ -32,6 +35,9 @@ class MoLoRALinear(nn.Module):
         self.register_buffer("lora_B", w.new_zeros(0, self.out_features, 0), persistent=False)
         self.scale: list[float] = []
         self.rank: list[int] = []
+        self.path = ""  # module path in the model, set by the host (traces name modules by it)
+        self.vectors: dict[str, torch.Tensor] = {}  # kind -> [slots, d_in]
+        self.has_vector: dict[str, torch.Tensor] = {}  # kind -> [slots] bool
 
     @property
     def weight(self) -> torch.Tensor:  # code that inspects `module.weight` keeps working
@@ -48,6 +54,9 @@ class MoLoRALinear(nn.Module):
         self.lora_A, self.lora_B = A, B
         self.scale += [0.0] * (slots - len(self.scale))
         self.rank += [0] * (slots - len(self.rank))
+        for kind, V in self.vectors.items():
+            self.vectors[kind] = torch.cat([V, V.new_zeros(slots - V.shape[0], self.in_features)])
+            self.has_vector[kind] = torch.cat([self.has_vector[kind], torch.zeros(slots - V.shape[0], dtype=torch.bool)])
 
     @torch.no_grad()
     def set_slot(self, slot: int, A: torch.Tensor, B: torch.Tensor, scale: float) -> None:
@@ -68,6 +77,25 @@ class MoLoRALinear(nn.Module):
             self.lora_A[slot].zero_()
             self.lora_B[slot].zero_()
             self.scale[slot], self.rank[slot] = 0.0, 0
+            for kind in self.vectors:
+                self.vectors[kind][slot].zero_()
+                self.has_vector[kind][slot] = False
+
+    @torch.no_grad()
+    def set_vector(self, kind: str, slot: int, v: torch.Tensor) -> None:
+        if slot >= len(self.rank) or self.rank[slot] == 0:
+            raise ValueError(f"expert slot {slot} does not adapt this module; a {kind} vector needs its LoRA")
+        if v.shape != (self.in_features,):
+            raise ValueError(f"{kind} vector of shape {tuple(v.shape)} does not fit in_features={self.in_features}")
+        if kind not in self.vectors:
+            n = len(self.rank)
+            self.vectors[kind] = self.lora_A.new_zeros(n, self.in_features)
+            self.has_vector[kind] = torch.zeros(n, dtype=torch.bool)
+        self.vectors[kind][slot] = SCORERS[kind].prepare(v.to(self.vectors[kind].dtype))
+        self.has_vector[kind][slot] = True
+
+    def gate_vectors(self, kind: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self.vectors.get(kind), self.has_vector.get(kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)

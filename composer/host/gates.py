@@ -1,0 +1,131 @@
+"""Token-level gates: which experts each token uses, decided inside every adapted module.
+
+Contract:
+- An expert carries, per module it adapts, one vector per gate *kind*: "phatgoose" (a
+  trained gate vector) or "arrow" (a prototype). `SCORERS[kind]` says how a vector is
+  prepared when installed (`prepare`) and how tokens score the installed vectors (`score`):
+      phatgoose: LN(x) · LN(v) / sqrt(d_in)   (LN = layer norm without affine, both sides)
+      arrow:     |x · p|                       (p unit-norm; sign-invariant)
+- `Gate(kind, top_k, temperature, bias, experts)` routes one row: at every module, each
+  token scores the experts that adapt the module and carry a vector of `kind` (restricted
+  to `experts` slots when given), adds `bias[slot]` (GLIDER's alpha * global score), keeps
+  the top-k and takes softmax(kept / temperature).
+- `MixedRouting(rows, trace=None)` is a `Routing` for a batch whose rows are fixed
+  mixtures (`[(slot, weight)]`, empty = base) or `Gate`s: heterogeneous batches share one
+  forward pass. With a `RoutingTrace`, every gated decision (module, token, slots, weights)
+  is recorded for introspection.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+def layer_norm(t: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(t, t.shape[-1:])
+
+
+@dataclass(frozen=True)
+class Scorer:
+    prepare: Callable[[torch.Tensor], torch.Tensor]  # vector [d_in] -> stored vector
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # x [N, d], V [S, d] -> [N, S]
+
+
+SCORERS: dict[str, Scorer] = {
+    "phatgoose": Scorer(layer_norm, lambda x, V: layer_norm(x) @ V.T / math.sqrt(x.shape[-1])),
+    "arrow": Scorer(lambda p: p, lambda x, V: (x @ V.T).abs()),
+}
+
+
+@dataclass
+class Gate:
+    kind: str
+    top_k: int = 2
+    temperature: float = 1.0
+    bias: Mapping[int, float] = field(default_factory=dict)  # slot -> added logit
+    experts: Sequence[int] | None = None  # allowed slots (None = every expert on the host)
+
+    def __post_init__(self):
+        if self.kind not in SCORERS:
+            raise ValueError(f"unknown gate kind {self.kind!r}; known: {', '.join(SCORERS)}")
+        if self.top_k < 1 or self.temperature <= 0:
+            raise ValueError("a gate needs top_k >= 1 and temperature > 0")
+
+
+class RoutingTrace:
+    """Gated decisions of one forward pass (or a whole generation), per module path."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # path, rows, slots, weights
+
+    def record(self, path: str, rows: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor) -> None:
+        self.calls.append((path, rows, slots.clone(), weights.detach().float().clone()))
+
+
+class MixedRouting:
+    def __init__(self, rows: Sequence[Sequence[tuple[int, float]] | Gate], trace: RoutingTrace | None = None):
+        self.rows, self.trace = list(rows), trace
+        self.gated = [b for b, r in enumerate(self.rows) if isinstance(r, Gate)]
+        fixed = [r if not isinstance(r, Gate) else [] for r in self.rows]
+        self.k = max([len(r) for r in fixed] + [self.rows[b].top_k for b in self.gated] + [1])
+        self.slots = torch.full((len(rows), self.k), -1, dtype=torch.long)
+        self.weights = torch.zeros((len(rows), self.k))
+        for b, row in enumerate(fixed):
+            for j, (slot, w) in enumerate(row):
+                self.slots[b, j], self.weights[b, j] = slot, w
+        self.empty = not self.gated and not any(fixed)
+
+    def assign(self, layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.empty:
+            return None
+        B = x.shape[0]
+        if B != len(self.rows):
+            raise ValueError(f"routing has {len(self.rows)} rows but the batch has {B}")
+        T = x[0].numel() // x.shape[-1]
+        slots = self.slots.repeat_interleave(T, dim=0)
+        weights = self.weights.to(x.dtype).repeat_interleave(T, dim=0)
+        by_kind: dict[str, list[int]] = {}
+        for b in self.gated:
+            by_kind.setdefault(self.rows[b].kind, []).append(b)
+        for kind, rows in by_kind.items():
+            self._gate(layer, x, T, kind, rows, slots, weights)
+        return slots, weights
+
+    def _gate(self, layer, x, T, kind, rows, slots, weights) -> None:
+        V, has = layer.gate_vectors(kind)  # [S, d], [S] bool
+        if V is None or not bool(has.any()):
+            return  # no expert of this kind adapts this module: base output for these rows
+        S = V.shape[0]
+        gates = [self.rows[b] for b in rows]
+        allowed = has.unsqueeze(0).repeat(len(rows), 1)
+        bias = torch.zeros(len(rows), S, dtype=x.dtype)
+        for i, g in enumerate(gates):
+            if g.experts is not None:
+                keep = torch.zeros(S, dtype=torch.bool)
+                keep[[s for s in g.experts if s < S]] = True
+                allowed[i] &= keep
+            for s, v in g.bias.items():
+                if s < S:
+                    bias[i, s] = v
+        row_idx = torch.tensor(rows)
+        tok = (row_idx.unsqueeze(1) * T + torch.arange(T)).reshape(-1)  # flat token ids of the gated rows
+        xs = x.reshape(-1, x.shape[-1])[tok]
+        logits = SCORERS[kind].score(xs, V.to(xs.dtype)).view(len(rows), T, S) + bias.unsqueeze(1)
+        logits = logits.masked_fill(~allowed.unsqueeze(1), float("-inf")).view(-1, S)
+        k = min(max(g.top_k for g in gates), S)
+        top, idx = logits.topk(k, dim=-1)
+        ks = torch.tensor([g.top_k for g in gates]).repeat_interleave(T).unsqueeze(1)
+        top = top.masked_fill(torch.arange(k).unsqueeze(0) >= ks, float("-inf"))
+        temp = torch.tensor([g.temperature for g in gates], dtype=x.dtype).repeat_interleave(T).unsqueeze(1)
+        w = torch.softmax(top / temp, dim=-1).nan_to_num(0.0)  # a token with no allowed expert: all zero
+        idx = idx.masked_fill(~torch.isfinite(top), -1)
+        slots[tok] = -1
+        slots[tok, :k], weights[tok, :k] = idx, w.to(weights.dtype)
+        weights[tok, k:] = 0
+        if self.trace is not None:
+            self.trace.record(getattr(layer, "path", "?"), row_idx, idx.view(len(rows), T, k),
+                              w.view(len(rows), T, k))

@@ -1,0 +1,42 @@
+"""Arrow prototypes: the top right singular vector of each module's ΔW = B·A, never formed.
+
+Contract: `prototype(A, B)` (A [r, d_in], B [d_out, r]) returns the unit-norm top right
+singular vector of B·A in float64 via two thin QRs and an r×r SVD — A^T = Q_a R_a,
+B = Q_b R_b, so B·A = Q_b (R_b R_a^T) Q_a^T and with R_b R_a^T = U S V^T the right singular
+vectors are Q_a V — cost O((d_in + d_out) r^2), exact (no power iteration). The sign is
+fixed (largest-magnitude entry positive); routing uses |x·p|, so it never matters.
+`fit_prototypes(lora)` -> {module: p}. Registered as the post-hoc fitter "arrow", writing
+arrow/prototypes.safetensors on the expert (training-free: needs only the adapter).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from routers.posthoc import posthoc
+from routers.token import VECTOR_ARTIFACTS, vectors_to_bytes
+
+
+def prototype(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    qa, ra = torch.linalg.qr(A.double().T)  # [d_in, r], [r, r]
+    _, rb = torch.linalg.qr(B.double(), mode="r")  # R of B = Q_b R_b (Q_b is not needed)
+    _, _, vh = torch.linalg.svd(rb @ ra.T)
+    p = qa @ vh[0]
+    p = p / p.norm()
+    return (p * torch.sign(p[p.abs().argmax()])).float()
+
+
+def fit_prototypes(lora) -> dict[str, torch.Tensor]:
+    return {m: prototype(A, B) for m, (A, B) in lora.modules.items()}
+
+
+@posthoc("arrow")
+def _fit(ctx, record, path: Path) -> list:
+    if record.kind != "lora":
+        return []
+    from composer.host.adapters import read_lora
+    _, router, key = VECTOR_ARTIFACTS["arrow"]
+    protos = fit_prototypes(read_lora(path))
+    return [(router, key, vectors_to_bytes(protos), {"format": "safetensors", "method": "qr+svd (exact)",
+                                                     "modules": len(protos)})]

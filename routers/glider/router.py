@@ -1,0 +1,44 @@
+"""glider: per token, logits = PHATGOOSE local score + alpha * cosine(query, expert task), top-k.
+
+The global score (cosine between the query's embedding — or an instruction written for it
+— and each expert's task embedding) is computed here, per request; the host adds
+alpha * global to every token's local gate logits. alpha=0 is exactly PHATGOOSE; a large
+alpha follows the global ranking. Needs fitted: phatgoose gates and glider task embeddings
+(both made at registration).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from routers.base import Query, Router, RoutingPlan, register_router
+from routers.glider.config import GliderConfig
+from routers.glider.fit import load_task_embedding
+from routers.token import candidates, token_plan
+
+
+@register_router("glider", GliderConfig)
+class GliderRouter(Router):
+    """PHATGOOSE gates plus alpha x a global task-embedding match, per request (GLIDER)."""
+
+    def route(self, batch: Sequence[Query]) -> list[RoutingPlan]:
+        ctx, cfg = self.ctx, self.config
+        names = candidates(self)
+        if not names:
+            return [token_plan(self, "phatgoose") for _ in batch]
+        by_name = {r.name: r for r in ctx.experts}
+        T = np.stack([ctx.memo(("glider", by_name[n].name, by_name[n].version),
+                               lambda n=n: load_task_embedding(ctx, by_name[n])) for n in names])
+        texts = [q.prompt for q in batch]
+        if cfg.write_query and ctx.writer is not None:
+            texts = [ctx.writer.write([t]) for t in texts]
+        sims = ctx.encoder.encode(texts) @ T.T
+        plans = []
+        for s in sims:
+            scores = {n: round(float(c), 4) for n, c in zip(names, s)}
+            best = max(scores, key=scores.get)
+            plans.append(token_plan(self, "phatgoose", bias={n: cfg.alpha * float(c) for n, c in zip(names, s)},
+                                    scores=scores, note=f" + {cfg.alpha:g} x global cosine (best: {best} "
+                                    f"{scores[best]:.3f})"))
+        return plans

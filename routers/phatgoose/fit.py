@@ -1,0 +1,101 @@
+"""PHATGOOSE gate fitting: post-hoc, from one expert's own examples, base and LoRA frozen.
+
+Contract: `fit_gates(host, lora, examples, config)` adds, through forward hooks on the
+(un-adapted) base model of `host`, the expert's LoRA to every module it adapts with its
+output scaled by sigmoid(v · x), v in R^{d_in} zero-initialised; trains only the v's with
+the LM loss on the examples' completions (or on the prompts, for prompt-only examples)
+and returns ({module: v}, stats). Hooks are removed afterwards: no parameter or tensor of
+the model or the adapter changes. Registered as the post-hoc fitter "phatgoose", writing
+the artifact phatgoose/gates.safetensors on the expert.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+
+from composer.progress import progress
+from routers.base import RouterError
+from routers.phatgoose.config import GateFitConfig
+from routers.posthoc import posthoc
+from routers.token import VECTOR_ARTIFACTS, vectors_to_bytes
+
+
+def _rows(host, examples: Sequence[dict]) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per example: the rendered prompt, then the completion and eos."""
+    tok, chat = host.tokenizer, bool(host.tokenizer.chat_template)
+    rows = []
+    for ex in examples:
+        p = tok(host.render(ex["prompt"]), add_special_tokens=not chat)["input_ids"]
+        if ex.get("completion"):
+            c = tok(ex["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            rows.append((p + c, [-100] * len(p) + c))
+        else:
+            rows.append((p, [-100] + p[1:]))
+    return rows
+
+
+def _batch(rows, pad: int) -> dict[str, torch.Tensor]:
+    n = max(len(ids) for ids, _ in rows)
+    ids = torch.tensor([i + [pad] * (n - len(i)) for i, _ in rows])
+    lab = torch.tensor([la + [-100] * (n - len(la)) for _, la in rows])
+    mask = torch.tensor([[1] * len(i) + [0] * (n - len(i)) for i, _ in rows])
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+
+
+def fit_gates(host, lora, examples: Sequence[dict], config: GateFitConfig | None = None,
+              desc: str = "phatgoose gates") -> tuple[dict[str, torch.Tensor], dict]:
+    cfg = config or GateFitConfig()
+    rows = _rows(host, examples[:cfg.max_examples])
+    if not rows:
+        raise RouterError("PHATGOOSE gates need at least one example of the expert")
+    model = host.model
+    gates, hooks = {}, []
+    for module, (A, B) in lora.modules.items():
+        v = torch.zeros(A.shape[1], requires_grad=True)
+        A32, B32 = A.float(), B.float()
+
+        def hook(mod, inp, out, v=v, A=A32, B=B32):
+            x = inp[0]
+            return out + torch.sigmoid(x @ v).unsqueeze(-1) * (lora.scale * (x @ A.T) @ B.T)
+        gates[module] = v
+        hooks.append(model.get_submodule(module).register_forward_hook(hook))
+    opt = torch.optim.AdamW(list(gates.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng, losses = random.Random(cfg.seed), []
+    try:
+        for _ in progress(range(cfg.steps), desc=desc):
+            batch = _batch(rng.sample(rows, min(cfg.batch_size, len(rows))), host.tokenizer.pad_token_id)
+            loss = model(**batch).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    finally:
+        for h in hooks:
+            h.remove()
+    stats = {"steps": cfg.steps, "lr": cfg.lr, "batch_size": cfg.batch_size, "examples": len(rows),
+             "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4)}
+    return {m: v.detach().clone() for m, v in gates.items()}, stats
+
+
+@posthoc("phatgoose")
+def _fit(ctx, record, path: Path, **options) -> list:
+    if record.kind != "lora":
+        return []
+    from composer.host.adapters import read_lora
+    try:
+        cfg = GateFitConfig(**options)
+    except ValidationError as e:
+        raise RouterError(f"bad PHATGOOSE fit options: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+    examples = [ex for ex in record.examples if ex.get("prompt")]
+    if not examples:
+        examples = [{"prompt": record.description or record.name, "completion": None}]
+    with ctx.fit_lock:
+        gates, stats = fit_gates(ctx.fitting_host(), read_lora(path), examples, cfg, desc=f"gates {record.name}")
+    _, router, key = VECTOR_ARTIFACTS["phatgoose"]
+    return [(router, key, vectors_to_bytes(gates), {"format": "safetensors", **stats,
+                                                     "config": json.loads(cfg.model_dump_json())})]

@@ -1,0 +1,83 @@
+"""Shared pieces of the token-level routers (PHATGOOSE, Arrow, GLIDER).
+
+Contract:
+- `TokenConfig`: `top_k`, `temperature` and `experts` (restrict the candidates; default
+  every expert of the base) — per request, like every router config.
+- `token_plan(router, kind, bias=None, scores=None, note="")` -> a `RoutingPlan` with mode
+  "token": the executor routes every token of the row through the host's gates of `kind`.
+- `VECTOR_ARTIFACTS`: gate kind -> (post-hoc fitter, router, key) of the per-expert artifact
+  holding one vector per adapted module (safetensors, module path -> [d_in]).
+  `expert_vectors(ctx, record)` loads them for the host, fitting and storing a missing one
+  first (experts registered before that fitter existed), from that expert alone.
+- `vectors_to_bytes` / `vectors_from_bytes` (de)serialise {module: vector}.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from pydantic import Field
+from safetensors.torch import load, save
+
+from registry import NotFoundError
+from registry.records import ExpertRecord
+from routers import posthoc
+from routers.base import GateSpec, Router, RouterConfig, RouterError, RoutingPlan
+
+log = logging.getLogger(__name__)
+
+VECTOR_ARTIFACTS = {"phatgoose": ("phatgoose", "phatgoose", "gates.safetensors"),
+                    "arrow": ("arrow", "arrow", "prototypes.safetensors")}
+
+
+class TokenConfig(RouterConfig):
+    top_k: int = Field(2, ge=1, le=64, description="experts kept per token per module")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature over the kept scores")
+    experts: list[str] | None = Field(None, description="candidate experts (default: all of the base)")
+
+
+def vectors_to_bytes(vectors: dict[str, torch.Tensor]) -> bytes:
+    return save({m: v.detach().float().contiguous() for m, v in vectors.items()})
+
+
+def vectors_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    return load(data)
+
+
+def candidates(router: Router) -> list[str]:
+    known = router.ctx.expert_names
+    wanted = router.config.experts
+    if wanted is None:
+        return known
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise RouterError(f"router {router.name!r}: unknown expert(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(known) or '(none)'}")
+    return list(dict.fromkeys(wanted))
+
+
+def token_plan(router: Router, kind: str, bias: dict[str, float] | None = None,
+               scores: dict[str, float] | None = None, note: str = "") -> RoutingPlan:
+    experts = candidates(router)
+    if not experts:
+        return router.fallback("no experts are registered for this base model")
+    cfg = router.config
+    gate = GateSpec(kind=kind, top_k=cfg.top_k, temperature=cfg.temperature, bias=bias or {})
+    what = f"per token, per module: top-{cfg.top_k} of {len(experts)} experts by {kind} gates" + note
+    return RoutingPlan(router=router.name, mode="token", experts=experts, scores=scores or {},
+                       gate=gate, explanation=what)
+
+
+def expert_vectors(ctx, record: ExpertRecord) -> dict[str, dict[str, torch.Tensor]]:
+    out = {}
+    for kind, (fitter, router, key) in VECTOR_ARTIFACTS.items():
+        try:
+            _, data = ctx.registry.get_artifact(record.name, router, key, version=record.version)
+        except NotFoundError:
+            log.info("backfilling %s artifact of %s v%d", kind, record.name, record.version)
+            arts = posthoc.run(fitter, ctx, record, record.path)
+            for r, k, d, meta in arts:
+                ctx.registry.put_artifact(record.name, r, k, d, meta, version=record.version)
+            data = next(d for r, k, d, _ in arts if (r, k) == (router, key))
+        out[kind] = vectors_from_bytes(data)
+    return out
