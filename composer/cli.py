@@ -246,14 +246,14 @@ def cmd_route(a) -> int:
 
 
 def _print_layers(report: dict) -> None:
-    experts = list(report["top1"])
+    layers = list(report["layers"])
     t = Table(title="share of routing weight per layer (all modules, all prompt tokens)")
-    t.add_column("layer")
-    for e in experts:
-        t.add_column(e, justify="right")
-    for layer, row in report["layers"].items():
-        t.add_row(layer, *(f"{row.get(e, 0):.2f}" for e in experts))
-    t.add_row("top-1 share", *(f"{report['top1'][e]:.2f}" for e in experts))
+    t.add_column("expert")
+    for layer in layers:
+        t.add_column(layer.rsplit(".", 1)[-1], justify="right")
+    t.add_column("top-1", justify="right")
+    for e in report["top1"]:
+        t.add_row(e, *(f"{report['layers'][la].get(e, 0):.2f}" for la in layers), f"{report['top1'][e]:.2f}")
     out.print(t)
 
 

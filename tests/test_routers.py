@@ -83,7 +83,9 @@ def test_derive_map_best_score_then_cost_then_name():
 
 
 @pytest.mark.parametrize(("name", "config", "message"), [
-    ("nope", {}, "unknown router 'nope'; available: bench_coe"),
+    ("nope", {}, "unknown router 'nope'; available: arrow, bench_coe"),
+    ("glider", {"alpha": -1}, "alpha: Input should be greater than or equal to 0"),
+    ("arrow", {"temperature": 0}, "temperature: Input should be greater than 0"),
     ("retrieval", {"treshold": 0.3}, "treshold: Extra inputs are not permitted"),
     ("loraretriever", {"top_k": 0}, "top_k: Input should be greater than or equal to 1"),
     ("loraretriever", {"combine": "sum"}, "combine: Input should be 'merge' or 'ensemble'"),
@@ -96,8 +98,8 @@ def test_bad_router_names_and_configs_are_clear(name, config, message):
 
 def test_every_router_publishes_a_config_schema():
     schemas = routers.schemas()
-    assert set(schemas) == {"bench_coe", "centroid", "coe", "ensemble", "loraretriever", "oracle", "retrieval",
-                            "uniform"}
+    assert set(schemas) == {"arrow", "bench_coe", "centroid", "coe", "ensemble", "glider", "loraretriever", "oracle",
+                            "phatgoose", "retrieval", "uniform"}
     assert all(s["description"] and s["config"]["type"] == "object" for s in schemas.values())
 
 
