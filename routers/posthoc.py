@@ -5,12 +5,15 @@ bytes, meta)]`, run for a new expert while it is being registered (`record` is t
 `path` the staged adapter directory); `fit_expert(ctx, record, path, options=None)` runs
 every registered fitter with a progress bar (`options[name]` are that fitter's keyword
 options, e.g. {"phatgoose": {"steps": 200}}) and returns all artifacts, which the registry
-commits atomically with the expert. `run(name, ...)` runs one fitter (backfills). No
+commits atomically with the expert. `run(name, ...)` runs one fitter;
+`stored(ctx, record, fitter, router, key)` returns an expert's artifact bytes, running and
+storing that fitter first for experts registered before it existed (a backfill). No
 fitter may read or change another expert's data, so registering one expert never refits
 the others. Fitters of LoRA-only artifacts return [] for other kinds.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from composer.progress import progress
 from routers.base import RouterError
 from routers.embeddings import fit_embeddings
 
+log = logging.getLogger(__name__)
 Artifact = tuple[str, str, bytes, dict]
 _FITTERS: dict[str, Callable[..., list[Artifact]]] = {}
 
@@ -37,6 +41,19 @@ def run(name: str, ctx, record, path: str | Path, **options) -> list[Artifact]:
     if name not in _FITTERS:
         raise KeyError(f"no post-hoc fitter {name!r}; known: {', '.join(_FITTERS)}")
     return _FITTERS[name](ctx, record, Path(path), **options)
+
+
+def stored(ctx, record, fitter: str, router: str, key: str) -> bytes:
+    from registry import NotFoundError
+    try:
+        return ctx.registry.get_artifact(record.name, router, key, version=record.version)[1]
+    except NotFoundError:
+        pass
+    log.info("backfilling %s/%s of %s v%d", router, key, record.name, record.version)
+    arts = run(fitter, ctx, record, record.path)
+    for r, k, data, meta in arts:
+        ctx.registry.put_artifact(record.name, r, k, data, meta, version=record.version)
+    return next(data for r, k, data, _ in arts if (r, k) == (router, key))
 
 
 def fit_expert(ctx, record, path: str | Path, options: dict[str, dict] | None = None) -> list[Artifact]:

@@ -13,18 +13,13 @@ Contract:
 """
 from __future__ import annotations
 
-import logging
-
 import torch
 from pydantic import Field
 from safetensors.torch import load, save
 
-from registry import NotFoundError
 from registry.records import ExpertRecord
 from routers import posthoc
 from routers.base import GateSpec, Router, RouterConfig, RouterError, RoutingPlan
-
-log = logging.getLogger(__name__)
 
 VECTOR_ARTIFACTS = {"phatgoose": ("phatgoose", "phatgoose", "gates.safetensors"),
                     "arrow": ("arrow", "arrow", "prototypes.safetensors")}
@@ -69,15 +64,5 @@ def token_plan(router: Router, kind: str, bias: dict[str, float] | None = None,
 
 
 def expert_vectors(ctx, record: ExpertRecord) -> dict[str, dict[str, torch.Tensor]]:
-    out = {}
-    for kind, (fitter, router, key) in VECTOR_ARTIFACTS.items():
-        try:
-            _, data = ctx.registry.get_artifact(record.name, router, key, version=record.version)
-        except NotFoundError:
-            log.info("backfilling %s artifact of %s v%d", kind, record.name, record.version)
-            arts = posthoc.run(fitter, ctx, record, record.path)
-            for r, k, d, meta in arts:
-                ctx.registry.put_artifact(record.name, r, k, d, meta, version=record.version)
-            data = next(d for r, k, d, _ in arts if (r, k) == (router, key))
-        out[kind] = vectors_from_bytes(data)
-    return out
+    return {kind: vectors_from_bytes(posthoc.stored(ctx, record, fitter, router, key))
+            for kind, (fitter, router, key) in VECTOR_ARTIFACTS.items()}

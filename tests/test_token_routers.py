@@ -290,3 +290,24 @@ def test_glider_writer_endpoint(demo_ocean, tmp_path):
     finally:
         server.shutdown()
 
+
+
+def test_experts_registered_without_token_artifacts_are_backfilled(demo_ocean, composer, tmp_path):
+    """An expert registered straight into the registry (no post-hoc fitting) gets its gates,
+    prototypes and task embedding fitted, from its own data, when the host first loads it."""
+    import shutil
+    reg = demo_ocean.registry
+    adapter = tmp_path / "plain"
+    shutil.copytree(demo_ocean.out / "experts" / "max", adapter)
+    reg.register(adapter, "plain", base="demo-base", examples=["Find the largest digit: 1 2"])
+    try:
+        assert not reg.artifacts("plain")
+        slot = composer.host.slots["plain"]  # loading the host syncs it with the registry
+        assert {a.router for a in reg.artifacts("plain")} == {"phatgoose", "arrow"}
+        layer = composer.host.layers["model.layers.0.self_attn.q_proj"]
+        assert layer.has_vector["phatgoose"][slot] and layer.has_vector["arrow"][slot]
+        plan = composer.route(["Find the largest digit: 3 4"], router="glider")[0]
+        assert "plain" in plan.scores
+        assert {a.router for a in reg.artifacts("plain")} == {"phatgoose", "arrow", "glider"}
+    finally:
+        composer.remove("plain")

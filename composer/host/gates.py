@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from composer.host.routing import SequenceRouting
+
 
 def layer_norm(t: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(t, t.shape[-1:])
@@ -66,28 +68,20 @@ class RoutingTrace:
         self.calls.append((path, rows, slots.clone(), weights.detach().float().clone()))
 
 
-class MixedRouting:
+class MixedRouting(SequenceRouting):
     def __init__(self, rows: Sequence[Sequence[tuple[int, float]] | Gate], trace: RoutingTrace | None = None):
         self.rows, self.trace = list(rows), trace
         self.gated = [b for b, r in enumerate(self.rows) if isinstance(r, Gate)]
-        fixed = [r if not isinstance(r, Gate) else [] for r in self.rows]
-        self.k = max([len(r) for r in fixed] + [self.rows[b].top_k for b in self.gated] + [1])
-        self.slots = torch.full((len(rows), self.k), -1, dtype=torch.long)
-        self.weights = torch.zeros((len(rows), self.k))
-        for b, row in enumerate(fixed):
-            for j, (slot, w) in enumerate(row):
-                self.slots[b, j], self.weights[b, j] = slot, w
-        self.empty = not self.gated and not any(fixed)
+        super().__init__([[] if isinstance(r, Gate) else r for r in self.rows],
+                         width=max((self.rows[b].top_k for b in self.gated), default=1))
+        self.empty = self.empty and not self.gated
 
     def assign(self, layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self.empty:
-            return None
-        B = x.shape[0]
-        if B != len(self.rows):
-            raise ValueError(f"routing has {len(self.rows)} rows but the batch has {B}")
+        assigned = super().assign(layer, x)
+        if assigned is None or not self.gated:
+            return assigned
+        slots, weights = assigned
         T = x[0].numel() // x.shape[-1]
-        slots = self.slots.repeat_interleave(T, dim=0)
-        weights = self.weights.to(x.dtype).repeat_interleave(T, dim=0)
         by_kind: dict[str, list[int]] = {}
         for b in self.gated:
             by_kind.setdefault(self.rows[b].kind, []).append(b)

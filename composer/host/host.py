@@ -11,8 +11,9 @@ Contract:
 - `logits(...)` and `generate(...)` take one row spec per prompt: a mixture
   (`{expert: weight}`, empty = base model) or a `Gate` (per-token routing; its `bias` and
   `experts` name experts), or any `Routing`; rows routed differently share one forward
-  pass (heterogeneous batch). `trace=` records the gated decisions (introspection). `generate` returns text, token ids, the mean token
-  log-likelihood of the completion (used by output ensembles) and a finish reason.
+  pass (heterogeneous batch). `trace=` records the gated decisions (introspection).
+  `generate` returns text, token ids, the mean token log-likelihood of the completion
+  (used by output ensembles) and a finish reason.
 A re-entrant lock serialises model use with adapter changes, so a registration never
 lands half-way through a request.
 """

@@ -41,12 +41,13 @@ def use_routing(routing: Routing | None) -> Iterator[None]:
 
 
 class SequenceRouting:
-    """Per-row mixtures: `rows[b]` is a list of (slot, weight) pairs; empty = base model."""
+    """Per-row mixtures: `rows[b]` is a list of (slot, weight) pairs; empty = base model.
+    `width` reserves room for more experts per token (subclasses that add gated rows)."""
 
-    def __init__(self, rows: Sequence[Sequence[tuple[int, float]]]):
+    def __init__(self, rows: Sequence[Sequence[tuple[int, float]]], width: int = 1):
         k = max((len(r) for r in rows), default=0)
-        self.slots = torch.full((len(rows), max(k, 1)), -1, dtype=torch.long)
-        self.weights = torch.zeros((len(rows), max(k, 1)))
+        self.slots = torch.full((len(rows), max(k, width, 1)), -1, dtype=torch.long)
+        self.weights = torch.zeros((len(rows), max(k, width, 1)))
         for b, row in enumerate(rows):
             for j, (slot, w) in enumerate(row):
                 self.slots[b, j], self.weights[b, j] = slot, w

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from routers.posthoc import posthoc
+from routers.posthoc import posthoc, stored
 
 ROUTER = "glider"
 
@@ -52,10 +52,4 @@ def _fit(ctx, record, path: Path) -> list:
 
 
 def load_task_embedding(ctx, record) -> np.ndarray:
-    from registry import NotFoundError
-    try:
-        _, data = ctx.registry.get_artifact(record.name, ROUTER, key(ctx.encoder), version=record.version)
-    except NotFoundError:  # registered before GLIDER existed: fit from this expert alone, keep it
-        ((r, k, data, meta),) = _fit(ctx, record, Path(record.path))
-        ctx.registry.put_artifact(record.name, r, k, data, meta, version=record.version)
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    return np.load(io.BytesIO(stored(ctx, record, "glider", ROUTER, key(ctx.encoder))), allow_pickle=False)
