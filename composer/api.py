@@ -9,14 +9,16 @@ Contract: `Composer(registry=None, base=None, default_router=None, encoder=None,
   string, or a dict/`Query` with `task`/`category` (needed by the oracle).
 - `generate(prompts, router=None, expert=None, max_new_tokens=32, ...)` -> one
   `Completion` per prompt. All prompts go through the host as ONE heterogeneous batch:
-  selected, merged, ensembled (k rows, best mean log-likelihood wins) and base rows mixed.
+  selected, merged, ensembled (k rows, best mean log-likelihood wins), token-gated
+  (PHATGOOSE, Arrow, GLIDER) and base rows mixed.
   `expert=` bypasses routing (an expert name, or the base model's name for no adapter).
 - `inspect(prompts, router=None, **config)` -> per prompt: the plan and, for token-level
   plans, which experts every module chose for every prompt token (`composer.introspect`).
 - `register(path, name, fit_options=None, ...)` registers a LoRA expert with its post-hoc
   artifacts (`routers.posthoc`: embeddings, PHATGOOSE gates, Arrow prototypes, GLIDER task
-  embedding) committed atomically, then loads it into the running host; `remove` drops it. The host follows the registry (`sync()`), so experts registered by another
-  process are served too. `fit("coe" | "bench_coe", ...)` fits the all-expert routers;
+  embedding) committed atomically, then loads it into the running host; `remove` drops
+  it. The host follows the registry (`sync()`), so experts registered by another process
+  are served too. `fit("coe" | "bench_coe", ...)` fits the all-expert routers;
   `score_experts(rows)` evaluates experts on labelled prompts (Bench-CoE's input).
 Bad router names/configs raise `RouterError`; unknown experts `ComposerError`.
 """
@@ -217,12 +219,12 @@ class Composer:
         for q, plan in zip(queries, self.route(queries, router, **config)):
             report: dict[str, Any] = {**plan.model_dump(), "prompt": q.prompt, "per_token": None}
             if plan.mode == "token":
-                trace, tok = RoutingTrace(), host.tokenizer
-                ids = tok(host.render(q.prompt, chat), return_tensors="pt",
-                          add_special_tokens=not (chat and tok.chat_template))["input_ids"]
+                trace = RoutingTrace()
+                ids = host.encode([q.prompt], chat)["input_ids"]
                 host.logits(ids, mixtures=[self._row(plan)], trace=trace)
                 names = {s: n for n, s in host.slots.items()}
-                report["per_token"] = token_report(trace, [tok.decode([i]) for i in ids[0].tolist()], names)
+                tokens = [host.tokenizer.decode([i]) for i in ids[0].tolist()]
+                report["per_token"] = token_report(trace, tokens, names)
             out.append(report)
         return out
 

@@ -24,12 +24,6 @@ def composer(demo_ocean):
     return Composer(demo_ocean.registry)
 
 
-def encode(host, prompts):
-    tok = host.tokenizer
-    tok.padding_side = "left"
-    return tok([host.render(p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
-
-
 def test_gate_fitting_changes_only_gates(demo_ocean):
     from routers.phatgoose.config import GateFitConfig
     from routers.phatgoose.fit import fit_gates
@@ -127,7 +121,7 @@ def test_arrow_agrees_with_peft(demo_ocean, composer):
     host = Host.load(demo_ocean.out / "base")
     for n in WIDE:
         host.add_adapter(n, demo_ocean.out / "experts" / n)
-    enc = encode(host, PROMPTS)
+    enc = host.encode(PROMPTS)
     with torch.no_grad():
         want = peft_model(**enc).logits  # builds PEFT's prototypes
     loras = {n: read_lora(demo_ocean.out / "experts" / n) for n in WIDE}
@@ -152,7 +146,7 @@ def test_arrow_agrees_with_peft(demo_ocean, composer):
 
 
 def row_logits(host, prompts, rows, trace=None):
-    enc = encode(host, prompts)
+    enc = host.encode(prompts)
     return host.logits(enc["input_ids"], enc["attention_mask"], mixtures=rows, trace=trace)
 
 

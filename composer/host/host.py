@@ -161,6 +161,13 @@ class Host:
         with self.lock, use_routing(self._resolve(len(input_ids), mixtures, routing, trace)):
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
+    def encode(self, prompts: Sequence[str], chat: bool = True):
+        """Token ids of the rendered prompts, left-padded (what generation and gating see)."""
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        return tok([self.render(p, chat) for p in prompts], return_tensors="pt", padding=True,
+                   add_special_tokens=not (chat and tok.chat_template))
+
     def render(self, prompt: str, chat: bool = True) -> str:
         tok = self.tokenizer
         if chat and tok.chat_template:
@@ -176,10 +183,7 @@ class Host:
         if not prompts:
             return []
         tok = self.tokenizer
-        texts = [self.render(p, chat) for p in prompts]
-        tok.padding_side = "left"
-        enc = tok(texts, return_tensors="pt", padding=True,
-                  add_special_tokens=not (chat and tok.chat_template))
+        enc = self.encode(prompts, chat)
         sample = temperature > 0
         if seed is not None:
             torch.manual_seed(seed)

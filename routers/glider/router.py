@@ -28,7 +28,7 @@ class GliderRouter(Router):
         if not names:
             return [token_plan(self, "phatgoose") for _ in batch]
         by_name = {r.name: r for r in ctx.experts}
-        T = np.stack([ctx.memo(("glider", by_name[n].name, by_name[n].version),
+        T = np.stack([ctx.memo(("glider", n, by_name[n].version),
                                lambda n=n: load_task_embedding(ctx, by_name[n])) for n in names])
         texts = [q.prompt for q in batch]
         if cfg.write_query and ctx.writer is not None:

@@ -12,6 +12,7 @@ Contract: a writer has a `name` and `write(prompts) -> str`.
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from collections.abc import Sequence
 
@@ -59,7 +60,6 @@ def writer_from_spec(spec: str | None, registry=None):
         return None
     if spec.startswith(("http://", "https://")):
         url, _, model = spec.partition("#")
-        import os
         return EndpointWriter(url, model or "default", os.environ.get("COMPOSER_INSTRUCTION_WRITER_KEY"))
     if registry is None:
         raise RouterError(f"instruction writer {spec!r} names a model but no registry was given")

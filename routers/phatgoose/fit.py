@@ -27,10 +27,10 @@ from routers.token import VECTOR_ARTIFACTS, vectors_to_bytes
 
 def _rows(host, examples: Sequence[dict]) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per example: the rendered prompt, then the completion and eos."""
-    tok, chat = host.tokenizer, bool(host.tokenizer.chat_template)
+    tok = host.tokenizer
     rows = []
     for ex in examples:
-        p = tok(host.render(ex["prompt"]), add_special_tokens=not chat)["input_ids"]
+        p = host.encode([ex["prompt"]])["input_ids"][0].tolist()
         if ex.get("completion"):
             c = tok(ex["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             rows.append((p + c, [-100] * len(p) + c))
