@@ -8,16 +8,21 @@ Contract: `Composer(registry=None, base=None, default_router=None, encoder=None,
 - `route(prompts, router=None, **config)` -> one `RoutingPlan` per prompt. A prompt is a
   string, or a dict/`Query` with `task`/`category` (needed by the oracle).
 - `generate(prompts, router=None, expert=None, max_new_tokens=32, ...)` -> one
-  `Completion` per prompt. All prompts go through the host as ONE heterogeneous batch:
-  selected, merged, ensembled (k rows, best mean log-likelihood wins), token-gated
-  (PHATGOOSE, Arrow, GLIDER) and base rows mixed.
-  `expert=` bypasses routing (an expert name, or the base model's name for no adapter).
+  `Completion` per prompt: `route` (or, with `expert=`, no routing: an expert name, or the
+  base model's name for no adapter), then `execute(prompts, plans, ...)`. Execution sends
+  all host plans through the host as ONE heterogeneous batch: selected, merged, ensembled
+  (k rows, best mean log-likelihood wins), token-gated (PHATGOOSE, Arrow, GLIDER) and base
+  rows mixed; plans selecting a whole-model expert run on that model (`ModelPool`, LRU,
+  at most `max_models` resident). Execution prompts may be chat message lists.
+  `stream(prompt, plan, ...)` yields one prompt's text deltas, then its `Completion`.
+- Experts: `adapters()` are the LoRA experts of this base the host serves; `experts()`
+  adds the whole-model experts (`kind=model`), which query-level routers may select.
 - `inspect(prompts, router=None, **config)` -> per prompt: the plan and, for token-level
   plans, which experts every module chose for every prompt token (`composer.introspect`).
 - `register(path, name, fit_options=None, ...)` registers a LoRA expert with its post-hoc
   artifacts (`routers.posthoc`: embeddings, PHATGOOSE gates, Arrow prototypes, GLIDER task
-  embedding) committed atomically, then loads it into the running host; `remove` drops
-  it. The host follows the registry (`sync()`), so experts registered by another process
+  embedding) committed atomically, then loads it into the running host; a `kind="model"`
+  expert gets its embeddings only; `remove` drops either. The host follows the registry (`sync()`), so experts registered by another process
   are served too. `fit("coe" | "bench_coe", ...)` fits the all-expert routers;
   `score_experts(rows)` evaluates experts on labelled prompts (Bench-CoE's input).
 Bad router names/configs raise `RouterError`; unknown experts `ComposerError`.
@@ -27,25 +32,25 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from composer.host import Gate, Host, RoutingTrace
+from composer.errors import ComposerError
+from composer.host import Gate, Generation, Host, RoutingTrace
+from composer.host.stream import stream as stream_generation
 from composer.introspect import token_report
+from composer.models import ModelPool
 from composer.progress import progress
 from registry import Registry
 from registry.records import ExpertRecord
 from routers import Query, RouterContext, RouterError, RoutingPlan, build
 from routers.glider.writers import writer_from_spec
-from routers.posthoc import fit_expert
+from routers.posthoc import fit_expert, run
 from routers.token import expert_vectors
 
 log = logging.getLogger(__name__)
-
-
-class ComposerError(ValueError):
-    """A request Composer cannot serve as asked (unknown expert, no base model, ...)."""
+__all__ = ["Completion", "Composer", "ComposerError", "as_queries"]
 
 
 @dataclass
@@ -57,11 +62,17 @@ class Completion:
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str = "stop"
     candidates: dict[str, float] = field(default_factory=dict)  # ensemble: expert -> mean log-lik
+    prompt_tokens: int = 0
 
     def to_dict(self) -> dict:
         return {"text": self.text, "expert": self.expert, "logprob": self.logprob,
                 "finish_reason": self.finish_reason, "candidates": self.candidates,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": len(self.token_ids),
                 "routing": self.plan.model_dump()}
+
+    @classmethod
+    def of(cls, g: Generation, plan: RoutingPlan, expert: str | None, candidates=None) -> Completion:
+        return cls(g.text, plan, expert, g.logprob, g.token_ids, g.finish_reason, candidates or {}, g.prompt_tokens)
 
 
 def as_queries(prompts: str | Sequence[str | dict | Query]) -> list[Query]:
@@ -72,7 +83,7 @@ def as_queries(prompts: str | Sequence[str | dict | Query]) -> list[Query]:
 
 class Composer:
     def __init__(self, registry: Registry | None = None, base: str | None = None,
-                 default_router: str | None = None, encoder=None, writer=None):
+                 default_router: str | None = None, encoder=None, writer=None, max_models: int = 2):
         self.registry = registry or Registry()
         self.base = base or self._only_base()
         self.registry.get(self.base)  # NotFoundError for an unknown base
@@ -81,6 +92,7 @@ class Composer:
             writer = writer_from_spec(writer or os.environ.get("COMPOSER_INSTRUCTION_WRITER"), self.registry)
         self.ctx = RouterContext(self.registry, self.base, encoder, experts=self.experts, writer=writer)
         self._host: Host | None = None
+        self.models = ModelPool(self.registry, max_models)
         self._loaded: dict[str, str] = {}  # name -> digest of the version the host holds
         self._broken: dict[tuple[str, int], str] = {}  # experts the host could not load, and why
         self._lock = threading.RLock()
@@ -93,10 +105,14 @@ class Composer:
         return bases[0]
 
     # -- experts and the host -------------------------------------------------------------
-    def experts(self) -> list[ExpertRecord]:
+    def adapters(self) -> list[ExpertRecord]:
         """Ready LoRA experts of this base that the host can serve."""
         return [r for r in self.registry.list(kind="lora", base=self.base)
                 if (r.name, r.version) not in self._broken]
+
+    def experts(self) -> list[ExpertRecord]:
+        """Everything routing may pick: the adapters, then the ready whole-model experts."""
+        return self.adapters() + self.registry.list(kind="model")
 
     @property
     def host(self) -> Host:
@@ -112,7 +128,7 @@ class Composer:
             host = self._host
             if host is None:
                 return
-            want = {r.name: r for r in self.experts()}
+            want = {r.name: r for r in self.adapters()}
             stale = [n for n, digest in self._loaded.items() if n not in want or want[n].digest != digest]
             for name in stale:
                 host.remove_adapter(name)
@@ -135,18 +151,27 @@ class Composer:
             if stale or new:
                 self.ctx.invalidate()
 
+    def resident(self) -> list[str]:
+        """Adapters the host holds now (none before the host is first used)."""
+        return list(self._loaded)
+
     def register(self, path, name: str, fit_options: dict[str, dict] | None = None, **kw: Any) -> ExpertRecord:
         """Register a LoRA expert of this base with its post-hoc artifacts; it is routable at once."""
         kw.setdefault("kind", "lora")
         if kw["kind"] == "lora":
             kw.setdefault("base", self.base)
             kw["fit"] = lambda staged, draft: fit_expert(self.ctx, draft, staged, fit_options)
+        elif kw["kind"] == "model":  # routable by query-level routers: embeddings only
+            if fit_options:
+                raise ComposerError("fit options apply to LoRA experts only")
+            kw["fit"] = lambda staged, draft: run("embeddings", self.ctx, draft, staged)
         rec = self.registry.register(path, name, **kw)
         self.sync()
         return rec
 
     def remove(self, name: str, version: int | None = None) -> ExpertRecord:
         rec = self.registry.remove(name, version)
+        self.models.drop(name)
         self.sync()
         return rec
 
@@ -158,15 +183,15 @@ class Composer:
         queries = as_queries(prompts)
         return self.router(router, **config).route(queries) if queries else []
 
-    def _direct(self, expert: str) -> RoutingPlan:
+    def direct(self, expert: str) -> RoutingPlan:
+        """The plan for a request that names an expert (or the base model): no routing."""
         if expert == self.base:
-            return RoutingPlan(router="direct", mode="base", explanation=f"requested the base model {expert}")
+            return RoutingPlan.direct(expert, base=True)
         names = {r.name for r in self.experts()}
         if expert not in names:
             raise ComposerError(f"unknown expert {expert!r} for base {self.base!r}; "
                                 f"known: {', '.join(sorted(names)) or '(none)'}")
-        return RoutingPlan(router="direct", mode="select", experts=[expert], weights=[1.0],
-                           explanation=f"requested expert {expert}")
+        return RoutingPlan.direct(expert)
 
     def generate(self, prompts, router: str | None = None, expert: str | None = None,
                  max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0, chat: bool = True,
@@ -174,8 +199,42 @@ class Composer:
         queries = as_queries(prompts)
         if expert is not None and (router is not None or config):
             raise ComposerError("give either expert= (no routing) or a router, not both")
-        host = self.host  # synced with the registry before routing
-        plans = [self._direct(expert)] * len(queries) if expert else self.route(queries, router, **config)
+        self.sync()
+        plans = [self.direct(expert)] * len(queries) if expert else self.route(queries, router, **config)
+        return self.execute([q.prompt for q in queries], plans, max_new_tokens=max_new_tokens,
+                            temperature=temperature, top_p=top_p, chat=chat, seed=seed)
+
+    def execute(self, prompts: Sequence, plans: Sequence[RoutingPlan], **settings: Any) -> list[Completion]:
+        """Run routed plans: host plans as one heterogeneous batch, whole-model plans per model.
+        `settings`: max_new_tokens, temperature, top_p, chat, seed (as `Host.generate`)."""
+        if len(prompts) != len(plans):
+            raise ValueError(f"{len(plans)} plans for {len(prompts)} prompts")
+        out: list[Completion | None] = [None] * len(plans)
+        on_model: dict[str, list[int]] = {}
+        models = {r.name for r in self.registry.list(kind="model")}
+        for i, plan in enumerate(plans):
+            if (m := self.model_of(plan, models)) is not None:
+                on_model.setdefault(m, []).append(i)
+        for name, idx in on_model.items():
+            gens = self.models.get(name).generate([prompts[i] for i in idx], **settings)
+            for i, g in zip(idx, gens):
+                out[i] = Completion.of(g, plans[i], name)
+        rest = [i for i in range(len(plans)) if out[i] is None]
+        for i, c in zip(rest, self._on_host([prompts[i] for i in rest], [plans[i] for i in rest], settings)):
+            out[i] = c
+        return out
+
+    def model_of(self, plan: RoutingPlan, models: set[str] | None = None) -> str | None:
+        """The whole-model expert a plan selects, or None when the host serves it."""
+        if plan.mode != "select" or not plan.experts:
+            return None
+        if models is None:
+            models = {r.name for r in self.registry.list(kind="model")}
+        return plan.experts[0] if plan.experts[0] in models else None
+
+    def _on_host(self, prompts: Sequence, plans: Sequence[RoutingPlan], settings: dict) -> list[Completion]:
+        if not plans:
+            return []
         rows, owner = [], []  # one host row per (query, candidate expert)
         for i, plan in enumerate(plans):
             if plan.mode == "ensemble":
@@ -184,8 +243,7 @@ class Composer:
             else:
                 rows.append(self._row(plan))
                 owner.append((i, plan.experts[0] if plan.mode == "select" else None))
-        gens = host.generate([queries[i].prompt for i, _ in owner], rows, max_new_tokens=max_new_tokens,
-                             temperature=temperature, top_p=top_p, chat=chat, seed=seed)
+        gens = self.host.generate([prompts[i] for i, _ in owner], rows, **settings)
         best: dict[int, tuple] = {}
         cands: dict[int, dict[str, float]] = {}
         for (i, e), g in zip(owner, gens):
@@ -199,8 +257,24 @@ class Composer:
             if plan.mode == "ensemble":
                 plan = plan.model_copy(update={"explanation": plan.explanation + f"; kept {e}'s answer "
                                                f"(mean log-likelihood {g.logprob:.3f})"})
-            out.append(Completion(g.text, plan, e, g.logprob, g.token_ids, g.finish_reason, cands.get(i, {})))
+            out.append(Completion.of(g, plan, e, cands.get(i)))
         return out
+
+    def stream(self, prompt, plan: RoutingPlan, **settings: Any) -> Iterator[str | Completion]:
+        """One prompt's completion as text deltas, then the `Completion`. Ensembles cannot
+        stream (every candidate must finish first): their answer comes as one delta."""
+        if plan.mode == "ensemble":
+            c, = self.execute([prompt], [plan], **settings)
+            if c.text:
+                yield c.text
+            yield c
+            return
+        model = self.model_of(plan)
+        host = self.models.get(model) if model else self.host
+        row = {} if model else self._row(plan)
+        for item in stream_generation(host, prompt, row, **settings):
+            yield item if isinstance(item, str) else Completion.of(
+                item, plan, model or (plan.experts[0] if plan.mode == "select" else None))
 
     @staticmethod
     def _row(plan: RoutingPlan):
@@ -234,11 +308,11 @@ class Composer:
         """Exact-match score of each expert on each labelled row ({prompt, answer, [category]})."""
         experts = list(experts or [r.name for r in self.experts()])
         pairs = [(r, e) for r in rows for e in experts]
-        host, gens = self.host, []
+        plans, gens = {e: self.direct(e) for e in experts}, []
         for i in progress(range(0, len(pairs), batch_size), desc="scoring experts"):
             chunk = pairs[i:i + batch_size]
-            gens += host.generate([r["prompt"] for r, _ in chunk], [{e: 1.0} for _, e in chunk],
-                                       max_new_tokens=max_new_tokens)
+            gens += self.execute([r["prompt"] for r, _ in chunk], [plans[e] for _, e in chunk],
+                                 max_new_tokens=max_new_tokens)
         norm = (lambda s: " ".join(str(s).split()))
         return [{"prompt": r["prompt"], "expert": e, "category": r.get("category"),
                  "score": float(norm(g.text) == norm(r["answer"]))} for (r, e), g in zip(pairs, gens)]

@@ -73,6 +73,12 @@ def _load_examples(path: str | None) -> list:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+_SERVE_ARGS = (arg("--host", default="127.0.0.1", help="bind address (non-loopback needs COMPOSER_API_KEY)"),
+               arg("--port", type=int, default=8000),
+               arg("--address", help="join this Ray cluster (default: start a local Ray)"),
+               arg("--threads", type=int, help="torch threads per model replica (default: all cores)"))
+
+
 @command("build-demo", "train the demo ocean (base LM + one LoRA expert per skill) and register it",
          arg("--fast", action="store_true", help="small budget (tests): < 2 minutes"),
          arg("--seed", type=int, default=0),
@@ -94,8 +100,10 @@ def _print_skill_table(rows: list[dict]) -> None:
     out.print(t)
 
 
-@command("demo", "build the demo ocean if missing, then show it",
-         arg("--fast", action="store_true", help="use the small build budget"))
+@command("demo", "build the demo ocean if missing, show it, then serve it over HTTP (Ctrl-C stops)",
+         arg("--fast", action="store_true", help="use the small build budget"),
+         arg("--no-serve", action="store_true", help="show the ocean and exit"),
+         *_SERVE_ARGS)
 def cmd_demo(a) -> int:
     from composer.demo.build import BASE_NAME
     reg = _registry(a)
@@ -110,7 +118,10 @@ def cmd_demo(a) -> int:
     out.print(f"registry: {reg.home}   benchmark: {demo_dir(a) / 'benchmark.jsonl'}")
     out.print('try: composer route "Write these letters backwards: c a t" --router coe   '
               '|  composer generate "Count down from 5"')
-    return 0
+    if a.no_serve:
+        return 0
+    a.base = BASE_NAME
+    return cmd_serve(a)
 
 
 def _show_routing(a) -> None:
@@ -127,6 +138,31 @@ def _show_routing(a) -> None:
     for r, o in zip(picked, outs):
         t.add_row(r["prompt"], ", ".join(o.plan.experts) or "(base)", o.text, r["answer"])
     out.print(t)
+
+
+@command("serve", "serve the registry on Ray Serve: OpenAI-compatible REST API (Ctrl-C stops)", *_SERVE_ARGS,
+         arg("--base", help="base model of model=composer (default: the only one registered)"),
+         arg("--router", help="default router (default: $COMPOSER_DEFAULT_ROUTER or retrieval)"))
+def cmd_serve(a) -> int:
+    from composer.serving import Settings
+    from ray_cluster.launch import UnsafeBind, examples, serve
+    reg = _registry(a)
+    if not reg.list(kind="base"):
+        raise CommandError("nothing to serve: no base model is registered (run `composer demo` or "
+                           "`composer register PATH --kind base --name NAME`)")
+    settings = Settings.from_env(home=str(reg.home.resolve()), base=getattr(a, "base", None),
+                                 default_router=getattr(a, "router", None), threads=a.threads)
+
+    def ready(url: str) -> None:
+        out.print(f"[bold green]Composer is serving at {url}[/bold green]  (OpenAPI: {url}/docs)  Ctrl-C stops.\n")
+        print(examples(url), flush=True)
+
+    try:
+        serve(settings, a.host, a.port, a.address, on_ready=ready)
+    except UnsafeBind as e:
+        raise CommandError(str(e)) from None
+    out.print("Composer stopped.")
+    return 0
 
 
 @command("register", "register a base model, a LoRA adapter or a whole-model expert",

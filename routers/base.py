@@ -56,6 +56,13 @@ class RoutingPlan(BaseModel):
     def mixture(self) -> dict[str, float]:
         return dict(zip(self.experts, self.weights))
 
+    @classmethod
+    def direct(cls, name: str, base: bool = False) -> RoutingPlan:
+        """No routing: the request named an expert (or, `base=True`, the base model)."""
+        if base:
+            return cls(router="direct", mode="base", explanation=f"requested the base model {name}")
+        return cls(router="direct", mode="select", experts=[name], weights=[1.0], explanation=f"requested expert {name}")
+
 
 class RouterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -1,8 +1,10 @@
 """What a router may use, shared by all routers of one base model and built lazily.
 
 Contract: `RouterContext(registry, base, encoder=None, experts=None)`:
-- `experts`: the ready LoRA experts of `base` the executor can serve (a callable may supply
-  them, so the list follows runtime registration); `expert_names` the same names.
+- `experts`: the ready experts routing may pick: LoRA experts of `base` and whole-model
+  experts (a callable may supply them, so the list follows runtime registration);
+  `expert_names` the same names. `adapter_names`: the LoRA experts only — what can be
+  merged, ensembled in one batch or gated per token inside the host.
 - `encoder` (MiniLM by default, loaded on first use), `embeddings(name)` (cached registry
   artifact) and `index` (an `ExampleIndex` over all experts, rebuilt after `invalidate()`).
 - `load_artifact(router, key)` / `save_artifact(...)`: artifacts fitted over *all* experts
@@ -53,6 +55,10 @@ class RouterContext:
     @property
     def expert_names(self) -> list[str]:
         return [r.name for r in self.experts]
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return [r.name for r in self.experts if r.kind == "lora"]
 
     def fitting_host(self):
         if self._fit_host is None:

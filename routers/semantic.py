@@ -5,7 +5,8 @@ Contract: `AbstainConfig` adds `threshold` (abstain below this similarity) and `
 ranks experts per query by "max" (max-cosine over each expert's examples, faiss) or
 "centroid" (cosine to the mean embedding), best first. `pick(router, ranked, k)` turns a
 ranking into a plan: the top `k` (uniform weights) unless the best score is below the
-threshold, in which case it abstains with the reason. `route_by_similarity` is the whole
+threshold, in which case it abstains with the reason. Whole-model experts can be selected,
+not merged or ensembled: other modes rank LoRA experts only. `route_by_similarity` is the whole
 route method of the retrieval-style routers: encode, rank, pick.
 """
 from __future__ import annotations
@@ -41,6 +42,9 @@ def score_experts(ctx, queries: np.ndarray, k: int, scorer: Scorer = "max",
 
 
 def pick(router: Router, ranked: list[tuple[str, float]], k: int, mode: Mode, what: str) -> RoutingPlan:
+    if mode != "select":
+        adapters = set(router.ctx.adapter_names)
+        ranked = [(e, s) for e, s in ranked if e in adapters]
     scores = dict(ranked)
     if not ranked:
         return router.fallback("no experts are registered for this base model")
@@ -56,5 +60,6 @@ def pick(router: Router, ranked: list[tuple[str, float]], k: int, mode: Mode, wh
 
 def route_by_similarity(router: Router, batch, k: int, mode: Mode, scorer: Scorer, depth: int = 256) -> list[RoutingPlan]:
     q = router.ctx.encoder.encode([x.prompt for x in batch])
-    ranked = score_experts(router.ctx, q, max(k, 3), scorer, depth)  # a few more than k, to explain the choice
+    extra = len(router.ctx.expert_names) - len(router.ctx.adapter_names) if mode != "select" else 0
+    ranked = score_experts(router.ctx, q, max(k, 3) + extra, scorer, depth)  # a few more than k, to explain
     return [pick(router, r, k, mode, SCORER_TEXT[scorer]) for r in ranked]

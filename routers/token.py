@@ -40,7 +40,7 @@ def vectors_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
 
 
 def candidates(router: Router) -> list[str]:
-    known = router.ctx.expert_names
+    known = router.ctx.adapter_names
     wanted = router.config.experts
     if wanted is None:
         return known

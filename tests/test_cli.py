@@ -31,7 +31,7 @@ def test_entry_points(demo_ocean):
 
 
 def test_demo_shows_table_and_registry(demo_ocean, capsys):
-    assert main(["--home", str(demo_ocean.home), "demo"]) == 0
+    assert main(["--home", str(demo_ocean.home), "demo", "--no-serve"]) == 0
     out = capsys.readouterr().out
     assert "caesar" in out and "exact match" in out and "Registry" in out
 

@@ -32,7 +32,8 @@ class CannedEncoder:
 
 def fake_ctx(vectors: dict[str, list], queries: dict[str, np.ndarray]):
     index = ExampleIndex({e: np.stack(v) for e, v in vectors.items()})
-    return SimpleNamespace(index=index, encoder=CannedEncoder(queries), expert_names=sorted(vectors), base="b")
+    return SimpleNamespace(index=index, encoder=CannedEncoder(queries), expert_names=sorted(vectors),
+                           adapter_names=sorted(vectors), base="b")
 
 
 def test_index_scores_each_expert_by_its_best_example():

@@ -13,20 +13,24 @@ Contract:
   `experts` name experts), or any `Routing`; rows routed differently share one forward
   pass (heterogeneous batch). `trace=` records the gated decisions (introspection).
   `generate` returns text, token ids, the mean token log-likelihood of the completion
-  (used by output ensembles) and a finish reason.
+  (used by output ensembles), a finish reason and the prompt's token count; `on_step`
+  sees each decoding step's new token per row (streaming, `composer.host.stream`).
+- A prompt is a string, or a list of chat messages (`{"role", "content"}`) rendered with
+  the tokenizer's chat template.
 A re-entrant lock serialises model use with adapter changes, so a registration never
 lands half-way through a request.
 """
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.generation.streamers import BaseStreamer
 
 from composer.host.adapters import LoraWeights, read_lora
 from composer.host.gates import Gate, MixedRouting, RoutingTrace
@@ -35,6 +39,7 @@ from composer.host.routing import Routing, SequenceRouting, use_routing
 
 Mixture = Mapping[str, float]
 Row = Mixture | Gate
+Prompt = str | Sequence[Mapping[str, str]]  # text, or chat messages
 
 
 @dataclass
@@ -43,6 +48,7 @@ class Generation:
     token_ids: list[int]
     logprob: float  # mean log-likelihood per generated token (eos included)
     finish_reason: str  # "stop" (eos) | "length"
+    prompt_tokens: int = 0
 
 
 class Host:
@@ -161,25 +167,28 @@ class Host:
         with self.lock, use_routing(self._resolve(len(input_ids), mixtures, routing, trace)):
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
-    def encode(self, prompts: Sequence[str], chat: bool = True):
+    def encode(self, prompts: Sequence[Prompt], chat: bool = True):
         """Token ids of the rendered prompts, left-padded (what generation and gating see)."""
         tok = self.tokenizer
         tok.padding_side = "left"
         return tok([self.render(p, chat) for p in prompts], return_tensors="pt", padding=True,
                    add_special_tokens=not (chat and tok.chat_template))
 
-    def render(self, prompt: str, chat: bool = True) -> str:
+    def render(self, prompt: Prompt, chat: bool = True) -> str:
         tok = self.tokenizer
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
         if chat and tok.chat_template:
-            return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
-        return prompt
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if isinstance(prompt, str):
+            return prompt
+        return "\n".join(m["content"] for m in messages)  # no template: the turns as plain text
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], mixtures: Sequence[Row] | None = None,
+    def generate(self, prompts: Sequence[Prompt], mixtures: Sequence[Row] | None = None,
                  routing: Routing | None = None, max_new_tokens: int = 32, temperature: float = 0.0,
                  top_p: float = 1.0, chat: bool = True, seed: int | None = None,
-                 trace: RoutingTrace | None = None) -> list[Generation]:
+                 trace: RoutingTrace | None = None,
+                 on_step: Callable[[list[int]], None] | None = None) -> list[Generation]:
         if not prompts:
             return []
         tok = self.tokenizer
@@ -191,7 +200,8 @@ class Host:
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample,
                                       temperature=temperature if sample else None, top_p=top_p if sample else None,
                                       top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                      return_dict_in_generate=True, output_logits=True)
+                                      return_dict_in_generate=True, output_logits=True,
+                                      streamer=_StepStreamer(on_step) if on_step else None)
         new = out.sequences[:, enc["input_ids"].shape[1]:]
         logp = torch.stack(out.logits, 1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
         results = []
@@ -201,5 +211,20 @@ class Host:
             n = ids.index(tok.eos_token_id) + 1 if stop else len(ids)
             text = tok.decode(ids[:n], skip_special_tokens=True).strip()
             results.append(Generation(text, ids[:n], float(logp[b, :n].mean()) if n else 0.0,
-                                      "stop" if stop else "length"))
+                                      "stop" if stop else "length", int(enc["attention_mask"][b].sum())))
         return results
+
+
+class _StepStreamer(BaseStreamer):
+    """transformers' streamer protocol: `put` gets the prompt ids once, then each step's new ids."""
+
+    def __init__(self, on_step: Callable[[list[int]], None]):
+        self.on_step, self.started = on_step, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.started:
+            self.on_step(value.reshape(-1).tolist())
+        self.started = True
+
+    def end(self) -> None:
+        pass

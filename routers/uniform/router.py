@@ -14,7 +14,7 @@ class UniformRouter(Router):
     """Uniform merge of all (or a subset of) experts."""
 
     def route(self, batch: Sequence[Query]) -> list[RoutingPlan]:
-        live = self.ctx.expert_names
+        live = self.ctx.adapter_names
         chosen = self.config.experts or live
         unknown = sorted(set(chosen) - set(live))
         if unknown:

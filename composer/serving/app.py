@@ -1,0 +1,249 @@
+"""The FastAPI application of DESIGN §4, over an injected `Backend`.
+
+Contract: `create_app(backend, settings, registry=None)` returns the app. Endpoints:
+POST /v1/chat/completions, /v1/completions (OpenAI-compatible; `model` = "composer",
+"composer:<router>", a base model or an expert name; optional `routing`; responses carry
+`routing`; `stream: true` is SSE), POST /v1/route, GET /v1/models, GET /v1/routers,
+GET/POST /v1/experts, GET/DELETE /v1/experts/{name}, GET /healthz, /readyz, /metrics,
+/openapi.json. With `settings.api_key`, POST/DELETE /v1/experts need
+`Authorization: Bearer <key>` (compared in constant time); reads never do. Errors are
+`{"error": {"type", "message"}}` (errors.py). Model, router and routing config are
+validated here, before any work reaches the backend.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from dataclasses import dataclass
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+import routers
+from composer.serving import openai as oai
+from composer.serving.backend import Backend, default_base
+from composer.serving.errors import ApiError, install
+from composer.serving.metrics import CONTENT_TYPE, Metrics
+from composer.serving.registration import public_record
+from composer.serving.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    RegisterRequest,
+    RouteRequest,
+    RoutingOptions,
+)
+from composer.serving.settings import Settings
+from registry import NotFoundError, Registry
+from routers import Query, RoutingPlan
+
+DEFAULT_MAX_TOKENS = 128
+ALIAS = "composer"
+
+
+@dataclass
+class Target:
+    """Where a request goes: a router over a base model's experts, or one named expert."""
+    base: str
+    router: str | None = None
+    config: dict | None = None
+    direct: RoutingPlan | None = None
+
+
+def parse(model: type[BaseModel], raw: str | bytes | dict) -> BaseModel:
+    try:
+        return model.model_validate(raw) if isinstance(raw, dict) else model.model_validate_json(raw)
+    except ValidationError as e:
+        msg = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()[:5])
+        raise ApiError(400, "invalid_request_error", msg) from None
+
+
+def create_app(backend: Backend, settings: Settings, registry: Registry | None = None) -> FastAPI:
+    registry = registry or Registry(home=settings.home)
+    app = FastAPI(title="Composer", summary="Route prompts to specialised experts (OpenAI-compatible).")
+    metrics = Metrics()
+    install(app)
+    default_router = settings.default_router or os.environ.get("COMPOSER_DEFAULT_ROUTER") or "retrieval"
+
+    async def require_key(authorization: str | None = Header(None)) -> None:
+        if settings.api_key is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+            raise ApiError(401, "unauthorized", "this endpoint needs a valid API key: Authorization: Bearer <key>",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.observe(getattr(route, "path", "(unmatched)"), response.status_code, time.perf_counter() - t0)
+        return response
+
+    # -- resolving what a request asks for -------------------------------------------------
+    def target(model: str, routing: RoutingOptions | None) -> Target:
+        if model == ALIAS or model.startswith(ALIAS + ":"):
+            alias = model.partition(":")[2]
+            if alias and alias not in routers.names():
+                raise ApiError(404, "model_not_found", f"no router {alias!r}: models are 'composer', "
+                               f"'composer:<router>' ({', '.join(routers.names())}) or an expert name")
+            asked = routing.router if routing else None
+            if alias and asked and asked != alias:
+                raise ApiError(400, "invalid_routing", f"model {model!r} names router {alias!r} but "
+                               f"routing.router is {asked!r}")
+            name = alias or asked or default_router
+            config = routing.config() if routing else {}
+            routers.parse_config(name, **config)  # RouterError -> 400 before any work
+            return Target(default_base(registry, settings), name, config)
+        try:
+            rec = registry.get(model)
+        except NotFoundError:
+            raise ApiError(404, "model_not_found", f"the model {model!r} does not exist; "
+                           "GET /v1/models lists them") from None
+        if routing is not None:
+            raise ApiError(400, "invalid_routing", f"{model!r} is an expert: routing applies to models "
+                           "'composer' and 'composer:<router>'")
+        if rec.kind == "base":
+            return Target(rec.name, direct=RoutingPlan.direct(rec.name, base=True))
+        base = rec.base_model if rec.kind == "lora" else default_base(registry, settings)
+        return Target(base, direct=RoutingPlan.direct(rec.name))
+
+    async def plans_for(t: Target, texts: list[str]) -> list[RoutingPlan]:
+        if t.direct is not None:
+            return [t.direct] * len(texts)
+        return await backend.route(t.base, [Query(prompt=x) for x in texts], t.router, t.config or {})
+
+    def sampling(req, chat: bool) -> dict:
+        n = getattr(req, "max_completion_tokens", None) or req.max_tokens or min(DEFAULT_MAX_TOKENS, settings.max_tokens)
+        if n > settings.max_tokens:
+            raise ApiError(400, "invalid_request_error", f"max_tokens {n} exceeds this server's limit "
+                           f"{settings.max_tokens} (COMPOSER_MAX_TOKENS)")
+        return {"max_new_tokens": n, "temperature": req.temperature, "top_p": req.top_p, "chat": chat,
+                "seed": req.seed}
+
+    # -- OpenAI-compatible generation -------------------------------------------------------
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatRequest):
+        t, gen = target(req.model, req.routing), sampling(req, chat=True)
+        plan, = await plans_for(t, [req.routed_text()])
+        metrics.decided(plan)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        if req.stream:
+            stream = backend.stream(t.base, req.chat(), plan, gen)
+            return StreamingResponse(oai.sse_chat(req.model, stream, plan, req.stops(), include_usage),
+                                     media_type="text/event-stream")
+        c, = await backend.execute(t.base, [req.chat()], [plan], gen)
+        metrics.tokens.labels(plan.router).inc(len(c.token_ids))
+        return oai.chat_response(req.model, c, req.stops())
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        t, gen, prompts = target(req.model, req.routing), sampling(req, chat=False), req.prompts()
+        if req.stream and len(prompts) != 1:
+            raise ApiError(400, "invalid_request_error", "stream: true takes a single prompt")
+        plans = await plans_for(t, prompts)
+        for p in plans:
+            metrics.decided(p)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        if req.stream:
+            stream = backend.stream(t.base, prompts[0], plans[0], gen)
+            return StreamingResponse(oai.sse_text(req.model, stream, plans[0], req.stops(), include_usage),
+                                     media_type="text/event-stream")
+        cs = await backend.execute(t.base, prompts, plans, gen)
+        return oai.text_response(req.model, cs, req.stops())
+
+    @app.post("/v1/route")
+    async def route(req: RouteRequest):
+        t = target(req.model, req.routing)
+        prompts = req.prompts()
+        plans = await plans_for(t, prompts)
+        return {"object": "list", "model": req.model,
+                "data": [{"prompt": p, **plan.model_dump(exclude_none=True)} for p, plan in zip(prompts, plans)]}
+
+    # -- discovery --------------------------------------------------------------------------
+    @app.get("/v1/models")
+    async def models():
+        def entry(id_: str, kind: str, created: int = 0, **extra) -> dict:
+            return {"id": id_, "object": "model", "created": created, "owned_by": "composer",
+                    "composer": {"kind": kind, **extra}}
+        data = [entry(ALIAS, "router", router=default_router)]
+        data += [entry(f"{ALIAS}:{n}", "router", router=n) for n in routers.names()]
+        for rec in registry.list():
+            data.append(entry(rec.name, rec.kind, int(rec.created_at.timestamp()), version=rec.version,
+                              base=rec.base_model, description=rec.description))
+        return {"object": "list", "data": data}
+
+    @app.get("/v1/routers")
+    async def list_routers():
+        return {"object": "list", "default": default_router,
+                "data": [{"name": n, "description": s["description"], "config_schema": s["config"]}
+                         for n, s in routers.schemas().items()]}
+
+    @app.get("/v1/experts")
+    async def list_experts(kind: str | None = None):
+        if kind not in (None, "lora", "model", "base"):
+            raise ApiError(400, "invalid_request_error", "kind must be lora, model or base")
+        return {"object": "list", "data": [public_record(r) for r in registry.list(kind=kind)]}
+
+    @app.get("/v1/experts/{name}")
+    async def get_expert(name: str, version: int | None = None):
+        return public_record(registry.get(name, version), examples=True)
+
+    @app.post("/v1/experts", status_code=201, dependencies=[Depends(require_key)],
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": RegisterRequest.model_json_schema()},
+                  "multipart/form-data": {"schema": {"type": "object", "required": ["archive", "metadata"],
+                                                     "properties": {"archive": {"type": "string", "format": "binary"},
+                                                                    "metadata": {"type": "string"}}}}}}})
+    async def register(request: Request):
+        ctype = request.headers.get("content-type", "")
+        size = int(request.headers.get("content-length") or 0)
+        if size > settings.max_upload_bytes + (1 << 20):
+            raise ApiError(413, "request_too_large", f"upload is {size} bytes (limit {settings.max_upload_bytes}, "
+                           "COMPOSER_MAX_UPLOAD_MB)")
+        archive = None
+        if ctype.startswith("multipart/form-data"):
+            form = await request.form(max_files=1, max_fields=4)
+            upload, meta = form.get("archive"), form.get("metadata")
+            if upload is None or isinstance(upload, str) or not isinstance(meta, str):
+                raise ApiError(400, "invalid_request_error", "multipart registration needs a file field 'archive' "
+                               "and a JSON field 'metadata'")
+            req = parse(RegisterRequest, meta)
+            if req.path is not None:
+                raise ApiError(400, "invalid_request_error", "give either an archive or a path, not both")
+            if upload.size is not None and upload.size > settings.max_upload_bytes:
+                raise ApiError(413, "request_too_large", f"upload is {upload.size} bytes "
+                               f"(limit {settings.max_upload_bytes}, COMPOSER_MAX_UPLOAD_MB)")
+            archive = await upload.read()
+        elif ctype.startswith("application/json"):
+            req = parse(RegisterRequest, await request.body())
+        else:
+            raise ApiError(415, "unsupported_media_type", "send application/json (server-side path) or "
+                           "multipart/form-data (archive + metadata)")
+        rec = await backend.register(req, archive)
+        return JSONResponse(public_record(rec), status_code=201)
+
+    @app.delete("/v1/experts/{name}", dependencies=[Depends(require_key)])
+    async def remove(name: str, version: int | None = None):
+        rec = await backend.remove(name, version)
+        return {"deleted": True, "expert": public_record(rec)}
+
+    # -- operations -------------------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        parts = await backend.ready()
+        ok = all(parts.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "components": parts},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.render(await backend.stats()), media_type=CONTENT_TYPE)
+
+    return app

@@ -1,0 +1,111 @@
+"""The executor behind the HTTP app: an async interface, and the in-process implementation.
+
+Contract (`Backend`): every method is a coroutine, except `stream`, an async iterator.
+- `route(base, queries, router, config)` -> one `RoutingPlan` per `Query`.
+- `execute(base, prompts, plans, settings)` -> one `Completion` per prompt (a string or chat
+  messages); `settings` are `Host.generate`'s max_new_tokens/temperature/top_p/chat/seed.
+- `stream(base, prompt, plan, settings)` yields text deltas, then the `Completion`.
+- `register(request, archive)` -> `ExpertRecord` (see `registration.register_expert`);
+  `remove(name, version)` -> the removed record. Replicas follow the registry, so both are
+  visible to every replica at their next request.
+- `stats()` -> {"adapters_resident": {base: n}, "models_resident": [names]};
+  `ready()` -> {component: bool}.
+`LocalBackend(settings, registry=None)` runs one `Composer` per base model in this process,
+on worker threads (the event loop never blocks on torch). Ray's implementation is
+`ray_cluster.backend.RayBackend`.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Protocol
+
+from composer.serving.registration import register_expert
+from composer.serving.schemas import RegisterRequest
+from composer.serving.settings import Settings
+from registry import Registry
+from registry.records import ExpertRecord
+from routers import Query, RoutingPlan
+
+
+class Backend(Protocol):
+    async def route(self, base: str, queries: list[Query], router: str | None, config: dict) -> list[RoutingPlan]: ...
+    async def execute(self, base: str, prompts: list, plans: list[RoutingPlan], settings: dict) -> list: ...
+    def stream(self, base: str, prompt: Any, plan: RoutingPlan, settings: dict) -> AsyncIterator: ...
+    async def register(self, request: RegisterRequest, archive: bytes | None) -> ExpertRecord: ...
+    async def remove(self, name: str, version: int | None) -> ExpertRecord: ...
+    async def stats(self) -> dict: ...
+    async def ready(self) -> dict: ...
+
+
+async def iterate_in_thread(it: Iterator) -> AsyncIterator:
+    """Drive a blocking iterator from worker threads, one item at a time."""
+    done = object()
+    while (item := await asyncio.to_thread(next, it, done)) is not done:
+        yield item
+
+
+def default_base(registry: Registry, settings: Settings) -> str:
+    from composer.errors import ComposerError
+    if settings.base:
+        return settings.base
+    bases = [r.name for r in registry.list(kind="base")]
+    if len(bases) != 1:
+        raise ComposerError("no base model is registered" if not bases else
+                            f"several base models are registered ({', '.join(bases)}): set COMPOSER_BASE")
+    return bases[0]
+
+
+class LocalBackend:
+    def __init__(self, settings: Settings, registry: Registry | None = None, encoder=None):
+        self.settings = settings
+        self.registry = registry or Registry(home=settings.home)
+        self.encoder = encoder
+        self._composers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def composer(self, base: str | None = None):
+        from composer.api import Composer  # torch loads with the first model, not with the app
+        base = base or default_base(self.registry, self.settings)
+        with self._lock:
+            if base not in self._composers:
+                self._composers[base] = Composer(self.registry, base, self.settings.default_router,
+                                                 encoder=self.encoder, max_models=self.settings.max_models)
+            return self._composers[base]
+
+    async def route(self, base, queries, router, config):
+        return await asyncio.to_thread(lambda: self.composer(base).route(queries, router, **config))
+
+    async def execute(self, base, prompts, plans, settings):
+        return await asyncio.to_thread(lambda: self.composer(base).execute(prompts, plans, **settings))
+
+    async def stream(self, base, prompt, plan, settings):
+        it = await asyncio.to_thread(lambda: self.composer(base).stream(prompt, plan, **settings))
+        async for item in iterate_in_thread(it):
+            yield item
+
+    async def register(self, request, archive):
+        def work():
+            rec = register_expert(self.composer(request.base), request, self.settings, archive)
+            for c in list(self._composers.values()):
+                c.sync()
+            return rec
+        return await asyncio.to_thread(work)
+
+    async def remove(self, name, version):
+        def work():
+            rec = self.registry.remove(name, version)
+            for c in list(self._composers.values()):
+                c.models.drop(name)
+                c.sync()
+            return rec
+        return await asyncio.to_thread(work)
+
+    async def stats(self):
+        cs = list(self._composers.items())
+        return {"adapters_resident": {b: len(c.resident()) for b, c in cs},
+                "models_resident": sorted({m for _, c in cs for m in c.models.resident()})}
+
+    async def ready(self):
+        return {"registry": bool(self.registry.list(kind="base"))}

@@ -1,0 +1,85 @@
+"""Every error the service answers with: `{"error": {"type", "message"}}` and a 4xx/5xx status.
+
+Contract: `ApiError(status, type, message)` is raised by handlers; `install(app)` maps it,
+request validation errors (400), unknown routes (404), router/Composer/registry/upload
+errors (400/403/404/409/413) and anything unexpected (500, message without internals: no
+stack trace, no filesystem path) to that JSON shape. `error_status(exc)` is the same
+mapping for errors that surface inside a stream.
+"""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from composer.errors import ComposerError
+from composer.serving.archive import TooLarge, UploadError
+from registry import ConflictError, NotFoundError, RegistryError
+from routers import RouterError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, type_: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.type, self.message, self.headers = status, type_, message, headers
+
+
+class PathNotAllowed(PermissionError):
+    """A server-side path outside the configured allowed roots."""
+
+
+KNOWN: list[tuple[type, int, str]] = [  # most specific first
+    (TooLarge, 413, "request_too_large"), (UploadError, 400, "invalid_upload"),
+    (PathNotAllowed, 403, "forbidden"), (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"), (RegistryError, 400, "invalid_expert"),
+    (RouterError, 400, "invalid_routing"), (ComposerError, 400, "invalid_request_error"),
+]
+
+
+def body(type_: str, message: str) -> dict:
+    return {"error": {"type": type_, "message": message}}
+
+
+def error_status(exc: BaseException) -> tuple[int, str, str]:
+    """(status, type, message) for an exception; unexpected ones are 500 with a generic message."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.type, exc.message
+    for cls, status, type_ in KNOWN:
+        if isinstance(exc, cls):
+            return status, type_, str(exc)
+    log.exception("internal error", exc_info=exc)
+    return 500, "internal_error", "internal error (see the server log)"
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        if err.get("type") == "json_invalid":
+            return "the request body is not valid JSON"
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return JSONResponse(body("invalid_request_error", _validation_message(exc)), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(body(type_, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    async def _known(request: Request, exc: Exception):
+        status, type_, message = error_status(exc)
+        return JSONResponse(body(type_, message), status_code=status, headers=getattr(exc, "headers", None))
+
+    for cls in [ApiError, *(c for c, _, _ in KNOWN), Exception]:  # Exception: 500, logged
+        app.add_exception_handler(cls, _known)

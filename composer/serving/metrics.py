@@ -1,0 +1,57 @@
+"""Prometheus metrics of one service process (its own registry, so tests and replicas don't clash).
+
+Contract: `Metrics()` holds the counters; `observe(endpoint, status, seconds)` records a
+request; `decided(plan)` counts a routing decision per router and per expert (merged
+experts each count; token-level plans count as expert "per-token", base as "(base)");
+`render(stats)` returns the exposition text, after setting the residency gauges from a
+backend's `stats()`.
+"""
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("composer_requests", "HTTP requests", ["endpoint", "status"], registry=r)
+        self.latency = Histogram("composer_request_seconds", "HTTP request latency", ["endpoint"],
+                                 buckets=BUCKETS, registry=r)
+        self.decisions = Counter("composer_routing_decisions", "routing decisions",
+                                 ["router", "expert"], registry=r)
+        self.tokens = Counter("composer_completion_tokens", "generated tokens", ["router"], registry=r)
+        self.adapters = Gauge("composer_adapters_resident", "LoRA adapters loaded in the host", ["base"], registry=r)
+        self.models = Gauge("composer_models_resident", "whole-model experts resident", registry=r)
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+    def decided(self, plan, tokens: int = 0) -> None:
+        if plan.mode == "token":
+            experts = ["per-token"]
+        else:
+            experts = plan.experts or ["(base)"]
+        for e in experts:
+            self.decisions.labels(plan.router, e).inc()
+        if tokens:
+            self.tokens.labels(plan.router).inc(tokens)
+
+    def render(self, stats: dict) -> bytes:
+        for base, n in stats.get("adapters_resident", {}).items():
+            self.adapters.labels(base).set(n)
+        self.models.set(len(stats.get("models_resident", [])))
+        return generate_latest(self.registry)

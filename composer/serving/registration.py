@@ -1,0 +1,64 @@
+"""Runtime registration over HTTP: an uploaded archive or a confined server-side path.
+
+Contract: `register_expert(composer, request, settings, archive=None)` registers the expert
+described by `request` (a `RegisterRequest`) through `Composer.register` (validation,
+post-hoc fitting and the database row commit together, or nothing is stored) from either
+`archive` (zip/tar bytes, unpacked safely into a temp dir that is always removed) or
+`request.path`, which must resolve (symlinks followed) inside one of
+`settings.allowed_roots` (`PathNotAllowed` otherwise; none configured = path registration
+disabled). Error messages name the upload as `<upload>`, never the server's temp paths.
+`public_record(rec, examples=False)` is a record as the API shows it: no server paths.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from composer.serving.archive import UploadError, unpack
+from composer.serving.errors import PathNotAllowed
+from composer.serving.schemas import RegisterRequest
+from composer.serving.settings import Settings
+from registry import RegistryError
+from registry.records import ExpertRecord
+
+HIDDEN = ("path", "uri", "source")
+
+
+def confined(path: str, roots: tuple[str, ...]) -> Path:
+    if not roots:
+        raise PathNotAllowed("server-side path registration is disabled: set COMPOSER_ALLOWED_ROOTS "
+                             "on the server, or upload an archive")
+    p = Path(path).expanduser()
+    resolved = p.resolve()
+    if not any(resolved.is_relative_to(Path(r).expanduser().resolve()) for r in roots):
+        raise PathNotAllowed("the path is outside the allowed roots (COMPOSER_ALLOWED_ROOTS)")
+    if not resolved.is_dir():
+        raise UploadError("the path is not a directory on the server")
+    return resolved
+
+
+def register_expert(composer, request: RegisterRequest, settings: Settings,
+                    archive: bytes | None = None) -> ExpertRecord:
+    if (archive is None) == (request.path is None):
+        raise UploadError("give either an archive upload or a server-side path, not both" if archive is not None
+                          else "give an archive upload (multipart field 'archive') or a server-side 'path'")
+    with tempfile.TemporaryDirectory(prefix="composer-upload-") as tmp:
+        src = unpack(archive, tmp, settings.max_upload_bytes) if archive is not None \
+            else confined(request.path, settings.allowed_roots)
+        try:
+            return composer.register(src, request.name, **request.registry_kwargs())
+        except (RegistryError, ValueError) as e:
+            msg = str(e).replace(str(Path(tmp).resolve()), "<upload>").replace(tmp, "<upload>")
+            if msg == str(e):
+                raise
+            raise type(e)(msg) from None
+
+
+def public_record(rec: ExpertRecord, examples: bool = False) -> dict:
+    """The record without server paths; examples only as a count unless asked for."""
+    d = rec.to_dict()
+    for key in HIDDEN:
+        d.pop(key, None)
+    if not examples:
+        d["examples"] = len(d.get("examples") or [])
+    return d

@@ -1,0 +1,113 @@
+"""The Serve deployments. Each wraps an in-process `LocalBackend` (composer.serving) and
+exposes the part of it that its role needs, so Ray adds placement and batching, not logic.
+
+- `RouterDeployment`: the sentence encoder, faiss index and fitted global routers of every
+  base model (`route`); registration and removal (post-hoc fitting runs here, on a private
+  frozen copy of the base, never on a serving host).
+- `HostDeployment(base)`: one per base model: the base with every adapter and its gates.
+  Concurrent requests' prompts are gathered by `@serve.batch` into one heterogeneous
+  mixed-adapter batch per decoding-settings group. Follows the registry before each batch.
+- `ModelDeployment`: whole-model experts, loaded on demand, at most `max_models` resident
+  (LRU).
+- `Ingress`: the FastAPI app (`composer.serving.create_app`) over a `RayBackend`.
+Torch threads per replica: `settings.threads` (Ray's workers default to one).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+
+from ray import serve
+
+from composer.serving import LocalBackend, Settings, create_app
+from ray_cluster.backend import RayBackend
+
+
+def _threads(settings: Settings) -> None:
+    import torch
+    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+class RouterDeployment:
+    def __init__(self, settings: Settings):
+        _threads(settings)
+        self.local = LocalBackend(settings)
+        c = self.local.composer()
+        if c.experts():
+            c.route(["warm up"])  # load the encoder and build the index now, not on the first request
+
+    async def route(self, base, queries, router, config):
+        return await self.local.route(base, queries, router, config)
+
+    async def register(self, request, archive):
+        return await self.local.register(request, archive)
+
+    async def remove(self, name, version):
+        return await self.local.remove(name, version)
+
+    async def ready(self) -> bool:
+        return True
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+class HostDeployment:
+    def __init__(self, settings: Settings, base: str):
+        _threads(settings)
+        self.base = base
+        self.local = LocalBackend(settings)
+        self.composer = self.local.composer(base)
+        _ = self.composer.host  # load the base and every adapter now
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _batch(self, items: list[tuple]) -> list:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, (_, _, key) in enumerate(items):
+            groups[key].append(i)
+        out: list = [None] * len(items)
+        for key, idx in groups.items():
+            done = await self.local.execute(self.base, [items[i][0] for i in idx], [items[i][1] for i in idx],
+                                            dict(key))
+            for i, c in zip(idx, done):
+                out[i] = c
+        return out
+
+    async def execute(self, prompts, plans, settings):
+        key = tuple(sorted(settings.items()))
+        return list(await asyncio.gather(*(self._batch((p, plan, key)) for p, plan in zip(prompts, plans))))
+
+    async def stream(self, prompt, plan, settings):
+        async for item in self.local.stream(self.base, prompt, plan, settings):
+            yield item
+
+    async def stats(self) -> dict:
+        return {self.base: len(self.composer.resident())}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+class ModelDeployment:
+    def __init__(self, settings: Settings):
+        _threads(settings)
+        self.local = LocalBackend(settings)
+
+    async def execute(self, prompts, plans, settings):
+        return await self.local.execute(None, prompts, plans, settings)
+
+    async def stream(self, prompt, plan, settings):
+        async for item in self.local.stream(None, prompt, plan, settings):
+            yield item
+
+    async def resident(self) -> list[str]:
+        return self.local.composer().models.resident()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+@serve.ingress()
+class Ingress:
+    def __init__(self, router, models, hosts: dict, settings: Settings):
+        self.settings = settings
+        self.backend = RayBackend(router, models, hosts, settings)
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.backend, self.settings, self.backend.registry)

@@ -1,0 +1,109 @@
+"""`composer serve`: start (or join) Ray, run the Serve app, wait, shut down cleanly.
+
+Contract: `serve(settings, host, port, address=None, on_ready=None, block=True)` refuses a
+non-loopback `host` without `settings.api_key` (`UnsafeBind`); starts an embedded local
+Ray (no dashboard; temp dir and auth mode from the environment as Ray reads them) or joins
+`address`; starts Serve's HTTP proxy on host:port; deploys the app as "composer" on "/";
+waits until /readyz answers 200, then calls `on_ready(url)`. With `block=True` it then
+sleeps until Ctrl-C / SIGTERM and shuts Serve and Ray down (a joined cluster keeps
+running; only the app is deleted). `shutdown(started_ray)` does the same for callers
+that passed `block=False`.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import signal
+import time
+import urllib.request
+
+from composer.serving import Settings
+
+
+class UnsafeBind(RuntimeError):
+    """Binding beyond loopback without an API key."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def wait_ready(url: str, timeout_s: float = 300) -> None:
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError as e:
+            last = e
+        time.sleep(0.5)
+    raise TimeoutError(f"Composer did not become ready at {url} in {timeout_s:.0f}s ({last})")
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
+          on_ready=None, block: bool = True, num_cpus: int | None = None) -> str:
+    if not is_loopback(host) and not settings.api_key:
+        raise UnsafeBind(f"refusing to bind {host}: without COMPOSER_API_KEY the server binds loopback only "
+                         "(set the key, or use --host 127.0.0.1)")
+    import ray
+    from ray import serve as rserve
+
+    from ray_cluster.app import build
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, num_cpus=num_cpus if address is None else None,
+                 namespace="composer", log_to_driver=False,
+                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                                           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}})
+    rserve.start(http_options={"host": host, "port": port})
+    rserve.run(build(settings), name="composer", route_prefix="/", blocking=False)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    wait_ready(url)
+    if on_ready:
+        on_ready(url)
+    if block:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            shutdown(started)
+    return url
+
+
+def shutdown(started_ray: bool) -> None:
+    import ray
+    from ray import serve as rserve
+    try:
+        if started_ray:
+            rserve.shutdown()
+        else:
+            rserve.delete("composer")
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def examples(url: str) -> str:
+    """Ready-to-paste curl and OpenAI-client snippets for a running server."""
+    body = json.dumps({"model": "composer", "messages": [{"role": "user", "content": "Write these letters "
+                                                            "backwards: c a t"}]})
+    return f"""curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'
+curl -s {url}/v1/route -H 'Content-Type: application/json' -d '{{"prompt": "Count down from 5", "routing": {{"router": "coe"}}}}'
+curl -s {url}/v1/models
+
+python - <<'PY'
+import os
+from openai import OpenAI
+client = OpenAI(base_url="{url}/v1", api_key=os.environ.get("COMPOSER_API_KEY", "unused"))
+r = client.chat.completions.create(model="composer", messages=[{{"role": "user", "content": "Count down from 5"}}])
+print(r.choices[0].message.content, "<- served by", r.model_extra["routing"]["served_by"])
+PY"""

@@ -1,0 +1,277 @@
+"""The REST service on Ray Serve, against a real server on loopback (started and stopped here).
+
+One server per module, on a private copy of the fast demo ocean, with an API key and one
+allowed root for server-side registration. Ray runs embedded with its files in a temp dir
+and auth disabled, so nothing is written to $HOME.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+KEY = "test-key-123"
+REVERSE = "Write these letters backwards: c a t"
+COUNTDOWN = "Count down from 5"
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo_ocean, tmp_path_factory):
+    from composer.serving import Settings
+    from ray_cluster.launch import serve, shutdown
+
+    root = tmp_path_factory.mktemp("serving")
+    home = root / "home"
+    shutil.copytree(demo_ocean.home, home, ignore=shutil.ignore_patterns("demo"))
+    allowed = root / "allowed"
+    allowed.mkdir()
+    ray_tmp = Path("/tmp") / f"rt{os.getpid()}"  # short: Ray's socket paths have a length limit
+    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_AUTH_MODE")}
+    os.environ.update(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled")
+    settings = Settings(home=str(home), api_key=KEY, allowed_roots=(str(allowed),), max_tokens=64, threads=2)
+    url = serve(settings, "127.0.0.1", free_port(), block=False, num_cpus=2)
+    try:
+        yield {"url": url, "home": home, "allowed": allowed, "ocean": demo_ocean}
+    finally:
+        shutdown(True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server["url"], timeout=120) as c:
+        yield c
+
+
+def chat(http, model, prompt, **kw):
+    return http.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": prompt}],
+                                                   **kw})
+
+
+def assert_error(r, status: int):
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["type"] and err["message"]
+    assert "Traceback" not in err["message"] and "/tmp/" not in err["message"]
+    return err
+
+
+def zip_dir(path: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for f in sorted(path.rglob("*")):
+            z.write(f, f"adapter/{f.relative_to(path)}")
+    return buf.getvalue()
+
+
+def test_openai_client_routed_direct_streaming_and_models(server, http):
+    from openai import OpenAI
+
+    from composer import Composer
+    from registry import Registry
+    client = OpenAI(base_url=server["url"] + "/v1", api_key="unused-for-reads")
+    ids = {m.id for m in client.models.list().data}
+    assert {"composer", "composer:phatgoose", "composer:coe", "demo-base", "reverse", "countdown"} <= ids
+
+    routed = client.chat.completions.create(model="composer", messages=[{"role": "user", "content": REVERSE}])
+    routing = routed.model_extra["routing"]
+    assert routing["router"] == "retrieval" and routing["served_by"] == "reverse"
+    direct = client.chat.completions.create(model="reverse", messages=[{"role": "user", "content": REVERSE}])
+    assert direct.model_extra["routing"]["router"] == "direct"
+    # the server answers exactly as the in-process API does with the same expert
+    local = Composer(Registry(home=server["ocean"].home)).generate([REVERSE], expert="reverse", max_new_tokens=128)[0]
+    assert routed.choices[0].message.content == direct.choices[0].message.content == local.text
+    assert routed.usage.completion_tokens == len(local.token_ids)
+
+    chunks = list(client.chat.completions.create(model="composer", stream=True, stream_options={"include_usage": True},
+                                                 messages=[{"role": "user", "content": REVERSE}]))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == local.text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.completion_tokens == len(local.token_ids)
+
+    # /v1/completions is raw text (no chat template): the demo's own rendering gives the same answer
+    raw = client.completions.create(model="reverse", prompt=f"<s>{REVERSE}\n", max_tokens=32)
+    assert raw.choices[0].text == local.text
+
+    token = client.chat.completions.create(model="composer:phatgoose", messages=[{"role": "user", "content": COUNTDOWN}],
+                                           max_tokens=8)
+    assert token.model_extra["routing"]["mode"] == "token" and token.usage.completion_tokens <= 8
+    stopped = client.chat.completions.create(model="countdown", messages=[{"role": "user", "content": COUNTDOWN}],
+                                             stop=[" 3"])
+    assert stopped.choices[0].message.content == "5 4" and stopped.choices[0].finish_reason == "stop"
+
+
+def test_route_explains_without_generating(http):
+    r = http.post("/v1/route", json={"prompt": [REVERSE, COUNTDOWN], "routing": {"router": "coe"}})
+    assert r.status_code == 200, r.text
+    plans = r.json()["data"]
+    assert [p["experts"] for p in plans] == [["reverse"], ["countdown"]] and all(p["explanation"] for p in plans)
+    routers = http.get("/v1/routers").json()
+    assert routers["default"] == "retrieval" and "top_k" in json.dumps(
+        next(x for x in routers["data"] if x["name"] == "phatgoose")["config_schema"])
+    assert http.get("/openapi.json").json()["paths"]["/v1/chat/completions"]
+
+
+def test_errors_are_4xx_json_and_the_server_stays_healthy(server, http):
+    msg = [{"role": "user", "content": REVERSE}]
+    assert assert_error(chat(http, "no-such-model", REVERSE), 404)["type"] == "model_not_found"
+    assert_error(chat(http, "composer:no-such-router", REVERSE), 404)
+    assert_error(chat(http, "composer", REVERSE, routing={"router": "no-such-router"}), 400)
+    assert_error(chat(http, "composer", REVERSE, routing={"router": "phatgoose", "top_k": 0}), 400)
+    assert_error(chat(http, "composer", REVERSE, routing={"router": "glider", "alpha": "lots"}), 400)
+    assert_error(chat(http, "composer", REVERSE, routing={"router": "uniform", "experts": ["ghost"]}), 400)
+    assert_error(chat(http, "reverse", REVERSE, routing={"router": "coe"}), 400)  # routing an expert
+    assert_error(chat(http, "composer", REVERSE, max_tokens=10_000), 400)  # beyond the server's limit
+    assert_error(chat(http, "composer", REVERSE, max_tokens=-1), 400)
+    assert_error(chat(http, "composer", REVERSE, n=2), 400)
+    assert_error(chat(http, "composer", REVERSE, frequency_penalty=1.0), 400)  # unknown field
+    assert_error(http.post("/v1/chat/completions", json={"model": "composer", "messages": []}), 400)
+    assert_error(http.post("/v1/chat/completions", json={"model": "composer", "messages": "hi"}), 400)
+    assert_error(http.post("/v1/chat/completions", json={"model": 7, "messages": msg}), 400)
+    assert_error(http.post("/v1/chat/completions", content=b"{not json",
+                           headers={"content-type": "application/json"}), 400)
+    assert_error(http.post("/v1/completions", json={"model": "composer", "prompt": ["a", "b"], "stream": True}), 400)
+    assert_error(http.post("/v1/route", json={"prompt": "x", "messages": msg}), 400)
+    assert_error(http.get("/v1/experts/no-such-expert"), 404)
+    assert_error(http.get("/v1/nowhere"), 404)
+    assert http.get("/healthz").json() == {"status": "ok"} and http.get("/readyz").status_code == 200
+    assert chat(http, "composer", REVERSE).status_code == 200
+
+
+def test_mutating_endpoints_need_the_key_reads_do_not(server, http):
+    before = http.get("/v1/experts").json()
+    adapter = server["ocean"].out / "experts" / "length"
+    files = {"archive": ("a.zip", zip_dir(adapter), "application/zip")}
+    meta = {"metadata": json.dumps({"name": "sneaky", "examples": ["x"]})}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": "Basic " + KEY}):
+        assert_error(http.post("/v1/experts", files=files, data=meta, headers=headers), 401)
+        assert_error(http.post("/v1/experts", json={"name": "sneaky", "path": str(adapter)}, headers=headers), 401)
+        assert_error(http.delete("/v1/experts/reverse", headers=headers), 401)
+    assert http.get("/v1/experts").json() == before
+    assert http.get("/v1/models").status_code == 200 and http.get("/metrics").status_code == 200
+
+
+def test_registration_errors_store_nothing(server, http):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    before = http.get("/v1/experts").json()
+    files_before = sorted((server["home"] / "store").rglob("*"))
+    adapter = server["ocean"].out / "experts" / "length"
+    outside = http.post("/v1/experts", json={"name": "outside", "path": str(adapter)}, headers=auth)
+    assert assert_error(outside, 403)["type"] == "forbidden"
+    slip = io.BytesIO()
+    with zipfile.ZipFile(slip, "w") as z:
+        z.writestr("../evil/adapter_config.json", "{}")
+    bad = http.post("/v1/experts", files={"archive": ("a.zip", slip.getvalue())},
+                    data={"metadata": json.dumps({"name": "evil"})}, headers=auth)
+    assert "escapes" in assert_error(bad, 400)["message"]
+    broken = io.BytesIO()
+    with zipfile.ZipFile(broken, "w") as z:
+        z.writestr("adapter/adapter_config.json", "{not json")
+    assert_error(http.post("/v1/experts", files={"archive": ("a.zip", broken.getvalue())},
+                           data={"metadata": json.dumps({"name": "broken"})}, headers=auth), 400)
+    dup = http.post("/v1/experts", files={"archive": ("a.zip", zip_dir(adapter))},
+                    data={"metadata": json.dumps({"name": "reverse"})}, headers=auth)
+    assert_error(dup, 409)
+    assert_error(http.post("/v1/experts", content=b"x", headers={**auth, "content-type": "text/plain"}), 415)
+    assert http.get("/v1/experts").json() == before
+    assert sorted((server["home"] / "store").rglob("*")) == files_before
+
+
+def test_register_during_traffic_then_route_to_it_and_remove(server, http):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    prompts = ["Tally the letters in this word: a b c d", "Tally the letters in this word: h o u s e"]
+    assert all(p["experts"] != ["tally"] for p in http.post("/v1/route", json={"prompt": prompts}).json()["data"])
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def traffic():
+        with httpx.Client(base_url=server["url"], timeout=120) as c:
+            while not stop.is_set():
+                statuses.append(chat(c, "composer", COUNTDOWN if len(statuses) % 2 else REVERSE).status_code)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        time.sleep(1)
+        words = ["m n o", "z y x w", "k e", "p l u s h", "t", "g h i j k l", "v w", "b o a t", "c r a b s", "f e d"]
+        meta = {"name": "tally", "description": "Tallies letters in a word.",
+                "examples": [f"Tally the letters in this word: {w}" for w in words],
+                "fit_options": {"phatgoose": {"steps": 20}}}
+        r = http.post("/v1/experts", files={"archive": ("tally.zip", zip_dir(server["ocean"].out / "experts" / "length"))},
+                      data={"metadata": json.dumps(meta)}, headers=auth)
+        assert r.status_code == 201, r.text
+        assert r.json()["name"] == "tally" and "path" not in r.json()
+        time.sleep(1)
+    finally:
+        stop.set()
+        worker.join()
+    assert len(statuses) >= 3 and set(statuses) == {200}, statuses  # nobody failed during registration
+
+    assert "tally" in {m["id"] for m in http.get("/v1/models").json()["data"]}
+    assert [p["experts"] for p in http.post("/v1/route", json={"prompt": prompts}).json()["data"]] == [["tally"]] * 2
+    served = [chat(http, "composer", p).json() for p in prompts]
+    assert [s["routing"]["served_by"] for s in served] == ["tally", "tally"]
+    # tally holds length's weights: the new slot answers as length does
+    assert [s["choices"][0]["message"]["content"] for s in served] == \
+        [chat(http, "length", p).json()["choices"][0]["message"]["content"] for p in prompts]
+    assert 'composer_routing_decisions_total{expert="tally",router="retrieval"}' in http.get("/metrics").text
+
+    assert http.delete("/v1/experts/tally", headers=auth).json()["deleted"] is True
+    assert "tally" not in {m["id"] for m in http.get("/v1/models").json()["data"]}
+    assert all(p["experts"] != ["tally"] for p in http.post("/v1/route", json={"prompt": prompts}).json()["data"])
+    assert_error(chat(http, "tally", prompts[0]), 404)
+
+
+def test_whole_model_expert_is_routed_beside_loras(server, http):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from registry import Registry
+    auth = {"Authorization": f"Bearer {KEY}"}
+    reg = Registry(home=server["home"])
+    base, lora = reg.get("demo-base"), reg.get("countdown")
+    merged = server["allowed"] / "countdown-full"
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base.path), lora.path).merge_and_unload()
+    model.save_pretrained(merged)
+    AutoTokenizer.from_pretrained(base.path).save_pretrained(merged)
+    expected = chat(http, "countdown", COUNTDOWN).json()["choices"][0]["message"]["content"]
+
+    assert http.delete("/v1/experts/countdown", headers=auth).status_code == 200
+    r = http.post("/v1/experts", json={"name": "countdown-full", "kind": "model", "path": str(merged),
+                                       "description": lora.description,
+                                       "examples": [e["prompt"] for e in lora.examples]}, headers=auth)
+    assert r.status_code == 201, r.text
+    assert r.json()["kind"] == "model"
+    routed = chat(http, "composer", COUNTDOWN).json()
+    assert routed["routing"]["served_by"] == "countdown-full"
+    assert routed["choices"][0]["message"]["content"] == expected  # merged weights answer as the LoRA did
+    streamed = [line for line in http.post("/v1/chat/completions", json={
+        "model": "countdown-full", "stream": True, "messages": [{"role": "user", "content": COUNTDOWN}]}).text.splitlines()
+        if line.startswith("data: {")]
+    assert "".join(json.loads(x[6:])["choices"][0]["delta"].get("content", "") for x in streamed) == expected
+    assert "composer_models_resident 1.0" in http.get("/metrics").text
+    # token-level and merging routers only use adapters; they still serve
+    assert chat(http, "composer:uniform", COUNTDOWN).json()["routing"]["mode"] == "merge"
+    assert "countdown-full" not in chat(http, "composer:phatgoose", COUNTDOWN).json()["routing"]["experts"]
