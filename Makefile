@@ -1,5 +1,5 @@
 # Composer — the two commands a new user needs:
-#   make demo   set up .venv, build the demo ocean if missing, show it
+#   make demo   set up .venv, build the demo ocean if missing, show it, serve it (Ctrl-C stops)
 #   make test   set up .venv and run the test suite
 PYTHON      ?= python3
 VENV        ?= .venv

@@ -3,8 +3,9 @@
 Contract: `ModelPool(registry, max_resident=2)`; `get(name)` returns a `composer.host.Host`
 for the expert's current version, loading it on first use and evicting the least recently
 used one when more than `max_resident` are resident (a new version replaces the old one).
-`resident()` lists the names held, most recent last. Thread-safe; a load happens outside
-no other model's use, and `Host.lock` still serialises each model's own forward passes.
+`resident()` lists the names held, most recent last; `drop(name)` forgets one (removal).
+Thread-safe: loads are serialised by the pool's lock, and each model's own `Host.lock`
+serialises its forward passes.
 """
 from __future__ import annotations
 

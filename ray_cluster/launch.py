@@ -75,6 +75,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, address
         except KeyboardInterrupt:
             pass
         finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
             shutdown(started)
     return url
 

@@ -1,0 +1,42 @@
+"""The cluster files in ray_cluster/ are valid for the tools that read them and name what exists."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1] / "ray_cluster"
+
+
+def serve_configs() -> dict[str, dict]:
+    kuberay = yaml.safe_load((ROOT / "kuberay.yaml").read_text())
+    assert kuberay["kind"] == "RayService"
+    return {"serve_config.yaml": yaml.safe_load((ROOT / "serve_config.yaml").read_text()),
+            "kuberay.yaml": yaml.safe_load(kuberay["spec"]["serveConfigV2"])}
+
+
+@pytest.mark.parametrize("name", ["serve_config.yaml", "kuberay.yaml"])
+def test_serve_configs_validate_and_name_real_deployments(name):
+    from ray.serve.schema import ServeDeploySchema
+
+    from ray_cluster import deployments
+    config = ServeDeploySchema.model_validate(serve_configs()[name])
+    app, = config.applications
+    module, _, attr = app.import_path.partition(":")
+    assert module == "ray_cluster.app" and callable(getattr(__import__(module, fromlist=[attr]), attr))
+    known = {"Ingress", "RouterDeployment", "ModelDeployment"}
+    assert {d.name for d in app.deployments if not d.name.startswith("Host:")} <= known
+    assert all(hasattr(deployments, n) for n in known)
+
+
+def test_launcher_config_parses():
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert cfg["head_node_type"] in cfg["available_node_types"] and cfg["setup_commands"]
+
+
+def test_config_builder_refuses_to_run_open(monkeypatch, tmp_path):
+    from ray_cluster.app import app_builder
+    monkeypatch.delenv("COMPOSER_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="COMPOSER_API_KEY"):
+        app_builder({"home": str(tmp_path)})
