@@ -226,11 +226,9 @@ class Composer:
 
     def model_of(self, plan: RoutingPlan, models: set[str] | None = None) -> str | None:
         """The whole-model expert a plan selects, or None when the host serves it."""
-        if plan.mode != "select" or not plan.experts:
-            return None
         if models is None:
             models = {r.name for r in self.registry.list(kind="model")}
-        return plan.experts[0] if plan.experts[0] in models else None
+        return plan.selected() if plan.selected() in models else None
 
     def _on_host(self, prompts: Sequence, plans: Sequence[RoutingPlan], settings: dict) -> list[Completion]:
         if not plans:
@@ -242,7 +240,7 @@ class Composer:
                 owner += [(i, e) for e in plan.experts]
             else:
                 rows.append(self._row(plan))
-                owner.append((i, plan.experts[0] if plan.mode == "select" else None))
+                owner.append((i, plan.selected()))
         gens = self.host.generate([prompts[i] for i, _ in owner], rows, **settings)
         best: dict[int, tuple] = {}
         cands: dict[int, dict[str, float]] = {}
@@ -273,8 +271,7 @@ class Composer:
         host = self.models.get(model) if model else self.host
         row = {} if model else self._row(plan)
         for item in stream_generation(host, prompt, row, **settings):
-            yield item if isinstance(item, str) else Completion.of(
-                item, plan, model or (plan.experts[0] if plan.mode == "select" else None))
+            yield item if isinstance(item, str) else Completion.of(item, plan, plan.selected())
 
     @staticmethod
     def _row(plan: RoutingPlan):

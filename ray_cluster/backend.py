@@ -45,28 +45,25 @@ class RayBackend:
     async def route(self, base, queries, router, config):
         return await call(self.router.route.remote(base, queries, router, config))
 
+    def _models(self) -> set[str]:
+        return {r.name for r in self.registry.list(kind="model")}
+
     async def execute(self, base, prompts, plans, settings):
-        models = {r.name for r in self.registry.list(kind="model")}
-        on_model = [i for i, p in enumerate(plans) if p.mode == "select" and p.experts and p.experts[0] in models]
-        on_host = [i for i in range(len(plans)) if i not in set(on_model)]
-        jobs = []
-        if on_host:
-            jobs.append(call(self._host(base).execute.remote([prompts[i] for i in on_host],
-                                                             [plans[i] for i in on_host], settings)))
-        if on_model:
-            jobs.append(call(self.models.execute.remote([prompts[i] for i in on_model],
-                                                        [plans[i] for i in on_model], settings)))
-        results = await asyncio.gather(*jobs)
+        models = self._models()
+        split: dict[bool, list[int]] = {True: [], False: []}  # on the model deployment?
+        for i, p in enumerate(plans):
+            split[p.selected() in models].append(i)
+        jobs = {on_model: (self.models if on_model else self._host(base)).execute.remote(
+                    [prompts[i] for i in idx], [plans[i] for i in idx], settings)
+                for on_model, idx in split.items() if idx}
         out: list = [None] * len(plans)
-        for idx, done in zip([x for x in (on_host, on_model) if x], results):
-            for i, c in zip(idx, done):
+        for on_model, done in zip(jobs, await asyncio.gather(*map(call, jobs.values()))):
+            for i, c in zip(split[on_model], done):
                 out[i] = c
         return out
 
     async def stream(self, base, prompt, plan, settings):
-        models = {r.name for r in self.registry.list(kind="model")}
-        target = self.models if plan.mode == "select" and plan.experts and plan.experts[0] in models \
-            else self._host(base)
+        target = self.models if plan.selected() in self._models() else self._host(base)
         gen = target.options(stream=True).stream.remote(prompt, plan, settings)
         try:
             async for item in gen:

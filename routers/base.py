@@ -56,6 +56,10 @@ class RoutingPlan(BaseModel):
     def mixture(self) -> dict[str, float]:
         return dict(zip(self.experts, self.weights))
 
+    def selected(self) -> str | None:
+        """The one expert a "select" plan serves the request with; None for other modes."""
+        return self.experts[0] if self.mode == "select" and self.experts else None
+
     @classmethod
     def direct(cls, name: str, base: bool = False) -> RoutingPlan:
         """No routing: the request named an expert (or, `base=True`, the base model)."""

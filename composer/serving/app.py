@@ -135,7 +135,7 @@ def create_app(backend: Backend, settings: Settings, registry: Registry | None =
             return StreamingResponse(oai.sse_chat(req.model, stream, plan, req.stops(), include_usage),
                                      media_type="text/event-stream")
         c, = await backend.execute(t.base, [req.chat()], [plan], gen)
-        metrics.tokens.labels(plan.router).inc(len(c.token_ids))
+        metrics.generated(plan.router, len(c.token_ids))
         return oai.chat_response(req.model, c, req.stops())
 
     @app.post("/v1/completions")
@@ -152,6 +152,7 @@ def create_app(backend: Backend, settings: Settings, registry: Registry | None =
             return StreamingResponse(oai.sse_text(req.model, stream, plans[0], req.stops(), include_usage),
                                      media_type="text/event-stream")
         cs = await backend.execute(t.base, prompts, plans, gen)
+        metrics.generated(plans[0].router, sum(len(c.token_ids) for c in cs))
         return oai.text_response(req.model, cs, req.stops())
 
     @app.post("/v1/route")

@@ -3,6 +3,7 @@
 Contract: `Metrics()` holds the counters; `observe(endpoint, status, seconds)` records a
 request; `decided(plan)` counts a routing decision per router and per expert (merged
 experts each count; token-level plans count as expert "per-token", base as "(base)");
+`generated(router, n)` counts generated tokens (non-streaming requests);
 `render(stats)` returns the exposition text, after setting the residency gauges from a
 backend's `stats()`.
 """
@@ -40,15 +41,13 @@ class Metrics:
         self.requests.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
 
-    def decided(self, plan, tokens: int = 0) -> None:
-        if plan.mode == "token":
-            experts = ["per-token"]
-        else:
-            experts = plan.experts or ["(base)"]
+    def decided(self, plan) -> None:
+        experts = ["per-token"] if plan.mode == "token" else plan.experts or ["(base)"]
         for e in experts:
             self.decisions.labels(plan.router, e).inc()
-        if tokens:
-            self.tokens.labels(plan.router).inc(tokens)
+
+    def generated(self, router: str, tokens: int) -> None:
+        self.tokens.labels(router).inc(tokens)
 
     def render(self, stats: dict) -> bytes:
         for base, n in stats.get("adapters_resident", {}).items():
