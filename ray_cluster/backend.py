@@ -78,8 +78,9 @@ class RayBackend:
         return await call(self.router.remove.remote(name, version))
 
     async def stats(self):
-        sizes = await asyncio.gather(*(call(h.stats.remote()) for h in self.hosts.values()))
-        return {"adapters_resident": {k: v for s in sizes for k, v in s.items()},
+        hosts = await asyncio.gather(*(call(h.stats.remote()) for h in self.hosts.values()))
+        return {"adapters_resident": {b: s["adapters"] for b, s in zip(self.hosts, hosts)},
+                "batches": {b: {k: v for k, v in s.items() if k != "adapters"} for b, s in zip(self.hosts, hosts)},
                 "models_resident": await call(self.models.resident.remote())}
 
     async def ready(self):

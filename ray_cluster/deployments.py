@@ -15,6 +15,7 @@ Torch threads per replica: `settings.threads` (Ray's workers default to one).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections import defaultdict
 
@@ -59,11 +60,16 @@ class HostDeployment:
         self.local = LocalBackend(settings)
         self.composer = self.local.composer(base)
         _ = self.composer.host  # load the base and every adapter now
+        self.batches = {"batches": 0, "rows": 0, "max_rows": 0, "shared": 0}  # shared: rows of >1 request
+        self._requests = itertools.count()
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02)
     async def _batch(self, items: list[tuple]) -> list:
+        b = self.batches
+        b["batches"], b["rows"], b["max_rows"] = b["batches"] + 1, b["rows"] + len(items), max(b["max_rows"], len(items))
+        b["shared"] += len({request for *_, request in items}) > 1
         groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, (_, _, key) in enumerate(items):
+        for i, (_, _, key, _) in enumerate(items):
             groups[key].append(i)
         out: list = [None] * len(items)
         for key, idx in groups.items():
@@ -74,15 +80,15 @@ class HostDeployment:
         return out
 
     async def execute(self, prompts, plans, settings):
-        key = tuple(sorted(settings.items()))
-        return list(await asyncio.gather(*(self._batch((p, plan, key)) for p, plan in zip(prompts, plans))))
+        key, request = tuple(sorted(settings.items())), next(self._requests)
+        return list(await asyncio.gather(*(self._batch((p, plan, key, request)) for p, plan in zip(prompts, plans))))
 
     async def stream(self, prompt, plan, settings):
         async for item in self.local.stream(self.base, prompt, plan, settings):
             yield item
 
     async def stats(self) -> dict:
-        return {self.base: len(self.composer.resident())}
+        return {"adapters": len(self.composer.resident()), **self.batches}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)

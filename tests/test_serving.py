@@ -123,6 +123,40 @@ def test_openai_client_routed_direct_streaming_and_models(server, http):
     assert stopped.choices[0].message.content == "5 4" and stopped.choices[0].finish_reason == "stop"
 
 
+def metric(http, name: str, **labels) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith(f"{name}{{{want}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {name}{{{want}}}")
+
+
+def test_concurrent_requests_share_mixed_adapter_batches(http):
+    shared = metric(http, "composer_host_batching", base="demo-base", stat="shared")
+    requests = [("reverse", REVERSE), ("countdown", COUNTDOWN), ("composer", REVERSE), ("add", "Add 2 and 3"),
+                ("composer:uniform", COUNTDOWN), ("max", "Largest of: 3 9 4"), ("demo-base", REVERSE),
+                ("composer:arrow", COUNTDOWN)]
+    results: list = [None] * (len(requests) + 1)
+
+    def busy() -> None:  # one request of 32 prompts keeps the host busy while the others queue up
+        results[-1] = http.post("/v1/completions", json={"model": "reverse", "prompt": [f"<s>{REVERSE}\n"] * 32,
+                                                          "max_tokens": 48})
+
+    def send(i: int) -> None:
+        results[i] = chat(http, *requests[i])
+
+    threads = [threading.Thread(target=busy)] + [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in results] == [200] * len(results)
+    assert results[0].json()["choices"][0]["message"]["content"] == chat(http, "reverse", REVERSE).json()[
+        "choices"][0]["message"]["content"]  # batched with others, a row answers as it does alone
+    assert metric(http, "composer_host_batching", base="demo-base", stat="shared") > shared  # requests met
+
+
 def test_route_explains_without_generating(http):
     r = http.post("/v1/route", json={"prompt": [REVERSE, COUNTDOWN], "routing": {"router": "coe"}})
     assert r.status_code == 200, r.text

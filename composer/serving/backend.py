@@ -8,7 +8,9 @@ Contract (`Backend`): every method is a coroutine, except `stream`, an async ite
 - `register(request, archive)` -> `ExpertRecord` (see `registration.register_expert`);
   `remove(name, version)` -> the removed record. Replicas follow the registry, so both are
   visible to every replica at their next request.
-- `stats()` -> {"adapters_resident": {base: n}, "models_resident": [names]};
+- `stats()` -> {"adapters_resident": {base: n}, "models_resident": [names]}, and where the
+  executor batches, "batches": {base: {"batches", "rows", "max_rows", "shared"}} (one
+  replica's; "shared": batches holding rows of more than one request);
   `ready()` -> {component: bool}.
 `LocalBackend(settings, registry=None)` runs one `Composer` per base model in this process,
 on worker threads (the event loop never blocks on torch). Ray's implementation is

@@ -4,8 +4,8 @@ Contract: `Metrics()` holds the counters; `observe(endpoint, status, seconds)` r
 request; `decided(plan)` counts a routing decision per router and per expert (merged
 experts each count; token-level plans count as expert "per-token", base as "(base)");
 `generated(router, n)` counts generated tokens (non-streaming requests);
-`render(stats)` returns the exposition text, after setting the residency gauges from a
-backend's `stats()`.
+`render(stats)` returns the exposition text, after setting the residency and batching
+gauges from a backend's `stats()`.
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ class Metrics:
         self.tokens = Counter("composer_completion_tokens", "generated tokens", ["router"], registry=r)
         self.adapters = Gauge("composer_adapters_resident", "LoRA adapters loaded in the host", ["base"], registry=r)
         self.models = Gauge("composer_models_resident", "whole-model experts resident", registry=r)
+        self.batching = Gauge("composer_host_batching", "host batches since start: batches, rows, max_rows, "
+                              "shared (batches mixing requests); one replica", ["base", "stat"], registry=r)
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
@@ -53,4 +55,7 @@ class Metrics:
         for base, n in stats.get("adapters_resident", {}).items():
             self.adapters.labels(base).set(n)
         self.models.set(len(stats.get("models_resident", [])))
+        for base, counts in stats.get("batches", {}).items():
+            for stat, n in counts.items():
+                self.batching.labels(base, stat).set(n)
         return generate_latest(self.registry)
