@@ -6,8 +6,8 @@ Ray (no dashboard; temp dir and auth mode from the environment as Ray reads them
 `address`; starts Serve's HTTP proxy on host:port; deploys the app as "composer" on "/";
 waits until /readyz answers 200, then calls `on_ready(url)`. With `block=True` it then
 sleeps until Ctrl-C / SIGTERM and shuts Serve and Ray down (a joined cluster keeps
-running; only the app is deleted). `shutdown(started_ray)` does the same for callers
-that passed `block=False`.
+running; only the app is deleted). `shutdown(own_ray)` does the same for callers that
+passed `block=False` (`own_ray`: no `address` was given).
 """
 from __future__ import annotations
 
@@ -55,9 +55,9 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, address
     from ray import serve as rserve
 
     from ray_cluster.app import build
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, num_cpus=num_cpus if address is None else None,
+    own = address is None  # our embedded Ray: shut it all down at the end; a joined cluster keeps running
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, num_cpus=num_cpus if own else None,
                  namespace="composer", log_to_driver=False,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                                            "HF_HUB_DISABLE_PROGRESS_BARS": "1"}})
@@ -76,21 +76,21 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, address
             pass
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
-            shutdown(started)
+            shutdown(own)
     return url
 
 
-def shutdown(started_ray: bool) -> None:
+def shutdown(own_ray: bool) -> None:
+    """Stop Serve and the embedded Ray (`own_ray`), or delete only our app from a joined cluster."""
     import ray
     from ray import serve as rserve
     try:
-        if started_ray:
+        if own_ray:
             rserve.shutdown()
         else:
             rserve.delete("composer")
     finally:
-        if started_ray:
-            ray.shutdown()
+        ray.shutdown()  # the embedded cluster, or just this driver's connection
 
 
 def examples(url: str) -> str:
