@@ -22,8 +22,8 @@ Contract: `Composer(registry=None, base=None, default_router=None, encoder=None,
 - `register(path, name, fit_options=None, ...)` registers a LoRA expert with its post-hoc
   artifacts (`routers.posthoc`: embeddings, PHATGOOSE gates, Arrow prototypes, GLIDER task
   embedding) committed atomically, then loads it into the running host; a `kind="model"`
-  expert gets its embeddings only; `remove` drops either. The host follows the registry (`sync()`), so experts registered by another process
-  are served too. `fit("coe" | "bench_coe", ...)` fits the all-expert routers;
+  expert gets its embeddings only; `remove` drops either. The host follows the registry
+  (`sync()`), so experts registered by another process are served too. `fit("coe" | "bench_coe", ...)` fits the all-expert routers;
   `score_experts(rows)` evaluates experts on labelled prompts (Bench-CoE's input).
 Bad router names/configs raise `RouterError`; unknown experts `ComposerError`.
 """
@@ -156,7 +156,8 @@ class Composer:
         return list(self._loaded)
 
     def register(self, path, name: str, fit_options: dict[str, dict] | None = None, **kw: Any) -> ExpertRecord:
-        """Register a LoRA expert of this base with its post-hoc artifacts; it is routable at once."""
+        """Register a LoRA expert of this base (or, kind="model", a whole-model expert) with its
+        post-hoc artifacts; it is routable at once."""
         kw.setdefault("kind", "lora")
         if kw["kind"] == "lora":
             kw.setdefault("base", self.base)
