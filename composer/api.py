@@ -225,6 +225,28 @@ class Composer:
             out[i] = c
         return out
 
+    def choose(self, prompts: Sequence, plans: Sequence[RoutingPlan], choices: Sequence[Sequence[str]],
+               chat: bool = True, batch_size: int = 64) -> list[list[float]]:
+        """Multiple choice: per prompt, the log-likelihood of each choice under its plan. An
+        ensemble scores each choice with every candidate and keeps the best."""
+        models = {r.name for r in self.registry.list(kind="model")}
+        jobs: list[tuple[int, int, Host, Any]] = []  # (prompt, choice, host, row)
+        for i, plan in enumerate(plans):
+            model = self.model_of(plan, models)
+            host = self.models.get(model) if model else self.host
+            rows = [{e: 1.0} for e in plan.experts] if plan.mode == "ensemble" else [{} if model else self._row(plan)]
+            jobs += [(i, j, host, row) for j in range(len(choices[i])) for row in rows]
+        scores = [[-float("inf")] * len(c) for c in choices]
+        for host in {id(h): h for _, _, h, _ in jobs}.values():
+            mine = [job for job in jobs if job[2] is host]
+            for k in range(0, len(mine), batch_size):
+                chunk = mine[k:k + batch_size]
+                lls = host.loglik([prompts[i] for i, *_ in chunk], [choices[i][j] for i, j, *_ in chunk],
+                                  [row for *_, row in chunk], chat=chat)
+                for (i, j, _, _), ll in zip(chunk, lls):
+                    scores[i][j] = max(scores[i][j], ll)
+        return scores
+
     def model_of(self, plan: RoutingPlan, models: set[str] | None = None) -> str | None:
         """The whole-model expert a plan selects, or None when the host serves it."""
         if models is None:

@@ -327,6 +327,69 @@ def cmd_routers(a) -> int:
     return 0
 
 
+@command("eval", "evaluate routers side by side over a benchmark: results.json, report.md and plots in --out",
+         arg("--benchmark", default="demo", help="'demo' (the demo ocean's benchmark.jsonl) or a JSONL file"),
+         arg("--routers", default="all", help="'all', or a comma list: retrieval, glider(alpha=100), base, "
+                                              "expert:NAME, experts, ..."),
+         arg("--limit", type=int, help="examples per split (round-robin over tasks)"),
+         arg("--out", default="eval-out", help="output directory"),
+         arg("--max-new-tokens", type=int, default=32),
+         arg("--cache", help="output cache file (default: $COMPOSER_HOME/eval-cache.sqlite)"),
+         arg("--no-cache", action="store_true", help="neither read nor write the output cache"),
+         arg("--ray", action="store_true", help="run shards on Ray actors (default: in this process)"),
+         arg("--workers", type=int, default=2, help="Ray actors (with --ray)"),
+         arg("--base"))
+def cmd_eval(a) -> int:
+    from composer.eval import BenchmarkError, load_benchmark, parse_specs, write_report
+    from composer.eval.cache import OutputCache
+    from composer.eval.report import main_rows
+    reg = _registry(a)
+    try:
+        examples = load_benchmark(a.benchmark, reg, a.limit)
+    except BenchmarkError as e:
+        raise CommandError(str(e)) from None
+    cache_path = Path(a.cache) if a.cache else reg.home / "eval-cache.sqlite"
+    settings = {"max_new_tokens": a.max_new_tokens}
+    a.router = None
+    with _composer(a) as c:
+        specs = parse_specs(a.routers, [r.name for r in c.experts()])
+        if a.ray:
+            from ray_cluster.eval import evaluate_on_ray
+            run = evaluate_on_ray(str(reg.home.resolve()), c.base, examples, specs, settings,
+                                  None if a.no_cache else str(cache_path), a.workers, benchmark=a.benchmark)
+        else:
+            from composer.eval import evaluate
+            run = evaluate(c, examples, specs, settings, None if a.no_cache else OutputCache(cache_path),
+                           benchmark=a.benchmark)
+    rows = write_report(run, a.out, command="composer " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    t = Table(title=f"{a.benchmark}: {len(examples)} examples ({run.generated} executed, {run.cached} cached)")
+    for col in ("router", "held-in", "held-out", "overall", "oracle agr.", "experts/req"):
+        t.add_column(col, justify="left" if col == "router" else "right")
+    pct = (lambda v: "n/a" if v is None else f"{v:.1%}")
+    for r in main_rows(rows):
+        t.add_row(r["router"], pct(r["held_in"]), pct(r["held_out"]), pct(r["overall"]), pct(r["oracle_agreement"]),
+                  f"{r['experts_per_request']:.2f}")
+    out.print(t)
+    out.print(f"wrote {Path(a.out) / 'report.md'}, results.json and plots")
+    return 0
+
+
+def _from_eval(path: str, by: str) -> tuple[list[dict], list[dict]]:
+    """(labelled prompts, per-expert results) from an evaluation's results.json."""
+    f = Path(path) / "results.json" if Path(path).is_dir() else Path(path)
+    if not f.is_file():
+        raise CommandError(f"no evaluation results at {f} (run `composer eval --out DIR` first)")
+    records = json.loads(f.read_text())["records"]
+    label = (lambda r: r["task"]) if by == "task" else (lambda r: r.get("category") or r["task"])
+    results = [{"prompt": r["prompt"], "expert": r["router"][7:], "score": float(r["correct"]), "category": label(r)}
+               for r in records if r["router"].startswith("expert:")]
+    if not results:
+        raise CommandError("the evaluation has no pinned-expert runs to fit from: run `composer eval` with "
+                           "--routers all (or experts)")
+    rows = list({r["prompt"]: {"prompt": r["prompt"], "category": r["category"]} for r in results}.values())
+    return rows, results
+
+
 def _load_json(path: str | None, what: str):
     if path is None:
         return None
@@ -344,12 +407,23 @@ def _load_json(path: str | None, what: str):
                                "default: score every expert on the registered examples"),
          arg("--by", choices=["expert", "domain"], default="expert", help="coe: default labels"),
          arg("--level", choices=["query", "subject"], default="query", help="bench_coe"),
+         arg("--from-eval", metavar="DIR", help="fit from `composer eval` results: per-category best expert (coe), "
+                                                "per-query correctness of every expert (bench_coe)"),
+         arg("--category", choices=["task", "category"], default="task",
+             help="with --from-eval: what a category is (the benchmark's task, or its category field)"),
          arg("--base"))
 def cmd_fit(a) -> int:
     a.router_name, a.router = a.router, None
     kw = {"results": _load_json(a.results, "--results")}
+    if a.from_eval:
+        if a.results or a.data or a.map:
+            raise CommandError("--from-eval replaces --data, --map and --results")
+        rows, kw["results"] = _from_eval(a.from_eval, a.category)
+        if a.router_name == "coe":
+            kw["rows"] = rows
     if a.router_name == "coe":
-        kw.update(rows=_load_json(a.data, "--data"), expert_map=_load_json(a.map, "--map"), by=a.by)
+        kw.setdefault("rows", _load_json(a.data, "--data"))
+        kw.update(expert_map=_load_json(a.map, "--map"), by=a.by)
     else:
         kw.update(level=a.level)
     with _composer(a) as c:

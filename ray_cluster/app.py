@@ -1,8 +1,8 @@
 """Build the Composer Serve application.
 
 Contract: `build(settings)` -> a Serve `Application`: the ingress bound to the router
-deployment, the model deployment and one host deployment per registered base model
-(named `Host:<base>`). `app_builder(args)` is the same for `serve run` / `serve deploy`
+deployment, the model deployment, one host deployment per registered base model (named
+`Host:<base>`) and the evaluation deployment. `app_builder(args)` is the same for `serve run` / `serve deploy`
 config files (`import_path: ray_cluster.app:app_builder`); `args` override the
 environment's settings (`Settings.from_env`). Config files bind beyond loopback, so
 `app_builder` refuses to build without COMPOSER_API_KEY unless `args` say
@@ -13,14 +13,15 @@ from __future__ import annotations
 import os
 
 from composer.serving import Settings
-from ray_cluster.deployments import HostDeployment, Ingress, ModelDeployment, RouterDeployment
+from ray_cluster.deployments import EvalDeployment, HostDeployment, Ingress, ModelDeployment, RouterDeployment
 from registry import Registry
 
 
 def build(settings: Settings):
     bases = [r.name for r in Registry(home=settings.home).list(kind="base")]
     hosts = {b: HostDeployment.options(name=f"Host:{b}").bind(settings, b) for b in bases}
-    return Ingress.bind(RouterDeployment.bind(settings), ModelDeployment.bind(settings), hosts, settings)
+    return Ingress.bind(RouterDeployment.bind(settings), ModelDeployment.bind(settings), hosts,
+                        EvalDeployment.bind(settings), settings)
 
 
 def app_builder(args: dict):

@@ -1,6 +1,7 @@
 """`RayBackend`: the `composer.serving.Backend` interface over Serve deployment handles.
 
-Contract: routing, registration and removal go to the router deployment; execution is
+Contract: routing, registration and removal go to the router deployment; evaluations to
+the evaluation deployment; execution is
 split by plan: plans selecting a whole-model expert go to the model deployment, the rest to
 the host deployment of the request's base model (batched there). Errors raised in a
 replica come back as the original exception (not Ray's wrapper with a remote traceback),
@@ -30,8 +31,8 @@ async def call(response):
 
 
 class RayBackend:
-    def __init__(self, router, models, hosts: dict, settings: Settings):
-        self.router, self.models, self.hosts, self.settings = router, models, hosts, settings
+    def __init__(self, router, models, hosts: dict, evals, settings: Settings):
+        self.router, self.models, self.hosts, self.evals, self.settings = router, models, hosts, evals, settings
         self.registry = Registry(home=settings.home)
 
     def _host(self, base: str | None):
@@ -76,6 +77,15 @@ class RayBackend:
 
     async def remove(self, name, version):
         return await call(self.router.remove.remote(name, version))
+
+    async def start_evaluation(self, request):
+        return await call(self.evals.start.remote(request))
+
+    async def evaluation(self, job_id, records):
+        return await call(self.evals.get.remote(job_id, records))
+
+    async def evaluations(self):
+        return await call(self.evals.list.remote())
 
     async def stats(self):
         hosts = await asyncio.gather(*(call(h.stats.remote()) for h in self.hosts.values()))

@@ -9,6 +9,8 @@ exposes the part of it that its role needs, so Ray adds placement and batching, 
   mixed-adapter batch per decoding-settings group. Follows the registry before each batch.
 - `ModelDeployment`: whole-model experts, loaded on demand, at most `max_models` resident
   (LRU).
+- `EvalDeployment`: batch evaluation jobs (POST /v1/evaluations), one replica, its own
+  host copy, so evaluations do not take the serving host's lock.
 - `Ingress`: the FastAPI app (`composer.serving.create_app`) over a `RayBackend`.
 Torch threads per replica: `settings.threads` (Ray's workers default to one).
 """
@@ -108,12 +110,30 @@ class ModelDeployment:
         return self.local.composer().models.resident()
 
 
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, num_replicas=1, max_ongoing_requests=64)
+class EvalDeployment:
+    """Batch evaluations (one replica: it holds the jobs), on its own host copy, apart from serving."""
+
+    def __init__(self, settings: Settings):
+        _threads(settings)
+        self.local = LocalBackend(settings)
+
+    async def start(self, request):
+        return await self.local.start_evaluation(request)
+
+    async def get(self, job_id, records):
+        return await self.local.evaluation(job_id, records)
+
+    async def list(self):
+        return await self.local.evaluations()
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 @serve.ingress()
 class Ingress:
-    def __init__(self, router, models, hosts: dict, settings: Settings):
+    def __init__(self, router, models, hosts: dict, evals, settings: Settings):
         self.settings = settings
-        self.backend = RayBackend(router, models, hosts, settings)
+        self.backend = RayBackend(router, models, hosts, evals, settings)
 
     def __serve_build_asgi_app__(self):
         return create_app(self.backend, self.settings, self.backend.registry)

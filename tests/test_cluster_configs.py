@@ -25,7 +25,7 @@ def test_serve_configs_validate_and_name_real_deployments(name):
     app, = config.applications
     module, _, attr = app.import_path.partition(":")
     assert module == "ray_cluster.app" and callable(getattr(__import__(module, fromlist=[attr]), attr))
-    known = {"Ingress", "RouterDeployment", "ModelDeployment"}
+    known = {"Ingress", "RouterDeployment", "ModelDeployment", "EvalDeployment"}
     assert {d.name for d in app.deployments if not d.name.startswith("Host:")} <= known
     assert all(hasattr(deployments, n) for n in known)
 

@@ -203,7 +203,8 @@ def test_mutating_endpoints_need_the_key_reads_do_not(server, http):
         assert_error(http.post("/v1/experts", files=files, data=meta, headers=headers), 401)
         assert_error(http.post("/v1/experts", json={"name": "sneaky", "path": str(adapter)}, headers=headers), 401)
         assert_error(http.delete("/v1/experts/reverse", headers=headers), 401)
-    assert http.get("/v1/experts").json() == before
+        assert_error(http.post("/v1/evaluations", json={"benchmark": "demo", "routers": "base"}, headers=headers), 401)
+    assert http.get("/v1/experts").json() == before and http.get("/v1/evaluations").json()["data"] == []
     assert http.get("/v1/models").status_code == 200 and http.get("/metrics").status_code == 200
 
 
@@ -309,3 +310,39 @@ def test_whole_model_expert_is_routed_beside_loras(server, http):
     # token-level and merging routers only use adapters; they still serve
     assert chat(http, "composer:uniform", COUNTDOWN).json()["routing"]["mode"] == "merge"
     assert "countdown-full" not in chat(http, "composer:phatgoose", COUNTDOWN).json()["routing"]["experts"]
+
+
+def test_evaluation_job_reports_progress_and_matches_the_cli(server, http, tmp_path):
+    from composer.cli import main
+    auth = {"Authorization": f"Bearer {KEY}"}
+    rows = [json.loads(line) for line in (server["ocean"].out / "benchmark.jsonl").read_text().splitlines()]
+    picked = [r for r in rows if r["task"] == "reverse"][:3] + [r for r in rows if r["split"] == "held-out"][:3]
+    bad = http.post("/v1/evaluations", json={"examples": [*picked, {"id": "x", "prompt": "p"}], "routers": "base"},
+                    headers=auth)
+    assert "examples[6]" in assert_error(bad, 400)["message"]
+    assert_error(http.post("/v1/evaluations", json={"examples": picked, "routers": "no-such-router"},
+                           headers=auth), 400)
+    assert_error(http.post("/v1/evaluations", json={"benchmark": "demo"}, headers=auth), 400)  # none in this home
+    r = http.post("/v1/evaluations", json={"examples": picked, "routers": ["base", "oracle", "expert:reverse"]},
+                  headers=auth)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] in ("queued", "running") and job["total"] == 18 and set(job["progress"]) == {
+        "base", "oracle", "expert:reverse"}
+    deadline = time.monotonic() + 300
+    while job["status"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = http.get(f"/v1/evaluations/{job['id']}", params={"records": "true"}).json()
+    assert job["status"] == "done", job
+    assert job["done"] == job["total"] == 18
+
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("\n".join(json.dumps(x) for x in picked))
+    assert main(["--home", str(server["ocean"].home), "eval", "--benchmark", str(bench), "--routers",
+                 "base,oracle,expert:reverse", "--out", str(tmp_path / "cli"), "--no-cache"]) == 0
+    cli = json.loads((tmp_path / "cli" / "results.json").read_text())
+    key = (lambda rec: (rec["id"], rec["router"], rec["prediction"], rec["correct"], rec["experts"]))
+    assert [key(x) for x in job["records"]] == [key(x) for x in cli["records"]]
+    strip = (lambda rows_: [{k: v for k, v in x.items() if k != "examples_per_s"} for x in rows_])
+    assert strip(job["summary"]) == strip(cli["summary"])
+    assert_error(http.get("/v1/evaluations/nope"), 404)

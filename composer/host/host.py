@@ -12,6 +12,7 @@ Contract:
   (`{expert: weight}`, empty = base model) or a `Gate` (per-token routing; its `bias` and
   `experts` name experts), or any `Routing`; rows routed differently share one forward
   pass (heterogeneous batch). `trace=` records the gated decisions (introspection).
+  `loglik(prompts, continuations, rows)` scores continuations (multiple choice).
   `generate` returns text, token ids, the mean token log-likelihood of the completion
   (used by output ensembles), a finish reason and the prompt's token count; `on_step`
   sees each decoding step's new token per row (streaming, `composer.host.stream`).
@@ -166,6 +167,25 @@ class Host:
                trace: RoutingTrace | None = None) -> torch.Tensor:
         with self.lock, use_routing(self._resolve(len(input_ids), mixtures, routing, trace)):
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    @torch.no_grad()
+    def loglik(self, prompts: Sequence[Prompt], continuations: Sequence[str], mixtures: Sequence[Row] | None = None,
+               chat: bool = True) -> list[float]:
+        """Sum log-probability of each continuation right after its rendered prompt (multiple choice)."""
+        tok = self.tokenizer
+        special = not (chat and tok.chat_template)
+        rows, n_cont = [], []
+        for p, c in zip(prompts, continuations, strict=True):
+            head = self.render(p, chat)
+            ids = tok(head + c, add_special_tokens=special)["input_ids"]
+            rows.append(ids)
+            n_cont.append(max(1, len(ids) - len(tok(head, add_special_tokens=special)["input_ids"])))
+        width = max(map(len, rows))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        logp = self.logits(ids, mask, mixtures).float().log_softmax(-1)[:, :-1]
+        tok_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
+        return [float(tok_logp[b, width - 1 - n:].sum()) for b, n in enumerate(n_cont)]
 
     def encode(self, prompts: Sequence[Prompt], chat: bool = True):
         """Token ids of the rendered prompts, left-padded (what generation and gating see)."""

@@ -4,8 +4,9 @@ Contract: `create_app(backend, settings, registry=None)` returns the app. Endpoi
 POST /v1/chat/completions, /v1/completions (OpenAI-compatible; `model` = "composer",
 "composer:<router>", a base model or an expert name; optional `routing`; responses carry
 `routing`; `stream: true` is SSE), POST /v1/route, GET /v1/models, GET /v1/routers,
-GET/POST /v1/experts, GET/DELETE /v1/experts/{name}, GET /healthz, /readyz, /metrics,
-/openapi.json. With `settings.api_key`, POST/DELETE /v1/experts need
+GET/POST /v1/experts, GET/DELETE /v1/experts/{name}, POST /v1/evaluations, GET
+/v1/evaluations[/{id}], GET /healthz, /readyz, /metrics, /openapi.json. With
+`settings.api_key`, POST/DELETE /v1/experts and POST /v1/evaluations need
 `Authorization: Bearer <key>` (compared in constant time); reads never do. Errors are
 `{"error": {"type", "message"}}` (errors.py). Model, router and routing config are
 validated here, before any work reaches the backend.
@@ -30,6 +31,7 @@ from composer.serving.registration import public_record
 from composer.serving.schemas import (
     ChatRequest,
     CompletionRequest,
+    EvaluationRequest,
     RegisterRequest,
     RouteRequest,
     RoutingOptions,
@@ -230,6 +232,25 @@ def create_app(backend: Backend, settings: Settings, registry: Registry | None =
     async def remove(name: str, version: int | None = None):
         rec = await backend.remove(name, version)
         return {"deleted": True, "expert": public_record(rec)}
+
+    # -- batch evaluation -------------------------------------------------------------------
+    @app.post("/v1/evaluations", status_code=202, dependencies=[Depends(require_key)])
+    async def start_evaluation(req: EvaluationRequest):
+        if req.max_tokens > settings.max_tokens:
+            raise ApiError(400, "invalid_request_error", f"max_tokens {req.max_tokens} exceeds this server's limit "
+                           f"{settings.max_tokens} (COMPOSER_MAX_TOKENS)")
+        return JSONResponse(await backend.start_evaluation(req), status_code=202)
+
+    @app.get("/v1/evaluations")
+    async def list_evaluations():
+        return {"object": "list", "data": await backend.evaluations()}
+
+    @app.get("/v1/evaluations/{job_id}")
+    async def get_evaluation(job_id: str, records: bool = False):
+        try:
+            return await backend.evaluation(job_id, records)
+        except KeyError:
+            raise ApiError(404, "not_found", f"no evaluation {job_id!r}") from None
 
     # -- operations -------------------------------------------------------------------------
     @app.get("/healthz")

@@ -8,6 +8,8 @@ Contract (`Backend`): every method is a coroutine, except `stream`, an async ite
 - `register(request, archive)` -> `ExpertRecord` (see `registration.register_expert`);
   `remove(name, version)` -> the removed record. Replicas follow the registry, so both are
   visible to every replica at their next request.
+- `start_evaluation(request)` -> the job's view (`composer.eval.jobs`); `evaluation(id,
+  records)` -> its view (KeyError if unknown); `evaluations()` -> all views.
 - `stats()` -> {"adapters_resident": {base: n}, "models_resident": [names]}, and where the
   executor batches, "batches": {base: {"batches", "rows", "max_rows", "shared"}} (one
   replica's; "shared": batches holding rows of more than one request);
@@ -37,6 +39,9 @@ class Backend(Protocol):
     def stream(self, base: str, prompt: Any, plan: RoutingPlan, settings: dict) -> AsyncIterator: ...
     async def register(self, request: RegisterRequest, archive: bytes | None) -> ExpertRecord: ...
     async def remove(self, name: str, version: int | None) -> ExpertRecord: ...
+    async def start_evaluation(self, request) -> dict: ...
+    async def evaluation(self, job_id: str, records: bool) -> dict: ...
+    async def evaluations(self) -> list[dict]: ...
     async def stats(self) -> dict: ...
     async def ready(self) -> dict: ...
 
@@ -66,6 +71,7 @@ class LocalBackend:
         self.encoder = encoder
         self._composers: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._jobs = None
 
     def composer(self, base: str | None = None):
         from composer.api import Composer  # torch loads with the first model, not with the app
@@ -103,6 +109,25 @@ class LocalBackend:
                 c.sync()
             return rec
         return await asyncio.to_thread(work)
+
+    @property
+    def jobs(self):
+        from composer.eval.jobs import EvalJobs
+        with self._lock:
+            if self._jobs is None:
+                home = self.registry.home
+                self._jobs = EvalJobs(self.composer, home / "evaluations", home / "eval-cache.sqlite")
+            return self._jobs
+
+    async def start_evaluation(self, request):
+        return await asyncio.to_thread(self.jobs.start, request.source(), request.routers, request.limit,
+                                       {"max_new_tokens": request.max_tokens}, request.base)
+
+    async def evaluation(self, job_id, records):
+        return self.jobs.get(job_id, records)
+
+    async def evaluations(self):
+        return self.jobs.list()
 
     async def stats(self):
         cs = list(self._composers.items())

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from composer.errors import ComposerError
+from composer.eval.benchmark import BenchmarkError
 from composer.serving.archive import TooLarge, UploadError
 from registry import ConflictError, NotFoundError, RegistryError
 from routers import RouterError
@@ -38,6 +39,7 @@ KNOWN: list[tuple[type, int, str]] = [  # most specific first
     (PathNotAllowed, 403, "forbidden"), (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"), (RegistryError, 400, "invalid_expert"),
     (RouterError, 400, "invalid_routing"), (ComposerError, 400, "invalid_request_error"),
+    (BenchmarkError, 400, "invalid_benchmark"),
 ]
 
 

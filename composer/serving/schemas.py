@@ -6,7 +6,8 @@ seed, stream, stream_options, user) plus `routing`: `{"router": NAME, ...config}
 other keys are that router's config (validated by the router). Temperature defaults to 0
 (greedy), as the demo models' generation config would say. `RouteRequest` is the body of
 /v1/route, `RegisterRequest` the metadata of POST /v1/experts (JSON body with a server-side
-`path`, or the `metadata` field of a multipart upload).
+`path`, or the `metadata` field of a multipart upload); `EvaluationRequest` starts a batch
+evaluation.
 """
 from __future__ import annotations
 
@@ -125,6 +126,26 @@ class RouteRequest(Strict):
         if self.messages is not None:
             return [ChatRequest(model=self.model, messages=self.messages).routed_text()]
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class EvaluationRequest(Strict):
+    """POST /v1/evaluations: a benchmark ("demo" or inline `examples` in the JSONL row format)
+    and the routers to compare ("all" or a list of specs, as `composer eval --routers`)."""
+    benchmark: Literal["demo"] | None = None
+    examples: list[dict] | None = Field(None, min_length=1)
+    routers: str | list[str] = "all"
+    limit: int | None = Field(None, ge=1)
+    max_tokens: int = Field(32, ge=1)
+    base: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.benchmark is None) == (self.examples is None):
+            raise ValueError("give either benchmark: 'demo' or inline examples")
+        return self
+
+    def source(self):
+        return self.benchmark if self.examples is None else self.examples
 
 
 class Example(Strict):

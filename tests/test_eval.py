@@ -1,0 +1,129 @@
+"""Batch evaluation in-process on the fast demo ocean: exact accuracies, the output cache,
+multiple choice, malformed benchmarks, the report files, and fitting CoE/Bench-CoE from it."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from composer.cli import main
+from composer.eval import BenchmarkError, evaluate, load_benchmark, summarise, write_report
+from composer.eval.cache import OutputCache
+
+PROMPTS = ["Write these letters backwards: c a t", "Put the letters in reverse order: d o g",
+           "Write these letters backwards: a b c d", "Flip the order of the letters: x y z",
+           "Flip the order of the letters: m n o p", "Put the letters in reverse order: k l"]
+
+
+@pytest.fixture(scope="module")
+def composer(demo_ocean):
+    from composer import Composer
+    return Composer(demo_ocean.registry)
+
+
+@pytest.fixture(scope="module")
+def known(composer):
+    """Six reverse prompts whose answers are set from what the models say, computed on the host directly:
+    the reverse expert is right on exactly four (two per split), and the base on none."""
+    host = composer.host
+    expert = [g.text for g in host.generate(PROMPTS, [{"reverse": 1.0}] * 6, max_new_tokens=32)]
+    base = [g.text for g in host.generate(PROMPTS, [{}] * 6, max_new_tokens=32)]
+    rows = []
+    for i, (p, e, b) in enumerate(zip(PROMPTS, expert, base)):
+        answer = e if i in (0, 1, 3, 4) else "no such answer"
+        assert answer != b
+        rows.append({"id": f"k{i}", "prompt": p, "answer": answer, "task": "reverse",
+                     "split": "held-in" if i < 3 else "held-out"})
+    return rows
+
+
+def test_known_answers_give_exact_accuracies_and_the_cache_serves_a_rerun(composer, known, tmp_path):
+    examples = load_benchmark(known)
+    cache = OutputCache(tmp_path / "cache.sqlite")
+    run = evaluate(composer, examples, "base,oracle,expert:reverse", cache=cache)
+    rows = {r["router"]: r for r in summarise(run)}
+    assert (rows["base"]["held_in"], rows["base"]["held_out"]) == (0.0, 0.0)
+    for name in ("oracle", "expert:reverse"):
+        assert (rows[name]["held_in"], rows[name]["held_out"], rows[name]["overall"]) == (2 / 3, 2 / 3, 4 / 6)
+    assert rows["oracle"]["oracle_agreement"] == 1.0 and rows["base"]["oracle_agreement"] == 0.0
+    assert rows["expert:reverse"]["experts_per_request"] == 1 and rows["base"]["active_params"] == 0
+    assert rows["expert:reverse"]["active_params"] == composer.registry.get("reverse").config["num_params"]
+    assert run.generated == 12 and run.cached == 6  # oracle and expert:reverse execute the same thing
+
+    calls = []
+    execute = composer.execute
+    composer.execute = lambda *a, **k: calls.append(a) or execute(*a, **k)
+    try:
+        again = evaluate(composer, examples, "base,oracle,expert:reverse", cache=cache)
+    finally:
+        del composer.execute
+    assert calls == [] and again.generated == 0 and again.cached == 18
+    assert [(r["prediction"], r["correct"]) for r in again.records] == [(r["prediction"], r["correct"])
+                                                                         for r in run.records]
+
+
+def test_multiple_choice_picks_the_most_likely_choice(composer, known):
+    rows = [{"id": r["id"], "prompt": r["prompt"], "choices": ["t a c", "c a t", "a c t"], "label": 0,
+             "task": "reverse", "split": r["split"]} for r in known[:2]]
+    run = evaluate(composer, load_benchmark(rows), "expert:reverse,base")
+    for rec in run.records:
+        row = next(r for r in rows if r["id"] == rec["id"])
+        mixture = {"reverse": 1.0} if rec["router"] == "expert:reverse" else {}
+        ll = composer.host.loglik([row["prompt"]] * 3, row["choices"], [mixture] * 3)
+        assert rec["prediction"] == row["choices"][max(range(3), key=ll.__getitem__)]
+        assert rec["correct"] == (ll[0] == max(ll))
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("{not json", "not valid JSON"), ('{"id": "a", "prompt": "p", "task": "t", "split": "held-in"}', "either 'answer'"),
+    ('{"id": "a", "prompt": "p", "answer": "x", "task": "t", "split": "train"}', "split must be"),
+    ('{"id": "a", "prompt": "p", "choices": ["x", "y"], "label": 2, "task": "t", "split": "held-in"}', "'label'"),
+    ('{"id": "a", "prompt": "", "answer": "x", "task": "t", "split": "held-in"}', "'prompt'"),
+    ('{"id": "k0", "prompt": "p", "answer": "x", "task": "t", "split": "held-in"}', "duplicate id"),
+])
+def test_malformed_lines_are_named(tmp_path, line, message, capsys, demo_ocean):
+    good = json.dumps({"id": "k0", "prompt": "p", "answer": "x", "task": "t", "split": "held-in"})
+    path = tmp_path / "bench.jsonl"
+    path.write_text(f"{good}\n\n{line}" + "\n")
+    with pytest.raises(BenchmarkError, match=f"bench.jsonl:3: .*{message}"):
+        load_benchmark(path)
+    assert main(["--home", str(demo_ocean.home), "eval", "--benchmark", str(path), "--out", str(tmp_path / "o")]) == 1
+    assert "bench.jsonl:3: " in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_limit_keeps_both_splits_and_every_task(demo_ocean):
+    examples = load_benchmark("demo", demo_ocean.registry, limit=8)
+    assert sum(e.split == "held-in" for e in examples) == 8 == sum(e.split == "held-out" for e in examples)
+    assert len({e.task for e in examples if e.split == "held-in"}) == 8
+
+
+def test_cli_report_and_fitting_coe_and_bench_coe_from_it(demo_ocean, tmp_path, capsys):
+    home = tmp_path / "home"
+    shutil.copytree(demo_ocean.home, home)  # fitting writes the base model's router artifacts
+    out = tmp_path / "eval"
+    argv = ["--home", str(home), "eval", "--routers", "base,oracle,experts,retrieval,phatgoose", "--limit", "4",
+            "--out", str(out)]
+    assert main(argv) == 0
+    assert "8 examples" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert {r["router"] for r in results["records"]} >= {"base", "oracle", "expert:reverse", "phatgoose"}
+    assert all(k in r for r in results["records"] for k in ("experts", "weights", "prediction", "correct"))
+    report = (out / "report.md").read_text()
+    assert "| router | held-in | held-out |" in report and "best single expert" in report
+    for png in ("accuracy_by_split.png", "accuracy_by_task.png", "usage_phatgoose.png"):
+        assert (out / png).stat().st_size > 1000
+    assert [r["router"] for r in results["summary"]][:2] == ["base", "oracle"]
+
+    assert main(["--home", str(home), "fit", "coe", "--from-eval", str(out)]) == 0
+    fitted = json.loads(capsys.readouterr().out)
+    assert set(fitted["map"]) == {r["task"] for r in results["records"]}  # one best expert per task
+    assert main(["--home", str(home), "fit", "bench_coe", "--from-eval", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["prompts"] == len({r["prompt"] for r in results["records"]})
+    assert main(["--home", str(home), "fit", "coe", "--from-eval", str(tmp_path / "nowhere")]) == 1
+
+
+def test_write_report_round_trips_the_summary(composer, known, tmp_path):
+    run = evaluate(composer, load_benchmark(known), "base,expert:reverse")
+    rows = write_report(run, tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["summary"] == json.loads(json.dumps(rows))
