@@ -9,7 +9,7 @@ PIP         := $(PY) -m pip
 CONSTRAINTS ?= constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test bench-smoke lint clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,16 @@ demo: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) bench-smoke
+
+# every bench/ script in its seconds-long mode (part of `make test`; full runs: python bench/NAME.py)
+BENCHES := mixture mixed_batch routing serving registration
+bench-smoke: setup
+	@for b in $(BENCHES); do echo "== bench/$$b.py --smoke"; \
+	  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 COMPOSER_QUIET=1 $(PY) bench/$$b.py --smoke || exit 1; done
 
 lint: setup
-	$(VENV)/bin/ruff check composer routers registry ray_cluster tests
+	$(VENV)/bin/ruff check composer routers registry ray_cluster tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

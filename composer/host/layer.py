@@ -10,9 +10,10 @@ expert installed in it as stacked, zero-padded tensors
 The assignment (which slots, which weights, per token) comes from the active routing
 (`routing.use_routing`); with none, or an expert that does not target this module (rank
 0), the layer is exactly the base layer. Tokens are grouped by expert (MoE-style
-dispatch) and each group multiplies only its expert's real rank, so the cost grows with
-the experts used, not the experts installed, and one-hot weights reproduce PEFT's own
-single-adapter output. `set_slot`/`clear_slot` install or drop one expert at run time.
+dispatch): groups of similar size (padded to a power of two) go through one batched
+matmul each, so a call costs a handful of kernels however many experts it uses, the work
+grows with the experts used, not the experts installed, and one-hot weights reproduce
+PEFT's own single-adapter output. `set_slot`/`clear_slot` install or drop one expert at run time.
 Token-level gates read per-expert vectors of a kind ("phatgoose", "arrow") stored here by
 `set_vector` (prepared by `gates.SCORERS[kind]`) through `gate_vectors(kind)`.
 """
@@ -23,6 +24,11 @@ from torch import nn
 
 from composer.host.gates import SCORERS
 from composer.host.routing import current_routing
+
+
+def _bucket(counts: torch.Tensor) -> torch.Tensor:
+    """The next power of two of each group size (groups of one bucket share one bmm)."""
+    return torch.pow(2, torch.ceil(torch.log2(counts.double()))).long()
 
 
 class MoLoRALinear(nn.Module):
@@ -106,16 +112,34 @@ class MoLoRALinear(nn.Module):
         if assigned is None:
             return y
         slots, weights = assigned
-        x2, y2 = x.reshape(-1, self.in_features), y.reshape(-1, self.out_features)
-        for slot in torch.unique(slots[slots >= 0]).tolist():
-            r = self.rank[slot] if slot < len(self.rank) else 0
-            if r == 0:  # this expert does not adapt this module
+        S = len(self.rank)
+        x2, y2 = x.reshape(-1, self.in_features), y.view(-1, self.out_features)
+        flat = slots.reshape(-1)
+        pairs = ((flat >= 0) & (flat < S)).nonzero(as_tuple=True)[0]  # (token, position) pairs on an expert here
+        if pairs.numel() == 0:
+            return y
+        pairs = pairs[torch.argsort(flat[pairs], stable=True)]  # grouped by expert
+        experts, counts = torch.unique_consecutive(flat[pairs], return_counts=True)
+        scale = torch.tensor(self.scale, dtype=x2.dtype)
+        tokens = torch.cat([pairs // slots.shape[1], pairs.new_zeros(1)])  # + a dummy pair for padding
+        w = torch.cat([weights.reshape(-1)[pairs].to(x2.dtype) * scale[flat[pairs]], x2.new_zeros(1)])
+        starts = torch.cumsum(counts, 0) - counts
+        ranks = torch.tensor(self.rank)[experts]
+        size = _bucket(counts)  # each group padded to a power of two: at most 2x the work, few kernels
+        for b in torch.unique(size).tolist():
+            g = (size == b).nonzero(as_tuple=True)[0]
+            r = int(ranks[g].max())  # the bucket's largest real rank, not the host's
+            if r == 0:
                 continue
-            tok, pos = (slots == slot).nonzero(as_tuple=True)
-            h = x2[tok] @ self.lora_A[slot, :r].T
-            delta = (h @ self.lora_B[slot, :, :r].T) * (weights[tok, pos] * self.scale[slot]).unsqueeze(-1)
-            y2 = y2.index_add(0, tok, delta.to(y2.dtype))
-        return y2.view_as(y)
+            ar = torch.arange(b)
+            idx = starts[g, None] + ar
+            idx = torch.where(ar < counts[g, None], idx, tokens.numel() - 1)  # padding -> the dummy pair
+            tok, wt = tokens[idx], w[idx]  # [groups, b]
+            e = experts[g]
+            h = torch.bmm(x2[tok], self.lora_A[e, :r].transpose(1, 2))  # [groups, b, r]
+            delta = torch.bmm(h * wt.unsqueeze(-1), self.lora_B[e, :, :r].transpose(1, 2))  # [groups, b, d_out]
+            y2.index_add_(0, tok.reshape(-1), delta.reshape(-1, self.out_features).to(y2.dtype))
+        return y  # y is this call's fresh base output: updated in place
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, experts={sum(r > 0 for r in self.rank)}"
