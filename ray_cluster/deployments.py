@@ -2,7 +2,8 @@
 exposes the part of it that its role needs, so Ray adds placement and batching, not logic.
 
 - `RouterDeployment`: the sentence encoder, faiss index and fitted global routers of every
-  base model (`route`); registration and removal (post-hoc fitting runs here, on a private
+  base model (`route`: concurrent requests are batched into one encoder call per router and
+  config); registration and removal (post-hoc fitting runs here, on a private
   frozen copy of the base, never on a serving host).
 - `HostDeployment(base)`: one per base model: the base with every adapter and its gates.
   Concurrent requests' prompts are gathered by `@serve.batch` into one heterogeneous
@@ -12,12 +13,14 @@ exposes the part of it that its role needs, so Ray adds placement and batching, 
 - `EvalDeployment`: batch evaluation jobs (POST /v1/evaluations), one replica, its own
   host copy, so evaluations do not take the serving host's lock.
 - `Ingress`: the FastAPI app (`composer.serving.create_app`) over a `RayBackend`.
-Torch threads per replica: `settings.threads` (Ray's workers default to one).
+Torch threads per replica: `settings.threads`, else every core (the router: half of them,
+so post-hoc fitting during a registration leaves the hosts room; bench/registration.py).
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 from collections import defaultdict
 
@@ -27,22 +30,44 @@ from composer.serving import LocalBackend, Settings, create_app
 from ray_cluster.backend import RayBackend
 
 
-def _threads(settings: Settings) -> None:
+def _threads(settings: Settings, share: float = 1.0) -> None:
     import torch
-    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    torch.set_num_threads(settings.threads or max(1, int((os.cpu_count() or 1) * share)))
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class RouterDeployment:
     def __init__(self, settings: Settings):
-        _threads(settings)
+        _threads(settings, share=0.5)  # registration's fitting must leave the hosts room to serve
         self.local = LocalBackend(settings)
         c = self.local.composer()
         if c.experts():
             c.route(["warm up"])  # load the encoder and build the index now, not on the first request
 
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
+    async def _route(self, items: list[tuple]) -> list:
+        """Concurrent requests' queries, one encoder call per (base, router, config) group; a
+        group that fails hands its error to its own callers only."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, (base, _, router, key) in enumerate(items):
+            groups[(base, router, key)].append(i)
+        out: list = [None] * len(items)
+        for (base, router, key), idx in groups.items():
+            try:
+                plans = await self.local.route(base, [items[i][1] for i in idx], router, json.loads(key))
+            except Exception as e:  # noqa: BLE001 - re-raised in `route`, for this group's callers
+                plans = [e] * len(idx)
+            for i, p in zip(idx, plans):
+                out[i] = p
+        return out
+
     async def route(self, base, queries, router, config):
-        return await self.local.route(base, queries, router, config)
+        key = json.dumps(config, sort_keys=True)  # hashable, and lists in configs are fine
+        plans = await asyncio.gather(*(self._route((base, q, router, key)) for q in queries))
+        for p in plans:
+            if isinstance(p, Exception):
+                raise p
+        return list(plans)
 
     async def register(self, request, archive):
         return await self.local.register(request, archive)

@@ -41,8 +41,15 @@ class MiniLM:
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-norm embeddings. Runs the model's modules directly (tokenize, forward, pool) in
+        chunks of `batch_size`: SentenceTransformer.encode's per-call bookkeeping costs more than
+        the 6-layer model itself on one short query (bench/routing.py)."""
+        import torch
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        v = self._load().encode(list(texts), batch_size=self.batch_size, show_progress_bar=False,
-                                convert_to_numpy=True, normalize_embeddings=True)
-        return normalise(v)
+        model, out = self._load(), []
+        with torch.inference_mode():
+            for i in range(0, len(texts), self.batch_size):
+                features = model.preprocess(list(texts[i:i + self.batch_size]))
+                out.append(model(features)["sentence_embedding"].float().numpy())
+        return normalise(np.concatenate(out))

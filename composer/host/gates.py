@@ -76,6 +76,9 @@ class MixedRouting(SequenceRouting):
                          width=max((self.rows[b].top_k for b in self.gated), default=1))
         self.empty = self.empty and not self.gated
 
+    def per_row(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None if self.gated or self.trace is not None else super().per_row()
+
     def assign(self, layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         assigned = super().assign(layer, x)
         if assigned is None or not self.gated:

@@ -108,6 +108,9 @@ class MoLoRALinear(nn.Module):
         routing = current_routing()
         if routing is None or not any(self.rank):
             return y
+        per_row = getattr(routing, "per_row", lambda: None)()
+        if per_row is not None and x.dim() == 3:
+            return self._per_row(x, y, *per_row)
         assigned = routing.assign(self, x)
         if assigned is None:
             return y
@@ -140,6 +143,25 @@ class MoLoRALinear(nn.Module):
             delta = torch.bmm(h * wt.unsqueeze(-1), self.lora_B[e, :, :r].transpose(1, 2))  # [groups, b, d_out]
             y2.index_add_(0, tok.reshape(-1), delta.reshape(-1, self.out_features).to(y2.dtype))
         return y  # y is this call's fresh base output: updated in place
+
+    def _per_row(self, x: torch.Tensor, y: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Rows routed alike at every token (select, merge): per mixture position, gather each
+        row's A and B and run two batched matmuls over the rows — no per-token gathers."""
+        if x.shape[0] != slots.shape[0]:
+            raise ValueError(f"routing has {slots.shape[0]} rows but the batch has {x.shape[0]}")
+        S = len(self.rank)
+        ranks = torch.tensor(self.rank + [0])  # index S: "no expert here"
+        scale = torch.tensor(self.scale + [0.0], dtype=x.dtype)
+        for j in range(slots.shape[1]):
+            s = torch.where((slots[:, j] >= 0) & (slots[:, j] < S), slots[:, j], S)
+            r = int(ranks[s].max())
+            if r == 0:
+                continue
+            use = s.clamp(max=S - 1)
+            w = (weights[:, j].to(x.dtype) * scale[s] * (ranks[s] > 0)).view(-1, 1, 1)
+            h = torch.bmm(x, self.lora_A[use, :r].transpose(1, 2))  # [rows, T, r]
+            y = y + torch.bmm(h * w, self.lora_B[use, :, :r].transpose(1, 2)).to(y.dtype)
+        return y
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, experts={sum(r > 0 for r in self.rank)}"

@@ -7,7 +7,8 @@ assignment of its input `x` ([batch, seq, d_in]) and gets back `(slots, weights)
 [batch*seq, k]: expert slot ids (-1 = unused) and mixture weights. `None` means "base only".
 
 `SequenceRouting` carries per-sequence weights (select, merge): row b uses the same
-experts and weights for every token, in every layer, at every decoding step. Token-level
+experts and weights for every token, in every layer, at every decoding step; its
+`per_row()` hands layers that [batch, k] assignment directly (no per-token dispatch). Token-level
 gates (PHATGOOSE, Arrow, GLIDER) implement the same `assign` method from the activations.
 """
 from __future__ import annotations
@@ -52,6 +53,11 @@ class SequenceRouting:
             for j, (slot, w) in enumerate(row):
                 self.slots[b, j], self.weights[b, j] = slot, w
         self.empty = k == 0
+
+    def per_row(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(slots, weights) per row, [batch, k], when every token of a row is routed alike
+        (layers then skip per-token dispatch); None when routing is per token or empty."""
+        return None if self.empty else (self.slots, self.weights)
 
     def assign(self, layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.empty:
