@@ -74,6 +74,8 @@ class EvalJobs:
             job["done"] = sum(p["done"] for p in job["progress"].values())
 
     def _loop(self) -> None:
+        from composer.serving.backend import lower_priority
+        lower_priority()  # evaluations yield the cores to serving
         while True:
             job_id, composer, examples, specs, settings = self._work.get()
             with self._lock:

@@ -15,14 +15,17 @@ Contract (`Backend`): every method is a coroutine, except `stream`, an async ite
   replica's; "shared": batches holding rows of more than one request);
   `ready()` -> {component: bool}.
 `LocalBackend(settings, registry=None)` runs one `Composer` per base model in this process,
-on worker threads (the event loop never blocks on torch). Ray's implementation is
+on worker threads (the event loop never blocks on torch); registrations run one at a time
+on a thread at the lowest CPU priority, so fitting yields the cores to serving. Ray's implementation is
 `ray_cluster.backend.RayBackend`.
 """
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from composer.serving.registration import register_expert
@@ -44,6 +47,15 @@ class Backend(Protocol):
     async def evaluations(self) -> list[dict]: ...
     async def stats(self) -> dict: ...
     async def ready(self) -> dict: ...
+
+
+def lower_priority() -> None:
+    """Run this thread at the lowest CPU priority (Linux: per-thread nice), so background work
+    (post-hoc fitting, evaluations) yields the cores to serving. A no-op where unsupported."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
 
 
 async def iterate_in_thread(it: Iterator) -> AsyncIterator:
@@ -72,6 +84,7 @@ class LocalBackend:
         self._composers: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._jobs = None
+        self._registrar: ThreadPoolExecutor | None = None  # one low-priority thread for registrations
 
     def composer(self, base: str | None = None):
         from composer.api import Composer  # torch loads with the first model, not with the app
@@ -99,7 +112,10 @@ class LocalBackend:
             for c in list(self._composers.values()):
                 c.sync()
             return rec
-        return await asyncio.to_thread(work)
+        with self._lock:
+            if self._registrar is None:
+                self._registrar = ThreadPoolExecutor(1, "composer-register", initializer=lower_priority)
+        return await asyncio.get_running_loop().run_in_executor(self._registrar, work)
 
     async def remove(self, name, version):
         def work():
