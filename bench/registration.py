@@ -11,25 +11,16 @@ Target: p99 during registration <= 2x p99 without.
 """
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
-import zipfile
-from pathlib import Path
 
 import httpx
 from common import args, demo_home, percentiles, server, write
 
+from composer.serving.archive import pack
+
 PROMPTS = ["Write these letters backwards: c a t", "Count down from 5", "Add the two numbers: 7 5"]
-
-
-def zipped(path: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for f in sorted(path.rglob("*")):
-            z.write(f, f"adapter/{f.relative_to(path)}")
-    return buf.getvalue()
 
 
 def main() -> None:
@@ -37,7 +28,7 @@ def main() -> None:
              rounds={"type": int, "default": 3})
     home = demo_home(a.home)
     rounds, quiet_s = (1, 3.0) if a.smoke else (a.rounds, 20.0)
-    archive = zipped(home / "demo" / "experts" / "length")
+    archive = pack(home / "demo" / "experts" / "length")
     words = ["m n o", "z y x w", "k e", "p l u s h", "t", "g h i j k l", "v w", "b o a t", "c r a b s", "f e d"]
     steps = {"phatgoose": {"steps": 10}} if a.smoke else {}
     results = []

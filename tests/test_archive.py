@@ -65,3 +65,16 @@ def test_size_limits_count_unpacked_bytes(tmp_path):
 def test_garbage_is_not_an_archive(tmp_path):
     with pytest.raises(UploadError, match="neither a zip nor a tar"):
         unpack(b"definitely not an archive", tmp_path / "d", 1000)
+
+
+def test_pack_round_trips_through_unpack(tmp_path):
+    from composer.serving.archive import pack
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "adapter_config.json").write_text("{}")
+    (src / "sub" / "w.safetensors").write_bytes(b"\1\2\3")
+    root = unpack(pack(src), tmp_path / "out", 10_000)
+    assert root.name == "adapter"
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == \
+        ["adapter_config.json", "sub/w.safetensors"]
+    assert (root / "sub" / "w.safetensors").read_bytes() == b"\1\2\3"

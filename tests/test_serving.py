@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from composer.serving.archive import pack
+
 KEY = "test-key-123"
 REVERSE = "Write these letters backwards: c a t"
 COUNTDOWN = "Count down from 5"
@@ -75,14 +77,6 @@ def assert_error(r, status: int):
     assert err["type"] and err["message"]
     assert "Traceback" not in err["message"] and "/tmp/" not in err["message"]
     return err
-
-
-def zip_dir(path: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for f in sorted(path.rglob("*")):
-            z.write(f, f"adapter/{f.relative_to(path)}")
-    return buf.getvalue()
 
 
 def test_openai_client_routed_direct_streaming_and_models(server, http):
@@ -197,7 +191,7 @@ def test_errors_are_4xx_json_and_the_server_stays_healthy(server, http):
 def test_mutating_endpoints_need_the_key_reads_do_not(server, http):
     before = http.get("/v1/experts").json()
     adapter = server["ocean"].out / "experts" / "length"
-    files = {"archive": ("a.zip", zip_dir(adapter), "application/zip")}
+    files = {"archive": ("a.zip", pack(adapter), "application/zip")}
     meta = {"metadata": json.dumps({"name": "sneaky", "examples": ["x"]})}
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": "Basic " + KEY}):
         assert_error(http.post("/v1/experts", files=files, data=meta, headers=headers), 401)
@@ -226,7 +220,7 @@ def test_registration_errors_store_nothing(server, http):
         z.writestr("adapter/adapter_config.json", "{not json")
     assert_error(http.post("/v1/experts", files={"archive": ("a.zip", broken.getvalue())},
                            data={"metadata": json.dumps({"name": "broken"})}, headers=auth), 400)
-    dup = http.post("/v1/experts", files={"archive": ("a.zip", zip_dir(adapter))},
+    dup = http.post("/v1/experts", files={"archive": ("a.zip", pack(adapter))},
                     data={"metadata": json.dumps({"name": "reverse"})}, headers=auth)
     assert_error(dup, 409)
     assert_error(http.post("/v1/experts", content=b"x", headers={**auth, "content-type": "text/plain"}), 415)
@@ -254,7 +248,7 @@ def test_register_during_traffic_then_route_to_it_and_remove(server, http):
         meta = {"name": "tally", "description": "Tallies letters in a word.",
                 "examples": [f"Tally the letters in this word: {w}" for w in words],
                 "fit_options": {"phatgoose": {"steps": 20}}}
-        r = http.post("/v1/experts", files={"archive": ("tally.zip", zip_dir(server["ocean"].out / "experts" / "length"))},
+        r = http.post("/v1/experts", files={"archive": ("tally.zip", pack(server["ocean"].out / "experts" / "length"))},
                       data={"metadata": json.dumps(meta)}, headers=auth)
         assert r.status_code == 201, r.text
         assert r.json()["name"] == "tally" and "path" not in r.json()

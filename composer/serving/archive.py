@@ -6,7 +6,8 @@ else `dest`). It refuses, with an `UploadError` naming the member and writing no
 outside `dest`: absolute paths and `..` components (zip-slip), links of any kind, device
 files, more than `MAX_MEMBERS` members, and a total unpacked size over `max_bytes`
 (counted while writing, so a lying header cannot bomb the disk). `TooLarge` (a subclass)
-marks size limits, so HTTP can answer 413.
+marks size limits, so HTTP can answer 413. `pack(directory)` makes such an archive (one
+top folder), for clients and tests.
 """
 from __future__ import annotations
 
@@ -63,6 +64,16 @@ def _members(data: bytes) -> Iterator[tuple[PurePosixPath, bool, IO[bytes] | Non
             if not (m.isfile() or m.isdir()):
                 raise UploadError(f"archive member {m.name!r} is a link or special file")
             yield _safe_name(m.name), m.isdir(), None if m.isdir() else tar.extractfile(m)
+
+
+def pack(directory: str | Path, top: str = "adapter") -> bytes:
+    """A zip of `directory`'s files under one top folder: what POST /v1/experts takes."""
+    buf = io.BytesIO()
+    root = Path(directory)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            z.write(f, f"{top}/{f.relative_to(root).as_posix()}")
+    return buf.getvalue()
 
 
 def unpack(data: bytes, dest: str | Path, max_bytes: int) -> Path:
