@@ -23,8 +23,9 @@ Contract: `Composer(registry=None, base=None, default_router=None, encoder=None,
   artifacts (`routers.posthoc`: embeddings, PHATGOOSE gates, Arrow prototypes, GLIDER task
   embedding) committed atomically, then loads it into the running host; a `kind="model"`
   expert gets its embeddings only; `remove` drops either. The host follows the registry
-  (`sync()`), so experts registered by another process are served too. `fit("coe" | "bench_coe", ...)` fits the all-expert routers;
-  `score_experts(rows)` evaluates experts on labelled prompts (Bench-CoE's input).
+  (`sync()`), so experts registered by another process are served too.
+  `fit("coe" | "bench_coe", ...)` fits the all-expert routers; `score_experts(rows)`
+  evaluates experts on labelled prompts (Bench-CoE's input).
 Bad router names/configs raise `RouterError`; unknown experts `ComposerError`.
 """
 from __future__ import annotations

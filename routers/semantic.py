@@ -6,7 +6,7 @@ ranks experts per query by "max" (max-cosine over each expert's examples, faiss)
 "centroid" (cosine to the mean embedding), best first. `pick(router, ranked, k)` turns a
 ranking into a plan: the top `k` (uniform weights) unless the best score is below the
 threshold, in which case it abstains with the reason. Whole-model experts can be selected,
-not merged or ensembled: other modes rank LoRA experts only. `route_by_similarity` is the whole
+not merged or ensembled: `route_by_similarity` ranks LoRA experts only for other modes. `route_by_similarity` is the whole
 route method of the retrieval-style routers: encode, rank, pick.
 """
 from __future__ import annotations
@@ -42,9 +42,6 @@ def score_experts(ctx, queries: np.ndarray, k: int, scorer: Scorer = "max",
 
 
 def pick(router: Router, ranked: list[tuple[str, float]], k: int, mode: Mode, what: str) -> RoutingPlan:
-    if mode != "select":
-        adapters = set(router.ctx.adapter_names)
-        ranked = [(e, s) for e, s in ranked if e in adapters]
     scores = dict(ranked)
     if not ranked:
         return router.fallback("no experts are registered for this base model")
@@ -60,6 +57,9 @@ def pick(router: Router, ranked: list[tuple[str, float]], k: int, mode: Mode, wh
 
 def route_by_similarity(router: Router, batch, k: int, mode: Mode, scorer: Scorer, depth: int = 256) -> list[RoutingPlan]:
     q = router.ctx.encoder.encode([x.prompt for x in batch])
-    extra = len(router.ctx.expert_names) - len(router.ctx.adapter_names) if mode != "select" else 0
+    adapters = None if mode == "select" else set(router.ctx.adapter_names)  # read once per batch
+    extra = 0 if adapters is None else len(router.ctx.expert_names) - len(adapters)
     ranked = score_experts(router.ctx, q, max(k, 3) + extra, scorer, depth)  # a few more than k, to explain
+    if adapters is not None:
+        ranked = [[(e, s) for e, s in r if e in adapters] for r in ranked]
     return [pick(router, r, k, mode, SCORER_TEXT[scorer]) for r in ranked]

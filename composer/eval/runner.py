@@ -56,10 +56,8 @@ def execution(plan: RoutingPlan, digests: dict[str, str], base: str) -> dict:
 
 
 def _plans(composer, spec: RouterSpec, queries: list[Query]) -> list[RoutingPlan]:
-    if spec.kind == "base":
-        return [RoutingPlan.direct(composer.base, base=True)] * len(queries)
-    if spec.kind == "expert":
-        return [composer.direct(spec.expert)] * len(queries)
+    if spec.kind != "router":  # the base model, or one pinned expert
+        return [composer.direct(composer.base if spec.kind == "base" else spec.expert)] * len(queries)
     return composer.route(queries, spec.router, **spec.config)
 
 

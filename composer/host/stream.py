@@ -40,10 +40,9 @@ def stream(host: Host, prompt: Prompt, row: Row, **generate_kw) -> Iterator[str 
                 yield item.text.removeprefix(sent)
             yield item
             continue
-        if item == eos or (ids and ids[-1] == eos):
-            ids.append(item)
-            continue
         ids.append(item)
+        if eos in ids:  # finished: later steps only pad
+            continue
         text = tok.decode(ids, skip_special_tokens=True).strip()
         if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
             yield text[len(sent):]
