@@ -5,28 +5,37 @@ the evaluation deployment; execution is
 split by plan: plans selecting a whole-model expert go to the model deployment, the rest to
 the host deployment of the request's base model (batched there). Errors raised in a
 replica come back as the original exception (not Ray's wrapper with a remote traceback),
-so the HTTP layer maps them to the same 4xx as in-process.
+so the HTTP layer maps them to the same 4xx as in-process. A replica that died under a
+request, or a deployment with no replica to take it, is `Unavailable` (503, Retry-After):
+Serve restarts the replica and the client retries (OpenAI clients do so by themselves).
 """
 from __future__ import annotations
 
 import asyncio
 
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from composer.serving.backend import default_base
+from composer.serving.errors import Unavailable
 from composer.serving.settings import Settings
 from registry import Registry
+
+GONE = (RayActorError, BackPressureError, DeploymentUnavailableError)  # ActorDied/Unavailable included
 
 
 def unwrap(e: BaseException) -> BaseException:
     cause = getattr(e, "cause", None) if isinstance(e, RayTaskError) else None
-    return cause if isinstance(cause, BaseException) else e
+    e = cause if isinstance(cause, BaseException) else e
+    if isinstance(e, GONE):
+        return Unavailable("a serving replica is restarting or overloaded; retry shortly")
+    return e
 
 
 async def call(response):
     try:
         return await response
-    except RayTaskError as e:
+    except (RayTaskError, *GONE) as e:
         raise unwrap(e) from None
 
 
@@ -69,7 +78,7 @@ class RayBackend:
         try:
             async for item in gen:
                 yield item
-        except RayTaskError as e:
+        except (RayTaskError, *GONE) as e:
             raise unwrap(e) from None
 
     async def register(self, request, archive):
@@ -90,7 +99,8 @@ class RayBackend:
     async def stats(self):
         hosts = await asyncio.gather(*(call(h.stats.remote()) for h in self.hosts.values()))
         return {"adapters_resident": {b: s["adapters"] for b, s in zip(self.hosts, hosts)},
-                "batches": {b: {k: v for k, v in s.items() if k != "adapters"} for b, s in zip(self.hosts, hosts)},
+                "batches": {b: {k: v for k, v in s.items() if k not in ("adapters", "pid")}
+                            for b, s in zip(self.hosts, hosts)},
                 "models_resident": await call(self.models.resident.remote())}
 
     async def ready(self):

@@ -115,7 +115,7 @@ class HostDeployment:
             yield item
 
     async def stats(self) -> dict:
-        return {"adapters": len(self.composer.resident()), **self.batches}
+        return {"adapters": len(self.composer.resident()), "pid": os.getpid(), **self.batches}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)

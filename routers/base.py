@@ -69,7 +69,7 @@ class RoutingPlan(BaseModel):
 
 
 class RouterConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # alpha=NaN/Inf is an error
 
 
 class Router(ABC):

@@ -6,7 +6,7 @@ with `BenchmarkError` / `RouterError` before anything runs), then queues the job
 worker thread (jobs run one at a time: they are CPU-bound) and returns its view.
 `get(id, records=False)` -> {id, status: queued|running|done|failed, created, benchmark,
 routers, progress: {label: {done, total}}, done, total, summary (when done), error (when
-failed), records (if asked)}. Each finished job also writes its report under
+failed: a request error's message, never internals), records (if asked)}. Each finished job also writes its report under
 `out_root/<id>/` (results.json, report.md, plots), so `composer fit ... --from-eval` can
 use it. `KeyError` for an unknown id.
 """
@@ -19,13 +19,23 @@ import time
 import uuid
 from pathlib import Path
 
-from composer.eval.benchmark import load_benchmark
+from composer.errors import ComposerError
+from composer.eval.benchmark import BenchmarkError, load_benchmark
 from composer.eval.cache import OutputCache
 from composer.eval.report import write_report
 from composer.eval.runner import evaluate
 from composer.eval.specs import parse_specs
+from registry import RegistryError
+from routers import RouterError
 
 log = logging.getLogger(__name__)
+
+
+def public_error(e: Exception) -> str:
+    """What a job's viewer may read: a request error's own message, else nothing internal."""
+    if isinstance(e, (ComposerError, RouterError, RegistryError, BenchmarkError)):
+        return str(e)
+    return "internal error (see the server log)"
 
 
 class EvalJobs:
@@ -90,4 +100,4 @@ class EvalJobs:
             except Exception as e:
                 log.exception("evaluation %s failed", job_id)
                 with self._lock:
-                    self.jobs[job_id].update(status="failed", error=f"{type(e).__name__}: {e}")
+                    self.jobs[job_id].update(status="failed", error=public_error(e))

@@ -1,7 +1,8 @@
 """The host: one base causal LM serving every LoRA expert of that base at once.
 
 Contract:
-- `Host.load(path)` loads a local HF causal LM + tokenizer (no remote code, no download).
+- `Host.load(path)` loads a local HF causal LM + tokenizer (safetensors only: no pickle, no
+  remote code, no download).
 - `add_adapter(name, path)` installs a PEFT LoRA adapter into mixture-of-LoRA layers,
   wrapping the targeted `nn.Linear`s on first use, without reloading the base; it checks
   every module and shape before touching the model, so a bad adapter changes nothing.
@@ -15,7 +16,11 @@ Contract:
   `loglik(prompts, continuations, rows)` scores continuations (multiple choice).
   `generate` returns text, token ids, the mean token log-likelihood of the completion
   (used by output ensembles), a finish reason and the prompt's token count; `on_step`
-  sees each decoding step's new token per row (streaming, `composer.host.stream`).
+  sees each decoding step's new token per row (streaming, `composer.host.stream`). A prompt
+  that leaves no room in the model's context (`context`) is refused with `ContextTooLong`
+  before any work; one that leaves less than `max_new_tokens` gets what is left with
+  `fit_context=True` (the default), and is refused with `fit_context=False` (a client that
+  asked for that many tokens, as vLLM and OpenAI do).
 - A prompt is a string, or a list of chat messages (`{"role", "content"}`) rendered with
   the tokenizer's chat template.
 A re-entrant lock serialises model use with adapter changes, so a registration never
@@ -33,6 +38,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
+from composer.errors import ComposerError
 from composer.host.adapters import LoraWeights, read_lora
 from composer.host.gates import Gate, MixedRouting, RoutingTrace
 from composer.host.layer import MoLoRALinear
@@ -41,6 +47,10 @@ from composer.host.routing import Routing, SequenceRouting, use_routing
 Mixture = Mapping[str, float]
 Row = Mixture | Gate
 Prompt = str | Sequence[Mapping[str, str]]  # text, or chat messages
+
+
+class ContextTooLong(ComposerError):
+    """A prompt plus the tokens asked for do not fit the model's context."""
 
 
 @dataclass
@@ -63,12 +73,30 @@ class Host:
 
     @classmethod
     def load(cls, path: str | Path, name: str = "base", dtype: torch.dtype = torch.float32) -> Host:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False, use_safetensors=True)
         return cls(model, AutoTokenizer.from_pretrained(path, trust_remote_code=False), name)
 
     @property
     def experts(self) -> list[str]:
         return sorted(self.slots)
+
+    @property
+    def context(self) -> int | None:
+        """Tokens the model attends over (prompt + completion), when its config or tokenizer says."""
+        limits = [getattr(self.model.config, "max_position_embeddings", None),
+                  getattr(self.tokenizer, "model_max_length", None)]
+        limits = [n for n in limits if isinstance(n, int) and 0 < n < 10**8]  # tokenizers say 1e30 for "none"
+        return min(limits, default=None)
+
+    def _room(self, enc, max_new_tokens: int, fit: bool) -> int:
+        """`max_new_tokens`, or what the context leaves after the longest prompt (see the contract)."""
+        ctx = self.context
+        longest = int(enc["attention_mask"].sum(1).max())
+        if ctx is None or longest + max_new_tokens <= ctx or (fit and longest < ctx):
+            return max_new_tokens if ctx is None else min(max_new_tokens, ctx - longest)
+        raise ContextTooLong(f"this model's maximum context length is {ctx} tokens; the request asks for "
+                             f"{longest + max_new_tokens} ({longest} in the prompt, {max_new_tokens} to generate): "
+                             "shorten the prompt or max_tokens")
 
     # -- adapters -------------------------------------------------------------------------
     def _target(self, module: str, A: torch.Tensor, B: torch.Tensor) -> nn.Module:
@@ -207,12 +235,13 @@ class Host:
     def generate(self, prompts: Sequence[Prompt], mixtures: Sequence[Row] | None = None,
                  routing: Routing | None = None, max_new_tokens: int = 32, temperature: float = 0.0,
                  top_p: float = 1.0, chat: bool = True, seed: int | None = None,
-                 trace: RoutingTrace | None = None,
-                 on_step: Callable[[list[int]], None] | None = None) -> list[Generation]:
+                 trace: RoutingTrace | None = None, on_step: Callable[[list[int]], None] | None = None,
+                 fit_context: bool = True) -> list[Generation]:
         if not prompts:
             return []
         tok = self.tokenizer
         enc = self.encode(prompts, chat)
+        max_new_tokens = self._room(enc, max_new_tokens, fit_context)
         sample = temperature > 0
         if seed is not None:
             torch.manual_seed(seed)

@@ -8,8 +8,10 @@ GET/POST /v1/experts, GET/DELETE /v1/experts/{name}, POST /v1/evaluations, GET
 /v1/evaluations[/{id}], GET /healthz, /readyz, /metrics, /openapi.json. With
 `settings.api_key`, POST/DELETE /v1/experts and POST /v1/evaluations need
 `Authorization: Bearer <key>` (compared in constant time); reads never do. Errors are
-`{"error": {"type", "message"}}` (errors.py). Model, router and routing config are
-validated here, before any work reaches the backend.
+`{"error": {"type", "message"}}` (errors.py). Model, router, routing config and the
+settings' limits (prompt characters, prompts per request, max_tokens, experts per request)
+are checked here, before any work reaches the backend; requests that do model work pass
+`Admission` (429 beyond `max_queue` in flight, 503 past `request_timeout_s`).
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ from pydantic import BaseModel, ValidationError
 
 import routers
 from composer.serving import openai as oai
+from composer.serving.admission import Admission
 from composer.serving.backend import Backend, default_base
-from composer.serving.errors import ApiError, install
+from composer.serving.errors import ERROR_RESPONSES, ApiError, install
 from composer.serving.metrics import CONTENT_TYPE, Metrics
 from composer.serving.registration import public_record
 from composer.serving.schemas import (
@@ -42,6 +45,8 @@ from routers import Query, RoutingPlan
 
 DEFAULT_MAX_TOKENS = 128
 ALIAS = "composer"
+GENERATED = {200: {"description": "an OpenAI completion object, or with stream: true server-sent events",
+                   "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}}}}
 
 
 @dataclass
@@ -63,8 +68,10 @@ def parse(model: type[BaseModel], raw: str | bytes | dict) -> BaseModel:
 
 def create_app(backend: Backend, settings: Settings, registry: Registry | None = None) -> FastAPI:
     registry = registry or Registry(home=settings.home)
-    app = FastAPI(title="Composer", summary="Route prompts to specialised experts (OpenAI-compatible).")
+    app = FastAPI(title="Composer", summary="Route prompts to specialised experts (OpenAI-compatible).",
+                  responses=ERROR_RESPONSES)
     metrics = Metrics()
+    admission = Admission(settings.max_queue, settings.request_timeout_s)
     install(app)
     default_router = settings.default_router or os.environ.get("COMPOSER_DEFAULT_ROUTER") or "retrieval"
 
@@ -98,6 +105,7 @@ def create_app(backend: Backend, settings: Settings, registry: Registry | None =
             name = alias or asked or default_router
             config = routing.config() if routing else {}
             routers.parse_config(name, **config)  # RouterError -> 400 before any work
+            within_expert_limit(config)
             return Target(default_base(registry, settings), name, config)
         try:
             rec = registry.get(model)
@@ -112,56 +120,94 @@ def create_app(backend: Backend, settings: Settings, registry: Registry | None =
         base = rec.base_model if rec.kind == "lora" else default_base(registry, settings)
         return Target(base, direct=RoutingPlan.direct(rec.name))
 
-    async def plans_for(t: Target, texts: list[str]) -> list[RoutingPlan]:
+    def within_expert_limit(config: dict) -> None:
+        asked = [("top_k", config.get("top_k"))] + [("experts", len(v)) for v in [config.get("experts")]
+                                                    if isinstance(v, list)]
+        for key, n in asked:
+            if isinstance(n, int) and n > settings.max_experts:
+                raise ApiError(400, "invalid_routing", f"routing.{key} asks for {n} experts; this server combines "
+                               f"at most {settings.max_experts} per request (COMPOSER_MAX_EXPERTS)")
+
+    def within_prompt_limits(texts: list[str]) -> None:
+        if len(texts) > settings.max_prompts:
+            raise ApiError(400, "invalid_request_error", f"{len(texts)} prompts in one request; the limit is "
+                           f"{settings.max_prompts} (COMPOSER_MAX_PROMPTS)")
+        n = sum(map(len, texts))
+        if n > settings.max_prompt_chars:
+            raise ApiError(400, "invalid_request_error", f"the prompt is {n} characters; the limit is "
+                           f"{settings.max_prompt_chars} (COMPOSER_MAX_PROMPT_CHARS)")
+
+    async def plans_for(t: Target, texts: list[str], deadline: float) -> list[RoutingPlan]:
         if t.direct is not None:
             return [t.direct] * len(texts)
-        return await backend.route(t.base, [Query(prompt=x) for x in texts], t.router, t.config or {})
+        plans = await admission.run(backend.route(t.base, [Query(prompt=x) for x in texts], t.router,
+                                                  t.config or {}), deadline)
+        for p in plans:
+            if p.mode in ("merge", "ensemble") and len(p.experts) > settings.max_experts:
+                raise ApiError(400, "invalid_routing", f"router {p.router!r} combines {len(p.experts)} experts; "
+                               f"this server allows {settings.max_experts} per request (COMPOSER_MAX_EXPERTS): "
+                               "narrow it with routing.experts or top_k")
+        return plans
 
     def sampling(req, chat: bool) -> dict:
-        n = getattr(req, "max_completion_tokens", None) or req.max_tokens or min(DEFAULT_MAX_TOKENS, settings.max_tokens)
+        asked = getattr(req, "max_completion_tokens", None) or req.max_tokens
+        n = asked or min(DEFAULT_MAX_TOKENS, settings.max_tokens)
         if n > settings.max_tokens:
             raise ApiError(400, "invalid_request_error", f"max_tokens {n} exceeds this server's limit "
                            f"{settings.max_tokens} (COMPOSER_MAX_TOKENS)")
+        # asked for n tokens: a prompt leaving fewer in the model's context is a 400 (as vLLM);
+        # the default shrinks to what the context leaves
         return {"max_new_tokens": n, "temperature": req.temperature, "top_p": req.top_p, "chat": chat,
-                "seed": req.seed}
+                "seed": req.seed, "fit_context": asked is None}
 
     # -- OpenAI-compatible generation -------------------------------------------------------
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=GENERATED)
     async def chat_completions(req: ChatRequest):
+        within_prompt_limits([m.text() for m in req.messages])
         t, gen = target(req.model, req.routing), sampling(req, chat=True)
-        plan, = await plans_for(t, [req.routed_text()])
-        metrics.decided(plan)
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        if req.stream:
-            stream = backend.stream(t.base, req.chat(), plan, gen)
-            return StreamingResponse(oai.sse_chat(req.model, stream, plan, req.stops(), include_usage),
-                                     media_type="text/event-stream")
-        c, = await backend.execute(t.base, [req.chat()], [plan], gen)
+        async with admission.slot() as place:
+            deadline = admission.deadline()
+            plan, = await plans_for(t, [req.routed_text()], deadline)
+            metrics.decided(plan)
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            if req.stream:
+                stream = admission.hand_over(place, backend.stream(t.base, req.chat(), plan, gen), deadline)
+                await stream.prime()  # an error before the first token is an HTTP error, not an event
+                return StreamingResponse(oai.sse_chat(req.model, stream, plan, req.stops(), include_usage),
+                                         media_type="text/event-stream")
+            c, = await admission.run(backend.execute(t.base, [req.chat()], [plan], gen), deadline)
         metrics.generated(plan.router, len(c.token_ids))
         return oai.chat_response(req.model, c, req.stops())
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=GENERATED)
     async def completions(req: CompletionRequest):
-        t, gen, prompts = target(req.model, req.routing), sampling(req, chat=False), req.prompts()
+        prompts = req.prompts()
+        within_prompt_limits(prompts)
+        t, gen = target(req.model, req.routing), sampling(req, chat=False)
         if req.stream and len(prompts) != 1:
             raise ApiError(400, "invalid_request_error", "stream: true takes a single prompt")
-        plans = await plans_for(t, prompts)
-        for p in plans:
-            metrics.decided(p)
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        if req.stream:
-            stream = backend.stream(t.base, prompts[0], plans[0], gen)
-            return StreamingResponse(oai.sse_text(req.model, stream, plans[0], req.stops(), include_usage),
-                                     media_type="text/event-stream")
-        cs = await backend.execute(t.base, prompts, plans, gen)
+        async with admission.slot() as place:
+            deadline = admission.deadline()
+            plans = await plans_for(t, prompts, deadline)
+            for p in plans:
+                metrics.decided(p)
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            if req.stream:
+                stream = admission.hand_over(place, backend.stream(t.base, prompts[0], plans[0], gen), deadline)
+                await stream.prime()
+                return StreamingResponse(oai.sse_text(req.model, stream, plans[0], req.stops(), include_usage),
+                                         media_type="text/event-stream")
+            cs = await admission.run(backend.execute(t.base, prompts, plans, gen), deadline)
         metrics.generated(plans[0].router, sum(len(c.token_ids) for c in cs))
         return oai.text_response(req.model, cs, req.stops())
 
     @app.post("/v1/route")
     async def route(req: RouteRequest):
-        t = target(req.model, req.routing)
         prompts = req.prompts()
-        plans = await plans_for(t, prompts)
+        within_prompt_limits(prompts)
+        t = target(req.model, req.routing)
+        async with admission.slot():
+            plans = await plans_for(t, prompts, admission.deadline())
         return {"object": "list", "model": req.model,
                 "data": [{"prompt": p, **plan.model_dump(exclude_none=True)} for p, plan in zip(prompts, plans)]}
 
@@ -239,6 +285,9 @@ def create_app(backend: Backend, settings: Settings, registry: Registry | None =
         if req.max_tokens > settings.max_tokens:
             raise ApiError(400, "invalid_request_error", f"max_tokens {req.max_tokens} exceeds this server's limit "
                            f"{settings.max_tokens} (COMPOSER_MAX_TOKENS)")
+        if req.examples is not None and len(req.examples) > settings.max_eval_examples:
+            raise ApiError(400, "invalid_request_error", f"{len(req.examples)} examples; an evaluation takes at most "
+                           f"{settings.max_eval_examples} (COMPOSER_MAX_EVAL_EXAMPLES)")
         return JSONResponse(await backend.start_evaluation(req), status_code=202)
 
     @app.get("/v1/evaluations")
@@ -264,8 +313,9 @@ def create_app(backend: Backend, settings: Settings, registry: Registry | None =
         return JSONResponse({"status": "ready" if ok else "not ready", "components": parts},
                             status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}})
     async def prometheus():
-        return Response(metrics.render(await backend.stats()), media_type=CONTENT_TYPE)
+        return Response(metrics.render(await backend.stats(), admission.active), media_type=CONTENT_TYPE)
 
     return app

@@ -2,17 +2,21 @@
 
 Contract: `ApiError(status, type, message)` is raised by handlers; `install(app)` maps it,
 request validation errors (400), unknown routes (404), router/Composer/registry/upload
-errors (400/403/404/409/413) and anything unexpected (500, message without internals: no
-stack trace, no filesystem path) to that JSON shape. `error_status(exc)` is the same
-mapping for errors that surface inside a stream.
+errors (400/403/404/409/413), `Unavailable` (503 + Retry-After: a replica died, a request
+timed out) and anything unexpected (500, message without internals: no stack trace, no
+filesystem path) to that JSON shape. `error_status(exc)` is the same mapping for errors
+that surface inside a stream or an evaluation job. `ERROR_RESPONSES` documents the shape in
+the OpenAPI schema.
 """
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from composer.errors import ComposerError
@@ -34,12 +38,33 @@ class PathNotAllowed(PermissionError):
     """A server-side path outside the configured allowed roots."""
 
 
+class Unavailable(RuntimeError):
+    """The service cannot answer this request now (a replica died, the request timed out); retry."""
+    headers: ClassVar[dict] = {"Retry-After": "5"}
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict = {code: {"model": ErrorBody, "description": what} for code, what in [
+    (400, "invalid request"), (401, "missing or wrong API key"), (403, "forbidden"), (404, "not found"),
+    (409, "conflict"), (413, "too large"), (415, "unsupported media type"),
+    (429, "too many requests in flight (bounded queue): retry after Retry-After seconds"),
+    (500, "internal error"), (503, "unavailable (a replica restarting, a timeout): retry")]}
+
+
 KNOWN: list[tuple[type, int, str]] = [  # most specific first
     (TooLarge, 413, "request_too_large"), (UploadError, 400, "invalid_upload"),
     (PathNotAllowed, 403, "forbidden"), (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"), (RegistryError, 400, "invalid_expert"),
     (RouterError, 400, "invalid_routing"), (ComposerError, 400, "invalid_request_error"),
-    (BenchmarkError, 400, "invalid_benchmark"),
+    (BenchmarkError, 400, "invalid_benchmark"), (Unavailable, 503, "unavailable"),
 ]
 
 

@@ -4,8 +4,9 @@ Contract: `Metrics()` holds the counters; `observe(endpoint, status, seconds)` r
 request; `decided(plan)` counts a routing decision per router and per expert (merged
 experts each count; token-level plans count as expert "per-token", base as "(base)");
 `generated(router, n)` counts generated tokens (non-streaming requests);
-`render(stats)` returns the exposition text, after setting the residency and batching
-gauges from a backend's `stats()`.
+`render(stats, in_flight)` returns the exposition text, after setting the residency and
+batching gauges from a backend's `stats()` and the admitted requests in flight (rejections
+are the 429s of `composer_requests`).
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class Metrics:
         self.models = Gauge("composer_models_resident", "whole-model experts resident", registry=r)
         self.batching = Gauge("composer_host_batching", "host batches since start: batches, rows, max_rows, "
                               "shared (batches mixing requests); one replica", ["base", "stat"], registry=r)
+        self.in_flight = Gauge("composer_requests_in_flight", "admitted model requests in flight (this ingress; "
+                               "429 beyond COMPOSER_MAX_QUEUE)", registry=r)
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
@@ -51,7 +54,8 @@ class Metrics:
     def generated(self, router: str, tokens: int) -> None:
         self.tokens.labels(router).inc(tokens)
 
-    def render(self, stats: dict) -> bytes:
+    def render(self, stats: dict, in_flight: int = 0) -> bytes:
+        self.in_flight.set(in_flight)
         for base, n in stats.get("adapters_resident", {}).items():
             self.adapters.labels(base).set(n)
         self.models.set(len(stats.get("models_resident", [])))

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RoutingOptions(BaseModel):
@@ -54,7 +54,7 @@ class Sampling(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     n: Literal[1] = 1
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
