@@ -7,7 +7,8 @@ exposes the part of it that its role needs, so Ray adds placement and batching, 
   frozen copy of the base, never on a serving host).
 - `HostDeployment(base)`: one per base model: the base with every adapter and its gates.
   Concurrent requests' prompts are gathered by `@serve.batch` into one heterogeneous
-  mixed-adapter batch per decoding-settings group. Follows the registry before each batch.
+  mixed-adapter batch per decoding-settings group (a group that fails is rerun row by row,
+  so a bad prompt fails only its own request). Follows the registry before each batch.
 - `ModelDeployment`: whole-model experts, loaded on demand, at most `max_models` resident
   (LRU).
 - `EvalDeployment`: batch evaluation jobs (POST /v1/evaluations), one replica, its own
@@ -100,15 +101,28 @@ class HostDeployment:
             groups[key].append(i)
         out: list = [None] * len(items)
         for key, idx in groups.items():
-            done = await self.local.execute(self.base, [items[i][0] for i in idx], [items[i][1] for i in idx],
-                                            dict(key))
+            try:
+                done = await self.local.execute(self.base, [items[i][0] for i in idx], [items[i][1] for i in idx],
+                                                dict(key))
+            except Exception:  # noqa: BLE001 - one request's bad prompt must not fail the others: one by one
+                done = [await self._alone(items[i], dict(key)) for i in idx]
             for i, c in zip(idx, done):
                 out[i] = c
         return out
 
+    async def _alone(self, item: tuple, settings: dict):
+        try:
+            return (await self.local.execute(self.base, [item[0]], [item[1]], settings))[0]
+        except Exception as e:  # noqa: BLE001 - handed to this row's caller, re-raised in `execute`
+            return e
+
     async def execute(self, prompts, plans, settings):
         key, request = tuple(sorted(settings.items())), next(self._requests)
-        return list(await asyncio.gather(*(self._batch((p, plan, key, request)) for p, plan in zip(prompts, plans))))
+        done = await asyncio.gather(*(self._batch((p, plan, key, request)) for p, plan in zip(prompts, plans)))
+        for c in done:
+            if isinstance(c, Exception):
+                raise c
+        return list(done)
 
     async def stream(self, prompt, plan, settings):
         async for item in self.local.stream(self.base, prompt, plan, settings):

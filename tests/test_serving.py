@@ -8,56 +8,25 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import socket
 import threading
 import time
 import zipfile
-from pathlib import Path
 
 import httpx
 import pytest
+from server import KEY, assert_error, ray_server
 
 from composer.serving.archive import pack
 
-KEY = "test-key-123"
 REVERSE = "Write these letters backwards: c a t"
 COUNTDOWN = "Count down from 5"
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(demo_ocean, tmp_path_factory):
-    from composer.serving import Settings
-    from ray_cluster.launch import serve, shutdown
-
-    root = tmp_path_factory.mktemp("serving")
-    home = root / "home"
-    shutil.copytree(demo_ocean.home, home, ignore=shutil.ignore_patterns("demo"))
-    allowed = root / "allowed"
-    allowed.mkdir()
-    ray_tmp = Path("/tmp") / f"rt{os.getpid()}"  # short: Ray's socket paths have a length limit
-    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_AUTH_MODE")}
-    os.environ.update(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled")
-    settings = Settings(home=str(home), api_key=KEY, allowed_roots=(str(allowed),), max_tokens=64, threads=2)
-    url = serve(settings, "127.0.0.1", free_port(), block=False, num_cpus=2)
-    try:
-        yield {"url": url, "home": home, "allowed": allowed, "ocean": demo_ocean}
-    finally:
-        shutdown(True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    with ray_server(demo_ocean, tmp_path_factory.mktemp("serving")) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +38,6 @@ def http(server):
 def chat(http, model, prompt, **kw):
     return http.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": prompt}],
                                                    **kw})
-
-
-def assert_error(r, status: int):
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert err["type"] and err["message"]
-    assert "Traceback" not in err["message"] and "/tmp/" not in err["message"]
-    return err
 
 
 def test_openai_client_routed_direct_streaming_and_models(server, http):

@@ -3,14 +3,19 @@
 Contract: `register_expert(composer, request, settings, archive=None)` registers the expert
 described by `request` (a `RegisterRequest`) through `Composer.register` (validation,
 post-hoc fitting and the database row commit together, or nothing is stored) from either
-`archive` (zip/tar bytes, unpacked safely into a temp dir that is always removed) or
-`request.path`, which must resolve (symlinks followed) inside one of
-`settings.allowed_roots` (`PathNotAllowed` otherwise; none configured = path registration
-disabled). Error messages name the upload as `<upload>`, never the server's temp paths.
+`archive` (zip/tar bytes, unpacked safely into `<home>/uploads/<host>-<pid>-*`, removed
+when the registration ends; `sweep_uploads(home)` removes those of processes that died
+mid-registration, and runs before every upload and when a backend starts) or `request.path`,
+which must resolve (symlinks followed) inside one of `settings.allowed_roots`
+(`PathNotAllowed` otherwise; none configured = path registration disabled). Error messages
+name the upload as `<upload>`, never the server's paths.
 `public_record(rec, examples=False)` is a record as the API shows it: no server paths.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -22,6 +27,35 @@ from registry import RegistryError
 from registry.records import ExpertRecord
 
 HIDDEN = ("path", "uri", "source")
+UPLOADS = "uploads"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_uploads(home: str | Path) -> list[str]:
+    """Remove upload dirs left by dead processes of this host; returns their names."""
+    root, host, gone = Path(home) / UPLOADS, socket.gethostname(), []
+    for d in root.iterdir() if root.is_dir() else ():
+        owner, _, pid = d.name.rpartition("-")[0].rpartition("-")
+        if owner == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d.name)
+    return gone
+
+
+def upload_dir(home: str | Path) -> tempfile.TemporaryDirectory:
+    root = Path(home) / UPLOADS
+    root.mkdir(parents=True, exist_ok=True)
+    sweep_uploads(home)
+    return tempfile.TemporaryDirectory(prefix=f"{socket.gethostname()}-{os.getpid()}-", dir=root)
 
 
 def confined(path: str, roots: tuple[str, ...]) -> Path:
@@ -42,7 +76,7 @@ def register_expert(composer, request: RegisterRequest, settings: Settings,
     if (archive is None) == (request.path is None):
         raise UploadError("give either an archive upload or a server-side path, not both" if archive is not None
                           else "give an archive upload (multipart field 'archive') or a server-side 'path'")
-    with tempfile.TemporaryDirectory(prefix="composer-upload-") as tmp:
+    with upload_dir(composer.registry.home) as tmp:
         src = unpack(archive, tmp, settings.max_upload_bytes) if archive is not None \
             else confined(request.path, settings.allowed_roots)
         try:

@@ -1,0 +1,71 @@
+"""A real Composer server on loopback for the tests that need one (started and stopped here).
+
+Contract: `ray_server(ocean, root, **settings)` is a context manager: it copies the demo
+ocean's registry and store into `root/home` (so tests may register and delete), makes
+`root/allowed` the one allowed root for server-side paths, starts `composer serve` on
+embedded Ray (its files in a short /tmp dir, auth disabled: nothing written to $HOME) with
+the API key `KEY` and the given `Settings` overrides, and yields {"url", "home", "allowed",
+"ocean"}; on exit Serve and Ray are shut down and the Ray dir removed. `assert_error(r,
+status)` checks the error contract: that status, a JSON `{"error": {type, message}}` and no
+stack trace or server path in the message.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def copy_home(ocean, home: Path) -> Path:
+    shutil.copytree(ocean.home, home, ignore=shutil.ignore_patterns("demo"))
+    return home
+
+
+@contextmanager
+def ray_server(ocean, root: Path, **overrides):
+    from composer.serving import Settings
+    from ray_cluster.launch import serve, shutdown
+
+    home = copy_home(ocean, root / "home")
+    allowed = root / "allowed"
+    allowed.mkdir()
+    ray_tmp = Path("/tmp") / f"rt{os.getpid()}"  # short: Ray's socket paths have a length limit
+    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_AUTH_MODE")}
+    os.environ.update(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled")
+    settings = Settings(**{"home": str(home), "api_key": KEY, "allowed_roots": (str(allowed),), "max_tokens": 64,
+                           "threads": 2, **overrides})
+    try:
+        url = serve(settings, "127.0.0.1", free_port(), block=False, num_cpus=2)
+        try:
+            yield {"url": url, "home": home, "allowed": allowed, "ocean": ocean, "settings": settings}
+        finally:
+            shutdown(True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def assert_error(r, status: int, *words: str) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["type"] and err["message"]
+    for leak in ("Traceback", "/tmp/", "/root/", "/home/", str(Path.home())):
+        assert leak not in err["message"], err["message"]
+    for w in words:
+        assert w in err["message"], (w, err["message"])
+    return err
