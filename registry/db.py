@@ -12,11 +12,13 @@ Contract:
   (``db_identity``).
 - ``make_engine(url)`` accepts any SQLAlchemy URL. For SQLite it creates the parent
   directory, and every connection gets WAL journaling, foreign keys and a busy timeout.
-  Tables are created on open (``create_all``; no migrations yet).
+  Tables are created on open (``create_all``, retried when another client creates them at the
+  same moment; no migrations yet).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +35,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -85,7 +87,7 @@ class Artifact(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"), index=True)
-    router: Mapped[str] = mapped_column(String(64))
+    router: Mapped[str] = mapped_column(String(128))  # router names are slugs of up to 128 characters
     key: Mapped[str] = mapped_column(String(128))
     uri: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
@@ -138,5 +140,18 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
-    Base.metadata.create_all(engine)
+    _create_tables(engine)
     return engine
+
+
+def _create_tables(engine: Engine, attempts: int = 5) -> None:
+    """create_all, safe when several clients open a fresh database at once: a concurrent
+    creator makes CREATE TABLE fail ('already exists'); a retry skips what now exists."""
+    for attempt in range(attempts):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except DatabaseError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))

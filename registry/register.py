@@ -68,8 +68,8 @@ class RegisterMixin:
             raise ValidationError(f"{src} is not a directory")
         if base is not None and kind != "lora":
             raise ValidationError(f"base applies to kind 'lora' only, not {kind!r}")
-        if not isinstance(description, str):
-            raise ValidationError("description must be a string")
+        if not isinstance(description, str) or "\x00" in description:
+            raise ValidationError("description must be a string without NUL characters")
         meta = {"description": description, "tags": norm_strings(tags, "tags"),
                 "domains": norm_strings(domains, "domains"), "examples": norm_examples(examples),
                 "source": str(source) if source else str(src.resolve())}

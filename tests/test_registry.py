@@ -1,7 +1,10 @@
-"""Registry tests: real SQLite files, real tiny Llama models, real PEFT adapters; no mocks.
+"""Registry tests: real databases, real tiny Llama models, real PEFT adapters; no mocks.
 
 Fixtures build (offline, once per session) a hidden-32 base with a WordLevel tokenizer,
 a LoRA and a DoRA adapter for it, and a LoRA for a hidden-48 model (wrong shapes).
+Every test of a registry (``reg``) runs on both backends: "sqlite" (the default
+``<home>/registry.db`` file) and "postgresql" (a throwaway server started once per session by
+``tests/postgres.py``, a fresh database per test; skipped, with the reason, where it cannot start).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
+import postgres
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -79,9 +83,31 @@ def _clean_env(monkeypatch):
         monkeypatch.delenv(k, raising=False)
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    try:
+        server = postgres.start()
+    except postgres.Unavailable as e:
+        pytest.skip(str(e))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request):
+    """None for SQLite (the registry's default file), else a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        yield None
+        return
+    server = request.getfixturevalue("pg_server")
+    url = server.create_database()
+    yield url
+    server.drop_database(url)
+
+
 @pytest.fixture
-def reg(tmp_path, fx):
-    r = Registry(home=tmp_path / "home")
+def reg(tmp_path, fx, db_url):
+    r = Registry(home=tmp_path / "home", db_url=db_url)
     r.register(fx.base, "tiny", kind="base", description="tiny llama", tags=["test"])
     yield r
     r.close()
@@ -210,6 +236,21 @@ def test_any_sqlalchemy_url(tmp_path, fx):
     assert r1.recover(grace_s=0)["files"] == [] and r1.get("tiny").sha256 == _recomputed(r1.get("tiny").path)
 
 
+def test_shared_postgresql_database(pg_server, tmp_path, fx):
+    url, other = pg_server.create_database(), pg_server.create_database()
+    r1 = Registry(home=tmp_path / "h", db_url=url, store_dir=tmp_path / "objects")
+    r2 = Registry(home=tmp_path / "h2", db_url=url, store_dir=tmp_path / "objects")  # a second client
+    r1.register(fx.base, "tiny", kind="base")
+    assert [r.name for r in r2.list()] == ["tiny"] and r2.counts() == {"experts": 1, "artifacts": 0}
+    assert r1.owns_store and r2.owns_store and not (tmp_path / "h" / "registry.db").exists()
+    r3 = Registry(home=tmp_path / "h3", db_url=other, store_dir=tmp_path / "objects")
+    assert not r3.owns_store and r3.recover(grace_s=0)["files"] == [] and r1.get("tiny").path.is_dir()
+    for r in (r1, r2, r3):
+        r.close()
+    pg_server.drop_database(url)
+    pg_server.drop_database(other)
+
+
 def test_symlink_inside_is_copied(reg, fx, tmp_path):
     d = copy_of(fx.lora, tmp_path)
     (d / "README.md").unlink()
@@ -327,6 +368,7 @@ CASES = {
     "not-a-directory": (lambda fx, tmp_path, reg: (tmp_path / "nowhere", {}), "is not a directory"),
     "bad-kind": (_lora_case(kind="adapter"), "kind must be one of"),
     "bad-example": (_lora_case(examples=[{"prompt": ""}]), "example 0: prompt must be a non-empty string"),
+    "description-nul": (_lora_case(description="a\x00b"), "description must be a string without NUL characters"),
     "name-space": (_lora_case(name="Bad Name"), "invalid name 'Bad Name'"),
     "name-dash": (_lora_case(name="-x"), "invalid name '-x'"),
     "name-long": (_lora_case(name="a" * 65), "invalid name"),
@@ -404,7 +446,8 @@ def test_crash_then_recover(reg, fx, monkeypatch):
     assert "crashy" not in [r.name for r in reg.list(include_removed=True)]
     with pytest.raises(NotFoundError):
         reg.get("crashy")
-    Registry(home=reg.home).close()  # default grace + owner alive: an in-flight registration is kept
+    # default grace + owner alive: an in-flight registration is kept
+    Registry(home=reg.home, db_url=reg.db_url).close()
     assert reg.counts()["experts"] == before[0]["experts"] + 1
     assert reg.recover(grace_s=0)["rows"] == 1
     assert snapshot(reg) == before
@@ -418,12 +461,14 @@ def test_killed_process_is_recovered(reg, fx):
         from registry import Registry
         def fit(staged, draft):
             os._exit(3)
-        Registry(home={str(reg.home)!r}).register({str(fx.lora)!r}, "killed", base="tiny", fit=fit)
+        reg = Registry(home={str(reg.home)!r}, db_url={reg.db_url!r})
+        reg.register({str(fx.lora)!r}, "killed", base="tiny", fit=fit)
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120, check=False).returncode == 3
     assert reg.counts()["experts"] == before[0]["experts"] + 1 and snapshot(reg)[1] != before[1]
-    Registry(home=reg.home).close()  # the owner pid is dead: recovered without waiting for the grace
+    # the owner pid is dead: recovered without waiting for the grace
+    Registry(home=reg.home, db_url=reg.db_url).close()
     assert snapshot(reg) == before
     assert reg.register(fx.lora, "killed", base="tiny").version == 1
 
@@ -485,3 +530,22 @@ def test_artifacts(reg, fx):
     reg.remove("math")
     assert reg.counts()["artifacts"] == 0 and not any(p.exists() for p in files)
     assert not list((reg.store.root / "artifacts").iterdir())
+
+
+def test_artifact_router_and_key_up_to_128_chars(reg):
+    # the documented limit of both (SLUG_RE): PostgreSQL enforces column lengths, SQLite does not
+    router, key = "r" * 128, "k" * 128
+    a = reg.put_artifact("tiny", router, key, b"x", meta={"n": 1})
+    assert (a.router, a.key) == (router, key) and reg.get_artifact("tiny", router, key)[1] == b"x"
+    with pytest.raises(ValidationError, match="1-128 chars"):
+        reg.put_artifact("tiny", "r" * 129, "k", b"x")
+    assert reg.counts()["artifacts"] == 1
+
+
+def test_clients_opening_a_fresh_database_at_once(db_url, tmp_path):
+    """Several processes may share one database: their first opens create its tables concurrently."""
+    with ThreadPoolExecutor(4) as pool:
+        regs = list(pool.map(lambda _: Registry(home=tmp_path / "h", db_url=db_url), range(4)))
+    assert [r.counts()["experts"] for r in regs] == [0] * 4 and len({r.store.root for r in regs}) == 1
+    for r in regs:
+        r.close()
