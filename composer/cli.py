@@ -142,10 +142,11 @@ def _show_routing(a) -> None:
 
 @command("serve", "serve the registry on Ray Serve: OpenAI-compatible REST API (Ctrl-C stops)", *_SERVE_ARGS,
          arg("--base", help="base model of model=composer (default: the only one registered)"),
-         arg("--router", help="default router (default: $COMPOSER_DEFAULT_ROUTER or retrieval)"))
+         arg("--router", help="default router (default: $COMPOSER_DEFAULT_ROUTER or retrieval)"),
+         arg("--in-process", action="store_true", help="no Ray: one process serves the same API (one box, dev)"))
 def cmd_serve(a) -> int:
     from composer.serving import Settings
-    from ray_cluster.launch import UnsafeBind, examples, serve
+    from ray_cluster.launch import UnsafeBind, examples, is_loopback, serve
     reg = _registry(a)
     if not reg.list(kind="base"):
         raise CommandError("nothing to serve: no base model is registered (run `composer demo` or "
@@ -157,6 +158,13 @@ def cmd_serve(a) -> int:
         out.print(f"[bold green]Composer is serving at {url}[/bold green]  (OpenAPI: {url}/docs)  Ctrl-C stops.\n")
         print(examples(url), flush=True)
 
+    if getattr(a, "in_process", False):
+        if not is_loopback(a.host) and not settings.api_key:
+            raise CommandError(f"refusing to bind {a.host}: without COMPOSER_API_KEY the server binds loopback only")
+        from composer.serving.local import serve_local
+        serve_local(settings, a.host, a.port, on_ready=ready)
+        out.print("Composer stopped.")
+        return 0
     try:
         serve(settings, a.host, a.port, a.address, on_ready=ready)
     except UnsafeBind as e:
