@@ -28,6 +28,14 @@ def test_serve_configs_validate_and_name_real_deployments(name):
     known = {"Ingress", "RouterDeployment", "ModelDeployment", "EvalDeployment"}
     assert {d.name for d in app.deployments if not d.name.startswith("Host:")} <= known
     assert all(hasattr(deployments, n) for n in known)
+    # every arg is a setting with a valid value (the builder would refuse anything else at deploy time)
+    from dataclasses import fields
+
+    from composer.serving import Settings
+    args = dict(app.args)
+    assert set(args) <= {f.name for f in fields(Settings)}, set(args) - {f.name for f in fields(Settings)}
+    args["allowed_roots"] = tuple(args.get("allowed_roots", "").split(":"))
+    Settings(**args)
 
 
 def test_launcher_config_parses():
