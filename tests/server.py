@@ -1,6 +1,7 @@
 """A real Composer server on loopback for the tests that need one (started and stopped here).
 
-Contract: `ray_server(ocean, root, **settings)` is a context manager: it copies the demo
+Contract: `copy_home(ocean, home)` copies the demo ocean's registry and store safely (see
+there). `ray_server(ocean, root, **settings)` is a context manager: it copies the demo
 ocean's registry and store into `root/home` (so tests may register and delete), makes
 `root/allowed` the one allowed root for server-side paths, starts `composer serve` on
 embedded Ray (its files in a short /tmp dir, auth disabled: nothing written to $HOME) with
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,8 +29,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def copy_home(ocean, home: Path) -> Path:
-    shutil.copytree(ocean.home, home, ignore=shutil.ignore_patterns("demo"))
+def copy_home(ocean, home: Path, demo: bool = False) -> Path:
+    """A private copy of the ocean's registry home. The database goes through SQLite's backup
+    API: copying a live database's files with plain open/close would drop this process's
+    SQLite locks on it (POSIX locks are per process), and another process could then
+    checkpoint its WAL under the open connections ("disk I/O error")."""
+    shutil.copytree(ocean.home, home, ignore=shutil.ignore_patterns(*(() if demo else ("demo",)), "registry.db*"))
+    src, dst = sqlite3.connect(ocean.home / "registry.db"), sqlite3.connect(home / "registry.db")
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
     return home
 
 

@@ -12,10 +12,10 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+from server import copy_home
 
 EXAMPLES = 25
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +37,7 @@ def test_every_operation_conforms_to_the_openapi_schema(demo_ocean, tmp_path):
 
     from composer.serving import LocalBackend, Settings, create_app
 
-    home = tmp_path / "home"
-    shutil.copytree(demo_ocean.home, home, ignore=shutil.ignore_patterns("demo"))
+    home = copy_home(demo_ocean, tmp_path / "home")
     cfg = Settings(home=str(home), api_key="schema-key", max_tokens=8, threads=2)
     app = create_app(LocalBackend(cfg), cfg)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)

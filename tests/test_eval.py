@@ -3,9 +3,9 @@ multiple choice, malformed benchmarks, the report files, and fitting CoE/Bench-C
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
+from server import copy_home
 
 from composer.cli import main
 from composer.eval import BenchmarkError, evaluate, load_benchmark, summarise, write_report
@@ -100,7 +100,7 @@ def test_limit_keeps_both_splits_and_every_task(demo_ocean):
 
 def test_cli_report_and_fitting_coe_and_bench_coe_from_it(demo_ocean, tmp_path, capsys):
     home = tmp_path / "home"
-    shutil.copytree(demo_ocean.home, home)  # fitting writes the base model's router artifacts
+    copy_home(demo_ocean, home, demo=True)  # fitting writes the base model's router artifacts
     out = tmp_path / "eval"
     argv = ["--home", str(home), "eval", "--routers", "base,oracle,experts,retrieval,phatgoose", "--limit", "4",
             "--out", str(out)]

@@ -9,7 +9,8 @@ admission.run(coro, deadline)` awaits backend work until the request's deadline
 `admission.hand_over(place, agen, deadline)` moves the place to a response stream, which
 keeps it until the stream ends, fails or is dropped (a client gone before the first byte
 included), each item due before the deadline; `await stream.prime()` waits for the first
-item, so an error before any output is still an HTTP error. Everything runs on one event loop: no locks.
+item, so an error before any output is still an HTTP error. Everything runs on one event
+loop: no locks.
 """
 from __future__ import annotations
 

@@ -121,9 +121,9 @@ def create_app(backend: Backend, settings: Settings, registry: Registry | None =
         return Target(base, direct=RoutingPlan.direct(rec.name))
 
     def within_expert_limit(config: dict) -> None:
-        asked = [("top_k", config.get("top_k"))] + [("experts", len(v)) for v in [config.get("experts")]
-                                                    if isinstance(v, list)]
-        for key, n in asked:
+        experts = config.get("experts")
+        asked = {"top_k": config.get("top_k"), "experts": len(experts) if isinstance(experts, list) else None}
+        for key, n in asked.items():
             if isinstance(n, int) and n > settings.max_experts:
                 raise ApiError(400, "invalid_routing", f"routing.{key} asks for {n} experts; this server combines "
                                f"at most {settings.max_experts} per request (COMPOSER_MAX_EXPERTS)")
