@@ -255,7 +255,9 @@ def test_glider_writer_endpoint(demo_ocean, tmp_path):
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append((self.path, body))
-            text = writer_host.generate([body["messages"][0]["content"]], max_new_tokens=8)[0].text or "(empty)"
+            tok = writer_host.tokenizer  # the demo LM's context is 128 tokens: it reads the prompt's tail
+            prompt = tok.decode(tok(body["messages"][0]["content"], add_special_tokens=False)["input_ids"][-96:])
+            text = writer_host.generate([prompt], max_new_tokens=8)[0].text or "(empty)"
             data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
