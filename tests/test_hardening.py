@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from adapter_edits import both, config, pickle_only, poison, remove, rename_modules, weights, write
 from server import AUTH, assert_error, ray_server
 
 from composer.serving.archive import pack
@@ -82,51 +82,6 @@ def adapter_copy(server, tmp: Path, name: str = "reverse") -> Path:
     return d
 
 
-def edit_config(**changes):
-    def edit(d: Path):
-        cfg = json.loads((d / "adapter_config.json").read_text())
-        cfg.update(changes)
-        (d / "adapter_config.json").write_text(json.dumps(cfg))
-    return edit
-
-
-def edit_tensors(fn):
-    def edit(d: Path):
-        f = d / "adapter_model.safetensors"
-        save_file(fn(dict(load_file(f))), f, metadata={"format": "pt"})
-    return edit
-
-
-def poison(value: float):
-    def fn(t):
-        k = min(t)
-        t[k] = t[k].clone()
-        t[k].view(-1)[0] = value
-        return t
-    return edit_tensors(fn)
-
-
-def rename(old: str, new: str):
-    return edit_tensors(lambda t: {k.replace(old, new): v for k, v in t.items()})
-
-
-def both(*edits):
-    def edit(d: Path):
-        for e in edits:
-            e(d)
-    return edit
-
-
-def write(name: str, data: str | bytes):
-    def edit(d: Path):
-        (d / name).write_bytes(data.encode() if isinstance(data, str) else data)
-    return edit
-
-
-def remove(name: str):
-    return lambda d: (d / name).unlink()
-
-
 def zip_of(entries: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -173,39 +128,39 @@ ARCHIVES = {
     "missing-config": (remove("adapter_config.json"), {}, 400, "adapter_config.json is missing"),
     "unparseable-config": (write("adapter_config.json", "{r: 8,"), {}, 400, "not valid JSON"),
     "config-not-object": (write("adapter_config.json", "[1, 2]"), {}, 400, "must be a JSON object"),
-    "unknown-peft-type": (edit_config(peft_type="IA3"), {}, 400, "peft_type is 'IA3'"),
-    "peft-type-garbage": (edit_config(peft_type=42), {}, 400, "peft_type"),
-    "rank-zero": (edit_config(r=0), {}, 400, "r must be an integer in 1..4096, got 0"),
-    "rank-absurd": (edit_config(r=10**9), {}, 400, "r must be an integer in 1..4096"),
-    "rank-negative": (edit_config(r=-8), {}, 400, "r must be an integer"),
-    "rank-above-layer": (edit_config(r=512), {}, 400, "exceeds min(in, out)"),
-    "rank-not-matching-tensors": (edit_config(r=4), {}, 400, "shape mismatch"),
+    "unknown-peft-type": (config(peft_type="IA3"), {}, 400, "peft_type is 'IA3'"),
+    "peft-type-garbage": (config(peft_type=42), {}, 400, "peft_type"),
+    "rank-zero": (config(r=0), {}, 400, "r must be an integer in 1..4096, got 0"),
+    "rank-absurd": (config(r=10**9), {}, 400, "r must be an integer in 1..4096"),
+    "rank-negative": (config(r=-8), {}, 400, "r must be an integer"),
+    "rank-above-layer": (config(r=512), {}, 400, "exceeds min(in, out)"),
+    "rank-not-matching-tensors": (config(r=4), {}, 400, "shape mismatch"),
     "alpha-nan": (write("adapter_config.json", '{"peft_type": "LORA", "r": 8, "lora_alpha": NaN, '
                         '"target_modules": ["q_proj"]}'), {}, 400, "lora_alpha must be a finite number"),
-    "modules-to-save": (edit_config(modules_to_save=["lm_head"]), {}, 400, "modules_to_save"),
-    "dora": (edit_config(use_dora=True), {}, 400, "DoRA"),
+    "modules-to-save": (config(modules_to_save=["lm_head"]), {}, 400, "modules_to_save"),
+    "dora": (config(use_dora=True), {}, 400, "DoRA"),
     "missing-weights": (remove("adapter_model.safetensors"), {}, 400, "adapter_model.safetensors is missing"),
-    "pickle-weights": (both(remove("adapter_model.safetensors"), write("adapter_model.bin", b"\x80\x04pickle")),
+    "pickle-weights": (pickle_only("adapter_model.safetensors", "adapter_model.bin"),
                        {}, 400, "pickle weights are refused"),
-    "pickle-pt-weights": (both(remove("adapter_model.safetensors"), write("adapter.pt", b"\x80\x04pickle")),
+    "pickle-pt-weights": (pickle_only("adapter_model.safetensors", "adapter.pt"),
                           {}, 400, "pickle weights are refused"),
     "corrupt-weights": (write("adapter_model.safetensors", "garbage"), {}, 400, "not a valid safetensors"),
     "truncated-weights": (lambda d: (d / "adapter_model.safetensors").write_bytes(
         (d / "adapter_model.safetensors").read_bytes()[:5000]), {}, 400, "safetensors"),
-    "empty-weights": (edit_tensors(lambda t: {}), {}, 400, "holds no tensors"),
-    "shape-mismatch": (edit_tensors(lambda t: {**t, SHAPE: torch.zeros(64, 8)}), {}, 400, "shape mismatch"),
-    "transposed": (edit_tensors(lambda t: {**t, SHAPE: t[SHAPE].T.contiguous()}), {}, 400, "shape mismatch"),
-    "nan-weight": (poison(float("nan")), {}, 400, "contains NaN or Inf"),
-    "inf-weight": (poison(float("inf")), {}, 400, "contains NaN or Inf"),
-    "module-absent": (both(rename("q_proj", "zz_proj"), edit_config(target_modules=["zz_proj", "v_proj"])), {},
-                      400, "not in the base model"),
-    "not-linear": (rename("self_attn.q_proj", "input_layernorm"), {}, 400, "only Linear layers"),
-    "layer-out-of-range": (rename("layers.0.", "layers.99."), {}, 400, "not in the base model"),
-    "target-without-tensors": (edit_config(target_modules=["q_proj", "v_proj", "lm_head"]), {}, 400,
+    "empty-weights": (weights(lambda t: {}), {}, 400, "holds no tensors"),
+    "shape-mismatch": (weights(lambda t: {**t, SHAPE: torch.zeros(64, 8)}), {}, 400, "shape mismatch"),
+    "transposed": (weights(lambda t: {**t, SHAPE: t[SHAPE].T.contiguous()}), {}, 400, "shape mismatch"),
+    "nan-weight": (weights(poison(float("nan"))), {}, 400, "contains NaN or Inf"),
+    "inf-weight": (weights(poison(float("inf"))), {}, 400, "contains NaN or Inf"),
+    "module-absent": (both(weights(rename_modules("q_proj", "zz_proj")), config(target_modules=["zz_proj", "v_proj"])),
+                      {}, 400, "not in the base model"),
+    "not-linear": (weights(rename_modules("self_attn.q_proj", "input_layernorm")), {}, 400, "only Linear layers"),
+    "layer-out-of-range": (weights(rename_modules("layers.0.", "layers.99.")), {}, 400, "not in the base model"),
+    "target-without-tensors": (config(target_modules=["q_proj", "v_proj", "lm_head"]), {}, 400,
                                "listed in adapter_config.json but"),
-    "unexpected-tensor": (edit_tensors(lambda t: {**t, "base_model.model.lm_head.weight": torch.ones(2)}), {},
+    "unexpected-tensor": (weights(lambda t: {**t, "base_model.model.lm_head.weight": torch.ones(2)}), {},
                           400, "unexpected tensor"),
-    "lora-A-only": (edit_tensors(lambda t: {k: v for k, v in t.items() if "layers.1.self_attn.q_proj.lora_B" not in k}),
+    "lora-A-only": (weights(lambda t: {k: v for k, v in t.items() if "layers.1.self_attn.q_proj.lora_B" not in k}),
                     {}, 400, "has lora_A but no lora_B"),
     "wrong-base": (None, {"base": "no-such-base"}, 400, "base model 'no-such-base' is not registered"),
     "base-is-an-adapter": (None, {"base": "countdown"}, 400, "not a base model"),
@@ -284,6 +239,13 @@ def test_malformed_json_registrations_are_refused(server, http, before):
 
 # ---------------------------------------------------------------------------- malformed requests
 MSG = [{"role": "user", "content": REVERSE}]
+
+
+def ask(content: str = REVERSE, model: str = "composer", **kw) -> dict:
+    """A chat completion body with one user message."""
+    return {"model": model, "messages": [{"role": "user", "content": content}], **kw}
+
+
 ROW = {"id": "r1", "prompt": REVERSE, "task": "reverse", "split": "held-in", "answer": "t a c"}
 
 
@@ -300,7 +262,7 @@ REQUESTS = {
                               400, "max_tokens"),
     "temperature-out-of-range": ("/v1/chat/completions", {"model": "composer", "messages": MSG, "temperature": 9},
                                  400, "temperature"),
-    "unknown-router-alias": ("/v1/chat/completions", {"model": "composer:nope", "messages": MSG}, 404, "no router 'nope'"),
+    "unknown-router-alias": ("/v1/chat/completions", ask(model="composer:nope"), 404, "no router 'nope'"),
     "unknown-router": ("/v1/chat/completions", {"model": "composer", "messages": MSG, "routing": {"router": "nope"}},
                        400, "nope"),
     "unknown-expert": ("/v1/chat/completions", {"model": "no-such-expert", "messages": MSG}, 404, "no-such-expert"),
@@ -330,15 +292,12 @@ REQUESTS = {
     "max-tokens-zero": ("/v1/chat/completions", {"model": "composer", "messages": MSG, "max_tokens": 0}, 400,
                         "max_tokens"),
     "empty-messages": ("/v1/chat/completions", {"model": "composer", "messages": []}, 400, "messages"),
-    "blank-user-message": ("/v1/chat/completions", {"model": "composer", "messages": [{"role": "user", "content": " "}]},
-                           400, "non-empty user message"),
+    "blank-user-message": ("/v1/chat/completions", ask(" "), 400, "non-empty user message"),
     "bad-role": ("/v1/chat/completions", {"model": "composer", "messages": [{"role": "root", "content": "x"}]}, 400,
                  "role"),
-    "prompt-beyond-context": ("/v1/chat/completions", {"model": "composer", "messages": [
-        {"role": "user", "content": LONG}]}, 400, "maximum context length is 128 tokens"),
-    "prompt-plus-max-tokens-beyond-context": ("/v1/chat/completions", {"model": "reverse", "max_tokens": 64,
-                                                                       "messages": [{"role": "user", "content": " ".join(
-                                                                           [REVERSE] * 8)}]},
+    "prompt-beyond-context": ("/v1/chat/completions", ask(LONG), 400, "maximum context length is 128 tokens"),
+    "prompt-plus-max-tokens-beyond-context": ("/v1/chat/completions", ask(" ".join([REVERSE] * 8), "reverse",
+                                                                          max_tokens=64),
                                               400, "maximum context length"),
     "stream-beyond-context": ("/v1/completions", {"model": "reverse", "prompt": LONG, "stream": True}, 400,
                               "maximum context length"),
@@ -350,8 +309,8 @@ REQUESTS = {
                       "logit_bias"),
     "unknown-nested-field": ("/v1/chat/completions", {"model": "composer", "messages": [
         {"role": "user", "content": "x", "mood": "angry"}]}, 400, "mood"),
-    "unknown-router-config-field": ("/v1/route", {"prompt": "x", "routing": {"router": "retrieval", "deepness": 3}}, 400,
-                                    "deepness"),
+    "unknown-router-config-field": ("/v1/route", {"prompt": "x", "routing": {"router": "retrieval", "deepness": 3}},
+                                    400, "deepness"),
     "n-two": ("/v1/chat/completions", {"model": "composer", "messages": MSG, "n": 2}, 400, "n"),
     "seed-overflow": ("/v1/chat/completions", {"model": "composer", "messages": MSG, "seed": 2**80}, 400, "seed"),
     "evaluation-unknown-router": ("/v1/evaluations", {"examples": [ROW], "routers": ["nope"]}, 400, "nope"),

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import postgres
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from adapter_edits import config, edit_json, pickle_only, poison, remove, rename_modules, weights, write
 
 from registry import (
     NAME_RE,
@@ -124,30 +124,6 @@ def copy_of(src: Path, tmp_path: Path, name: str = "case") -> Path:
     dst = tmp_path / name
     shutil.copytree(src, dst)
     return dst
-
-
-def edit_json(path: Path, **changes) -> None:
-    cfg = json.loads(path.read_text())
-    cfg.update(changes)
-    path.write_text(json.dumps(cfg))
-
-
-def edit_tensors(path: Path, fn) -> None:
-    tensors = fn(dict(load_file(path)))
-    save_file(tensors, path, metadata={"format": "pt"})
-
-
-def rename_modules(old: str, new: str):
-    return lambda t: {k.replace(old, new): v for k, v in t.items()}
-
-
-def poison(value: float):
-    def fn(t):
-        k = min(t)
-        t[k] = t[k].clone()
-        t[k].view(-1)[0] = value
-        return t
-    return fn
 
 
 # ------------------------------------------------------------------------------ round trip
@@ -287,29 +263,6 @@ def _model_case(edit):
     return make
 
 
-def _rm(name):
-    return lambda d: (d / name).unlink()
-
-
-def _write(name, text):
-    return lambda d: (d / name).write_text(text)
-
-
-def _cfg(**changes):
-    return lambda d: edit_json(d / "adapter_config.json", **changes)
-
-
-def _weights(fn, name="adapter_model.safetensors"):
-    return lambda d: edit_tensors(d / name, fn)
-
-
-def _pickle_only(weights: str, pickle_name: str):
-    def edit(d):
-        (d / weights).unlink()
-        (d / pickle_name).write_bytes(b"\x80\x04pickle")  # never unpickled: refused by name
-    return edit
-
-
 def _taken(fx, tmp_path, reg):
     reg.register(fx.lora, "taken", base="tiny")
     return fx.lora, {"name": "taken", "base": "tiny"}
@@ -321,45 +274,45 @@ def _symlink_out(d):
 
 LM_HEAD = "base_model.model.lm_head.weight"
 CASES = {
-    "missing-config": (_lora_case(_rm("adapter_config.json")), "adapter_config.json is missing in"),
-    "unparseable-config": (_lora_case(_write("adapter_config.json", "{r: 4,")), "is not valid JSON"),
-    "non-object-config": (_lora_case(_write("adapter_config.json", "[1, 2]")),
+    "missing-config": (_lora_case(remove("adapter_config.json")), "adapter_config.json is missing in"),
+    "unparseable-config": (_lora_case(write("adapter_config.json", "{r: 4,")), "is not valid JSON"),
+    "non-object-config": (_lora_case(write("adapter_config.json", "[1, 2]")),
                           "must be a JSON object, got list"),
-    "peft-type": (_lora_case(_cfg(peft_type="IA3")), "peft_type is 'IA3'"),
-    "r-zero": (_lora_case(_cfg(r=0)), "r must be an integer in 1..4096, got 0"),
-    "r-huge": (_lora_case(_cfg(r=1_000_000)), "r must be an integer in 1..4096"),
-    "r-above-layer": (_lora_case(_cfg(r=64)), "r=64 exceeds min(in, out)=32"),
-    "alpha-nan": (_lora_case(_write("adapter_config.json", '{"peft_type": "LORA", "r": 4, "lora_alpha": NaN, '
+    "peft-type": (_lora_case(config(peft_type="IA3")), "peft_type is 'IA3'"),
+    "r-zero": (_lora_case(config(r=0)), "r must be an integer in 1..4096, got 0"),
+    "r-huge": (_lora_case(config(r=1_000_000)), "r must be an integer in 1..4096"),
+    "r-above-layer": (_lora_case(config(r=64)), "r=64 exceeds min(in, out)=32"),
+    "alpha-nan": (_lora_case(write("adapter_config.json", '{"peft_type": "LORA", "r": 4, "lora_alpha": NaN, '
                                     '"target_modules": ["q_proj"]}')), "lora_alpha must be a finite number"),
-    "modules-to-save": (_lora_case(_cfg(modules_to_save=["lm_head"])), "modules_to_save is set"),
-    "pickle-weights": (_lora_case(_pickle_only("adapter_model.safetensors", "adapter_model.bin")),
+    "modules-to-save": (_lora_case(config(modules_to_save=["lm_head"])), "modules_to_save is set"),
+    "pickle-weights": (_lora_case(pickle_only("adapter_model.safetensors", "adapter_model.bin")),
                        "pickle weights are refused (adapter_model.bin"),
-    "missing-weights": (_lora_case(_rm("adapter_model.safetensors")), "adapter_model.safetensors is missing"),
-    "corrupt-weights": (_lora_case(_write("adapter_model.safetensors", "garbage")),
+    "missing-weights": (_lora_case(remove("adapter_model.safetensors")), "adapter_model.safetensors is missing"),
+    "corrupt-weights": (_lora_case(write("adapter_model.safetensors", "garbage")),
                         "not a valid safetensors"),
-    "empty-weights": (_lora_case(_weights(lambda t: {})), "holds no tensors"),
+    "empty-weights": (_lora_case(weights(lambda t: {})), "holds no tensors"),
     "shape-mismatch": (lambda fx, tmp_path, reg: (fx.lora48, {"base": "tiny"}), "shape mismatch for"),
-    "module-absent": (_lora_case(lambda d: (_weights(rename_modules("q_proj", "zz_proj"))(d),
-                                            _cfg(target_modules=["zz_proj", "v_proj"])(d))),
+    "module-absent": (_lora_case(lambda d: (weights(rename_modules("q_proj", "zz_proj"))(d),
+                                            config(target_modules=["zz_proj", "v_proj"])(d))),
                       "'model.layers.0.self_attn.zz_proj', which is not in the base model"),
-    "not-linear": (_lora_case(_weights(rename_modules("self_attn.q_proj", "input_layernorm"))),
+    "not-linear": (_lora_case(weights(rename_modules("self_attn.q_proj", "input_layernorm"))),
                    "(LlamaRMSNorm); only Linear layers are supported"),
-    "target-without-tensors": (_lora_case(_cfg(target_modules=["q_proj", "v_proj", "k_proj"])),
+    "target-without-tensors": (_lora_case(config(target_modules=["q_proj", "v_proj", "k_proj"])),
                                "'k_proj' is listed in adapter_config.json but"),
-    "unexpected-tensor": (_lora_case(_weights(lambda t: {**t, LM_HEAD: torch.ones(2)})),
+    "unexpected-tensor": (_lora_case(weights(lambda t: {**t, LM_HEAD: torch.ones(2)})),
                           "unexpected tensor 'base_model.model.lm_head.weight'"),
-    "lora-A-only": (_lora_case(_weights(lambda t: {k: v for k, v in t.items()
+    "lora-A-only": (_lora_case(weights(lambda t: {k: v for k, v in t.items()
                                                    if "layers.1.self_attn.q" not in k or "lora_A" in k})),
                     "has lora_A but no lora_B"),
-    "nan-weight": (_lora_case(_weights(poison(float("nan")))), "contains NaN or Inf"),
-    "inf-weight": (_lora_case(_weights(poison(float("inf")))), "contains NaN or Inf"),
+    "nan-weight": (_lora_case(weights(poison(float("nan")))), "contains NaN or Inf"),
+    "inf-weight": (_lora_case(weights(poison(float("inf")))), "contains NaN or Inf"),
     "dora": (lambda fx, tmp_path, reg: (fx.dora, {"base": "tiny"}), "DoRA"),
-    "dora-tensors": (_lora_case(_weights(lambda t: {**t, "base_model.model.model.layers.0.self_attn.q_proj."
+    "dora-tensors": (_lora_case(weights(lambda t: {**t, "base_model.model.model.layers.0.self_attn.q_proj."
                                                     "lora_magnitude_vector": torch.ones(32)})), "DoRA"),
     "base-not-registered": (_lora_case(base="nope"),
                             ("base model 'nope' is not registered; register it first with: "
                              "composer register PATH --kind base --name nope")),
-    "base-unknown-path": (_lora_case(_cfg(base_model_name_or_path="/models/Other-7B"), base=None),
+    "base-unknown-path": (_lora_case(config(base_model_name_or_path="/models/Other-7B"), base=None),
                           ("base model '/models/Other-7B' is not registered; register it first with: "
                            "composer register PATH --kind base --name other-7b")),
     "base-is-not-base": (lambda fx, tmp_path, reg: (reg.register(fx.lora, "l1", base="tiny") and fx.lora,
@@ -378,14 +331,14 @@ CASES = {
                           "requires remote code; trust_remote_code is never set"),
     "model-unknown-type": (_model_case(lambda d: edit_json(d / "config.json", model_type="mystery")),
                            "'mystery' is unknown to transformers"),
-    "model-pickle": (_model_case(_pickle_only("model.safetensors", "pytorch_model.bin")),
+    "model-pickle": (_model_case(pickle_only("model.safetensors", "pytorch_model.bin")),
                      "pickle weights are refused (pytorch_model.bin"),
-    "model-no-config": (_model_case(_rm("config.json")), "config.json is missing in"),
-    "model-no-tokenizer": (_model_case(lambda d: (_rm("tokenizer.json")(d), _rm("tokenizer_config.json")(d))),
+    "model-no-config": (_model_case(remove("config.json")), "config.json is missing in"),
+    "model-no-tokenizer": (_model_case(lambda d: (remove("tokenizer.json")(d), remove("tokenizer_config.json")(d))),
                            "no tokenizer in"),
     "model-shape": (_model_case(lambda d: edit_json(d / "config.json", intermediate_size=96)),
                     "shape mismatch for 'model.layers.0.mlp.down_proj.weight'"),
-    "model-nan": (_model_case(_weights(poison(float("nan")), "model.safetensors")), "contains NaN or Inf"),
+    "model-nan": (_model_case(weights(poison(float("nan")), "model.safetensors")), "contains NaN or Inf"),
 }
 
 
