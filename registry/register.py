@@ -9,7 +9,9 @@ Contract:
   only then flips the row to 'ready' (with its artifact rows) in one final transaction.
 - Any exception undoes everything written (files, row) and is re-raised unchanged.
 - A crash leaves a 'registering' row and files; ``stale`` tells ``recover`` which rows are
-  dead: owner process gone (same host) or older than the grace period.
+  dead: owner process gone (same host, ``pid_alive``) or older than the grace period.
+- ``base(name)`` is the registered base model ``name``, or a ``ValidationError`` saying how
+  to register it (what ``register(..., base=name)`` checks).
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ log = logging.getLogger(__name__)
 KINDS = ("base", "lora", "model")
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 BUSY_GRACE_S = 600
+BASE_HINT = "register it first with: composer register PATH --kind base --name {}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host still runs (another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -53,7 +57,7 @@ def stale(row: Expert, grace_s: float, now: datetime) -> bool:
         return True
     host, _, pid = str((row.config or {}).get("_registering", {}).get("owner", "")).rpartition(":")
     mine = host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid()
-    return mine and not _pid_alive(int(pid))
+    return mine and not pid_alive(int(pid))
 
 
 class RegisterMixin:
@@ -114,8 +118,17 @@ class RegisterMixin:
         except ValidationError as e:  # name the user's directory, not the staging copy
             raise ValidationError(str(e).replace(str(staged), str(src))) from None
 
+    def base(self, name: str) -> ExpertRecord:
+        """The registered base model `name`; `ValidationError` (with the fix) if there is none."""
+        try:
+            rec = self.get(name)
+        except NotFoundError:
+            raise ValidationError(f"base model '{name}' is not registered; {BASE_HINT.format(name)}") from None
+        if rec.kind != "base":
+            raise ValidationError(f"'{name}' is a {rec.kind} expert, not a base model (kind 'base')")
+        return rec
+
     def _resolve_base(self, src: Path, base: str | None) -> ExpertRecord:
-        hint = "register it first with: composer register PATH --kind base --name {}"
         if base is None:
             want = V.read_adapter_config(src).get("base_model_name_or_path")
             if not want or not isinstance(want, str):
@@ -129,15 +142,9 @@ class RegisterMixin:
                                       f"({', '.join(b.name for b in found)}); pass base=NAME (--base)")
             if not found:
                 slug = re.sub(r"[^a-z0-9._-]+", "-", Path(want).name.lower()).strip("-._")[:64] or "base"
-                raise ValidationError(f"base model '{want}' is not registered; {hint.format(slug)}")
+                raise ValidationError(f"base model '{want}' is not registered; {BASE_HINT.format(slug)}")
             return found[0]
-        try:
-            rec = self.get(base)
-        except NotFoundError:
-            raise ValidationError(f"base model '{base}' is not registered; {hint.format(base)}") from None
-        if rec.kind != "base":
-            raise ValidationError(f"'{base}' is a {rec.kind} expert, not a base model (kind 'base')")
-        return rec
+        return self.base(base)
 
     def _reserve(self, name, kind, new_version, base_rec, staged: Path, meta) -> tuple[int, int, str]:
         now = utcnow()

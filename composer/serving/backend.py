@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from composer.serving.registration import register_expert, sweep_uploads
 from composer.serving.schemas import RegisterRequest
 from composer.serving.settings import Settings
-from registry import NotFoundError, Registry, ValidationError
+from registry import Registry
 from registry.records import ExpertRecord
 from routers import Query, RoutingPlan
 
@@ -107,22 +107,11 @@ class LocalBackend:
         async for item in iterate_in_thread(it):
             yield item
 
-    def _base_for(self, request) -> str | None:
-        """The base a LoRA registers against, checked before a Composer is made for it."""
-        if request.base is None or request.kind != "lora":
-            return None
-        try:
-            rec = self.registry.get(request.base)
-        except NotFoundError:
-            raise ValidationError(f"base model '{request.base}' is not registered; register it first with: "
-                                  f"composer register PATH --kind base --name {request.base}") from None
-        if rec.kind != "base":
-            raise ValidationError(f"'{request.base}' is a {rec.kind} expert, not a base model (kind 'base')")
-        return rec.name
-
     async def register(self, request, archive):
         def work():
-            rec = register_expert(self.composer(self._base_for(request)), request, self.settings, archive)
+            # the base is checked before a Composer is made for it
+            base = self.registry.base(request.base).name if request.base and request.kind == "lora" else None
+            rec = register_expert(self.composer(base), request, self.settings, archive)
             for c in list(self._composers.values()):
                 c.sync()
             return rec

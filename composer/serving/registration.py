@@ -25,19 +25,10 @@ from composer.serving.schemas import RegisterRequest
 from composer.serving.settings import Settings
 from registry import RegistryError
 from registry.records import ExpertRecord
+from registry.register import pid_alive
 
 HIDDEN = ("path", "uri", "source")
 UPLOADS = "uploads"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def sweep_uploads(home: str | Path) -> list[str]:
@@ -45,7 +36,7 @@ def sweep_uploads(home: str | Path) -> list[str]:
     root, host, gone = Path(home) / UPLOADS, socket.gethostname(), []
     for d in root.iterdir() if root.is_dir() else ():
         owner, _, pid = d.name.rpartition("-")[0].rpartition("-")
-        if owner == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if owner == host and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
             gone.append(d.name)
     return gone
