@@ -6,9 +6,9 @@ with `BenchmarkError` / `RouterError` before anything runs), then queues the job
 worker thread (jobs run one at a time: they are CPU-bound) and returns its view.
 `get(id, records=False)` -> {id, status: queued|running|done|failed, created, benchmark,
 routers, progress: {label: {done, total}}, done, total, summary (when done), error (when
-failed: a request error's message, never internals), records (if asked)}. Each finished job also writes its report under
-`out_root/<id>/` (results.json, report.md, plots), so `composer fit ... --from-eval` can
-use it. `KeyError` for an unknown id.
+failed: a request error's message, never internals), records (if asked)}. Each finished
+job also writes its report under `out_root/<id>/` (results.json, report.md, plots), so
+`composer fit ... --from-eval` can use it. `KeyError` for an unknown id.
 """
 from __future__ import annotations
 

@@ -5,8 +5,7 @@ request validation errors (400), unknown routes (404), router/Composer/registry/
 errors (400/403/404/409/413), `Unavailable` (503 + Retry-After: a replica died, a request
 timed out) and anything unexpected (500, message without internals: no stack trace, no
 filesystem path) to that JSON shape. `error_status(exc)` is the same mapping for errors
-that surface inside a stream or an evaluation job. `ERROR_RESPONSES` documents the shape in
-the OpenAPI schema.
+that surface inside a stream. `ERROR_RESPONSES` documents the shape in the OpenAPI schema.
 """
 from __future__ import annotations
 
