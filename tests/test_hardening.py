@@ -329,6 +329,28 @@ def test_malformed_request_is_a_4xx_naming_the_problem(case, server, http, befor
     assert_error(r, status, words)
 
 
+def test_a_bad_prompt_batched_with_good_ones_fails_only_itself(server):
+    """Rows of several requests share one host batch; a prompt beyond the context must fail its
+    own request only (the batch is rerun row by row), whatever it was batched with."""
+    from ray import serve
+
+    from composer.host.host import ContextTooLong
+    from routers import RoutingPlan
+    host = serve.get_deployment_handle("Host:demo-base", app_name="composer")
+    gen = {"max_new_tokens": 8, "temperature": 0.0, "top_p": 1.0, "chat": True, "seed": None, "fit_context": False}
+    plan = RoutingPlan.direct("reverse")
+    for _ in range(5):  # until the three requests landed in one batch (20 ms window)
+        shared = host.stats.remote().result(timeout_s=30)["shared"]
+        calls = [host.execute.remote([p], [plan], gen) for p in (REVERSE, LONG, REVERSE)]
+        good = [calls[0].result(timeout_s=60), calls[2].result(timeout_s=60)]
+        with pytest.raises(ContextTooLong):
+            calls[1].result(timeout_s=60)
+        assert [g[0].text for g in good] == ["t a c", "t a c"]
+        if host.stats.remote().result(timeout_s=30)["shared"] > shared:
+            return
+    pytest.fail("the requests never shared a batch")
+
+
 def test_nothing_changed_after_the_malformed_requests(server, http, before):
     assert state(server, http) == before
     metrics = http.get("/metrics").text
