@@ -45,6 +45,8 @@ def start(home: Path, port: int) -> subprocess.Popen:
     raise AssertionError("the server did not start")
 
 
+# The database is read with sqlite3, not `Registry`: opening a Registry recovers dead
+# registrations, which would clean up the very state this test looks for.
 def registering_rows(home: Path) -> int:
     with sqlite3.connect(home / "registry.db", timeout=10) as db:
         return db.execute("SELECT count(*) FROM experts WHERE status = 'registering'").fetchone()[0]

@@ -70,7 +70,8 @@ class Settings:
     @classmethod
     def from_env(cls, **overrides) -> Settings:
         roots = tuple(p for p in os.environ.get("COMPOSER_ALLOWED_ROOTS", "").split(os.pathsep) if p)
-        limits = {k: _env_number(v, float if k == "request_timeout_s" else int) for k, v in ENV.items()}
+        kinds = {f.name: type(f.default) for f in fields(cls)}  # int, or float for the timeout
+        limits = {k: _env_number(v, kinds[k]) for k, v in ENV.items()}
         env = {"home": os.environ.get("COMPOSER_HOME") or None, "api_key": os.environ.get("COMPOSER_API_KEY") or None,
                "base": os.environ.get("COMPOSER_BASE") or None,
                "default_router": os.environ.get("COMPOSER_DEFAULT_ROUTER") or None,
