@@ -55,6 +55,9 @@ class Base(DeclarativeBase):
     pass
 
 
+MAX_VERSION = 2**31 - 1  # INTEGER is 32-bit on PostgreSQL; no stored version is larger
+
+
 class Expert(Base):
     __tablename__ = "experts"
     __table_args__ = (UniqueConstraint("name", "version", name="uq_expert_name_version"),)

@@ -27,11 +27,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, false, func, select
 from sqlalchemy.orm import Session
 
 from .artifacts import ArtifactsMixin
-from .db import Artifact, Expert, db_identity, make_engine, utcnow
+from .db import MAX_VERSION, Artifact, Expert, db_identity, make_engine, utcnow
 from .errors import ConflictError, NotFoundError
 from .records import ExpertRecord, norm_scores
 from .register import RegisterMixin, stale
@@ -77,6 +77,8 @@ class Registry(RegisterMixin, ArtifactsMixin):
     # ---------------------------------------------------------------- queries
     def _find(self, s: Session, name: str, version: int | None = None) -> Expert:
         q = select(Expert).where(Expert.name == name, Expert.status == "ready")
+        if version is not None and not 1 <= version <= MAX_VERSION:  # the database cannot hold it: none stored
+            q = q.where(false())
         q = q.where(Expert.version == version) if version is not None else q.order_by(Expert.version.desc())
         row = s.scalars(q.limit(1)).first()
         if row is None:

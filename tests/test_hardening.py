@@ -329,6 +329,15 @@ def test_malformed_request_is_a_4xx_naming_the_problem(case, server, http, befor
     assert_error(r, status, words)
 
 
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize("version", ["0", "-1", str(2**31), str(2**63), "one"])
+def test_expert_version_outside_what_is_stored_is_a_400(method, version, server, http, before):
+    """A version the registry cannot hold (schemathesis found 2**63 was a 500 from SQLite)."""
+    r = http.request(method, "/v1/experts/reverse", params={"version": version}, headers=AUTH)
+    assert_error(r, 400, "version")
+    assert state(server, http) == before
+
+
 def test_a_bad_prompt_batched_with_good_ones_fails_only_itself(server):
     """Rows of several requests share one host batch; a prompt beyond the context must fail its
     own request only (the batch is rerun row by row), whatever it was batched with."""

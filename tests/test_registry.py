@@ -174,6 +174,11 @@ def test_round_trip(reg, fx, tmp_path):
     assert not v2.path.exists() and "math" not in [r.name for r in reg.list()]
     assert [r.status for r in reg.versions("math")] == ["removed", "removed"]
     assert ("math", 1, "removed") in snapshot(reg)[2]
+    for beyond in (0, -1, 2**31, 2**63):  # not a storable version (SQLite: 64-bit, PostgreSQL: 32-bit INTEGER)
+        with pytest.raises(NotFoundError, match=f"version {beyond} is not registered"):
+            reg.get("tiny", version=beyond)
+        with pytest.raises(NotFoundError):
+            reg.remove("tiny", version=beyond)
     with pytest.raises(NotFoundError, match="'math' is not registered"):
         reg.get("math")
     with pytest.raises(NotFoundError):

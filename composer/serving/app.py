@@ -19,8 +19,10 @@ import hmac
 import os
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Query as Param
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
@@ -41,12 +43,15 @@ from composer.serving.schemas import (
 )
 from composer.serving.settings import Settings
 from registry import NotFoundError, Registry
+from registry.db import MAX_VERSION
 from routers import Query, RoutingPlan
 
 DEFAULT_MAX_TOKENS = 128
 ALIAS = "composer"
 GENERATED = {200: {"description": "an OpenAI completion object, or with stream: true server-sent events",
                    "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}}}}
+
+Version = Annotated[int | None, Param(ge=1, le=MAX_VERSION, description="a stored version; latest if absent")]
 
 
 @dataclass
@@ -237,7 +242,7 @@ def create_app(backend: Backend, settings: Settings, registry: Registry | None =
         return {"object": "list", "data": [public_record(r) for r in registry.list(kind=kind)]}
 
     @app.get("/v1/experts/{name}")
-    async def get_expert(name: str, version: int | None = None):
+    async def get_expert(name: str, version: Version = None):
         return public_record(registry.get(name, version), examples=True)
 
     @app.post("/v1/experts", status_code=201, dependencies=[Depends(require_key)],
@@ -275,7 +280,7 @@ def create_app(backend: Backend, settings: Settings, registry: Registry | None =
         return JSONResponse(public_record(rec), status_code=201)
 
     @app.delete("/v1/experts/{name}", dependencies=[Depends(require_key)])
-    async def remove(name: str, version: int | None = None):
+    async def remove(name: str, version: Version = None):
         rec = await backend.remove(name, version)
         return {"deleted": True, "expert": public_record(rec)}
 
