@@ -131,17 +131,14 @@ def demo_home(home: str | None) -> Path:
 @contextmanager
 def server(home: Path, **settings):
     """Composer on Ray Serve on a free loopback port (Ray files in a temp dir, auth off); yields the URL."""
-    import socket
     import tempfile
 
     from composer.serving import Settings
+    from composer.serving.ports import free_port
     from ray_cluster.launch import serve, shutdown
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rb", dir="/tmp"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    url = serve(Settings(home=str(home), **settings), "127.0.0.1", port, block=False, num_cpus=os.cpu_count())
+    url = serve(Settings(home=str(home), **settings), "127.0.0.1", free_port(), block=False, num_cpus=os.cpu_count())
     try:
         yield url
     finally:

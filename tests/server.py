@@ -14,19 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
+from composer.serving.ports import free_port
+
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def copy_home(ocean, home: Path, demo: bool = False) -> Path:
