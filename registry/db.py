@@ -7,9 +7,11 @@ Contract:
   (expert_id, router, key); deleted with the expert (FK ON DELETE CASCADE, and explicitly).
 - JSON columns hold plain JSON (lists / dicts); timestamps are UTC (``utcnow``); SQLite
   returns naive datetimes, readers treat them as UTC (``as_utc``).
-- ``registry_info`` holds one row, ``id``: a random identity of this database, which the
+- ``registry_info`` holds two rows. ``id``: a random identity of this database, which the
   artifact store records so that a store is only ever swept by the database that owns it
-  (``db_identity``).
+  (``db_identity``). ``revision``: a random token replaced by every transaction that writes
+  (``Registry._tx``), so readers in any process can tell in one query whether anything
+  changed since they last looked (``ensure_revision`` creates it).
 - ``make_engine(url)`` accepts any SQLAlchemy URL. For SQLite it creates the parent
   directory, and every connection gets WAL journaling, foreign keys and a busy timeout.
   Tables are created on open (``create_all``, retried when another client creates them at the
@@ -107,20 +109,32 @@ class RegistryInfo(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-def db_identity(engine: Engine) -> str:
-    """This database's random, persistent id (created on first use)."""
+REVISION = "revision"
+
+
+def _info(engine: Engine, key: str) -> str:
+    """registry_info[key], set to a random token if missing (safe against concurrent openers)."""
     for _ in range(2):
         with Session(engine) as s, s.begin():
-            row = s.get(RegistryInfo, "id")
+            row = s.get(RegistryInfo, key)
             if row is not None:
                 return row.value
             try:
-                s.add(RegistryInfo(key="id", value=uuid.uuid4().hex))
+                s.add(RegistryInfo(key=key, value=uuid.uuid4().hex))
                 s.flush()
             except IntegrityError:  # created concurrently: read it back
                 continue
     with Session(engine) as s:
-        return s.get(RegistryInfo, "id").value
+        return s.get(RegistryInfo, key).value
+
+
+def db_identity(engine: Engine) -> str:
+    """This database's random, persistent id (created on first use)."""
+    return _info(engine, "id")
+
+
+def ensure_revision(engine: Engine) -> None:
+    _info(engine, REVISION)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

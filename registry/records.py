@@ -2,7 +2,8 @@
 
 Contract:
 - ``ExpertRecord`` / ``ArtifactRecord`` are frozen dataclasses detached from any DB session
-  (JSON fields are deep copies); ``.path`` is the absolute path of the stored files;
+  (JSON fields are the values decoded for this read, which no live session holds: each
+  registry call has its own session); ``.path`` is the absolute path of the stored files;
   ``to_dict()`` is JSON-safe (datetimes as ISO 8601 UTC strings, paths as strings).
 - ``norm_examples`` accepts strings or ``{"prompt", "completion"}`` dicts and returns dicts;
   ``norm_strings`` accepts a string or an iterable of strings (tags, domains);
@@ -50,11 +51,10 @@ class ExpertRecord:
 
     @classmethod
     def from_row(cls, row: Expert, path: Path) -> ExpertRecord:
-        j = copy.deepcopy
         return cls(id=row.id, name=row.name, version=row.version, kind=row.kind, base_model=row.base_model,
-                   source=row.source or "", uri=row.uri, sha256=j(row.sha256 or {}), digest=row.digest or "",
-                   description=row.description or "", tags=j(row.tags or []), domains=j(row.domains or []),
-                   examples=j(row.examples or []), scores=j(row.scores or {}), config=j(row.config or {}),
+                   source=row.source or "", uri=row.uri, sha256=row.sha256 or {}, digest=row.digest or "",
+                   description=row.description or "", tags=row.tags or [], domains=row.domains or [],
+                   examples=row.examples or [], scores=row.scores or {}, config=row.config or {},
                    status=row.status, created_at=as_utc(row.created_at), path=path)
 
     def to_dict(self) -> dict:

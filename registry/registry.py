@@ -14,7 +14,11 @@ Contract:
   Only the database that first claimed the store sweeps it (``owns_store``), so pointing a
   second database at the same store never deletes the first one's files.
 - One DB session per call (``_tx``), so one Registry may be shared by threads; several
-  processes may share one database and store. Registration: ``register.py``; artifacts:
+  processes may share one database and store. Every transaction that writes replaces the
+  database's revision token (``revision()``); ``list`` answers from memory while the token
+  is unchanged, so routing on every request costs one small query, not a read of every
+  expert. Writes must go through a Registry (or replace the token themselves).
+- Records are shared by the callers of ``list`` until the registry changes: read-only. Registration: ``register.py``; artifacts:
   ``artifacts.py``.
 """
 
@@ -23,15 +27,26 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import and_, false, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, event, false, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from .artifacts import ArtifactsMixin
-from .db import MAX_VERSION, Artifact, Expert, db_identity, make_engine, utcnow
+from .db import (
+    MAX_VERSION,
+    REVISION,
+    Artifact,
+    Expert,
+    RegistryInfo,
+    db_identity,
+    ensure_revision,
+    make_engine,
+    utcnow,
+)
 from .errors import ConflictError, NotFoundError
 from .records import ExpertRecord, norm_scores
 from .register import RegisterMixin, stale
@@ -53,6 +68,11 @@ class Registry(RegisterMixin, ArtifactsMixin):
         self.db_url = db_url or os.environ.get("COMPOSER_DB_URL") or default_db
         self.store = ArtifactStore(store_dir or os.environ.get("COMPOSER_STORE") or self.home / "store")
         self.engine = make_engine(self.db_url)
+        ensure_revision(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self._session, "after_flush", _wrote)
+        self._lists: dict[tuple, tuple[str, list[ExpertRecord]]] = {}
+        self._revision_q = select(RegistryInfo.value).where(RegistryInfo.key == REVISION)
         self.owns_store = self.store.claim(db_identity(self.engine))
         if not self.owns_store:
             log.warning("store %s belongs to another registry database; it will not be swept",
@@ -67,9 +87,18 @@ class Registry(RegisterMixin, ArtifactsMixin):
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        """One session and transaction per call: commits on success, rolls back on error."""
-        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+        """One session and transaction per call: commits on success, rolls back on error; a
+        transaction that wrote replaces the revision token before it commits."""
+        with self._session() as s, s.begin():
             yield s
+            s.flush()
+            if s.info.get("wrote"):
+                s.execute(update(RegistryInfo).where(RegistryInfo.key == REVISION).values(value=uuid.uuid4().hex))
+
+    def revision(self) -> str:
+        """A token that changes whenever any process writes to this registry's database."""
+        with self.engine.connect() as c:  # Core, no ORM session: this runs several times per request
+            return c.execute(self._revision_q).scalar()
 
     def _rec(self, row: Expert) -> ExpertRecord:
         return ExpertRecord.from_row(row, self.store.path(row.uri))
@@ -101,13 +130,19 @@ class Registry(RegisterMixin, ArtifactsMixin):
     def list(self, kind: str | None = None, base: str | None = None,
              include_removed: bool = False) -> list[ExpertRecord]:
         """Latest ready version per name; with include_removed, every version of every status."""
-        q = (select(Expert).where(Expert.status != "registering") if include_removed else self._latest())
-        if kind is not None:
-            q = q.where(Expert.kind == kind)
-        if base is not None:
-            q = q.where(Expert.base_model == base)
-        with self._tx() as s:
-            return [self._rec(r) for r in s.scalars(q.order_by(Expert.name, Expert.version))]
+        key, revision = (kind, base, include_removed), self.revision()
+        hit = self._lists.get(key)
+        if hit is not None and hit[0] == revision:
+            return list(hit[1])
+        with self._tx() as s:  # read after the token: the cache never keeps rows older than their token
+            q = (select(Expert).where(Expert.status != "registering") if include_removed else self._latest())
+            if kind is not None:
+                q = q.where(Expert.kind == kind)
+            if base is not None:
+                q = q.where(Expert.base_model == base)
+            records = [self._rec(r) for r in s.scalars(q.order_by(Expert.name, Expert.version))]
+        self._lists[key] = (revision, records)
+        return list(records)
 
     def versions(self, name: str) -> list[ExpertRecord]:
         with self._tx() as s:
@@ -179,3 +214,7 @@ class Registry(RegisterMixin, ArtifactsMixin):
         for rel in dead:
             self.store.remove(rel)
         return {"rows": n, "files": self.store.sweep(refs, grace_s) if self.owns_store else []}
+
+
+def _wrote(session: Session, _flush_context) -> None:
+    session.info["wrote"] = True

@@ -202,6 +202,35 @@ def test_scores_and_env_defaults(reg, fx, tmp_path, monkeypatch):
     assert NAME_RE.match("a.b_c-1") and not NAME_RE.match("A")
 
 
+def test_list_answers_from_memory_until_any_client_writes(reg, fx, db_url):
+    """Routing lists the experts on every request: while nothing changed that costs one query
+    for the revision token and no read of the experts; a write by another client of the same
+    database (another process, another node) is seen at the next call."""
+    from sqlalchemy import event
+    reg.register(fx.lora, "math", base="tiny")
+    other = Registry(home=reg.home, db_url=db_url)
+    statements: list[str] = []
+    event.listen(reg.engine, "before_cursor_execute", lambda conn, cur, sql, *rest: statements.append(sql))
+    warm = reg.list(kind="lora", base="tiny")
+    assert any("FROM experts" in sql for sql in statements)
+    token = reg.revision()
+    statements.clear()
+    assert reg.list(kind="lora", base="tiny") == warm and [r.name for r in warm] == ["math"]
+    assert len(statements) == 1 and "registry_info" in statements[0], statements
+    assert reg.revision() == token  # reads leave it alone
+
+    other.set_scores("math", {"bench": 0.5})
+    assert reg.revision() != token and reg.list(kind="lora", base="tiny")[0].scores == {"bench": 0.5}
+    other.register(fx.lora, "extra", base="tiny")
+    assert [r.name for r in reg.list(kind="lora", base="tiny")] == ["extra", "math"]
+    other.put_artifact("extra", "demo", "k", b"x", {})
+    token = reg.revision()
+    other.remove("extra")
+    assert reg.revision() != token and [r.name for r in reg.list(kind="lora")] == ["math"]
+    assert [(r.name, r.status) for r in reg.list(include_removed=True) if r.name == "extra"] == [("extra", "removed")]
+    other.close()
+
+
 def test_any_sqlalchemy_url(tmp_path, fx):
     url = f"sqlite:///{tmp_path}/elsewhere/other.db"
     r1 = Registry(home=tmp_path / "h", db_url=url, store_dir=tmp_path / "objects")
