@@ -17,9 +17,9 @@ Contract:
   processes may share one database and store. Every transaction that writes replaces the
   database's revision token (``revision()``); ``list`` answers from memory while the token
   is unchanged, so routing on every request costs one small query, not a read of every
-  expert. Writes must go through a Registry (or replace the token themselves).
-- Records are shared by the callers of ``list`` until the registry changes: read-only. Registration: ``register.py``; artifacts:
-  ``artifacts.py``.
+  expert. Writes must go through a Registry (or replace the token themselves). Records are
+  shared by the callers of ``list`` until the registry changes: treat them as read-only.
+- Registration: ``register.py``; artifacts: ``artifacts.py``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from .register import RegisterMixin, stale
 from .store import ArtifactStore
 
 log = logging.getLogger(__name__)
+_REVISION = select(RegistryInfo.value).where(RegistryInfo.key == REVISION)
 
 
 def default_home() -> Path:
@@ -72,7 +73,6 @@ class Registry(RegisterMixin, ArtifactsMixin):
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._session, "after_flush", _wrote)
         self._lists: dict[tuple, tuple[str, list[ExpertRecord]]] = {}
-        self._revision_q = select(RegistryInfo.value).where(RegistryInfo.key == REVISION)
         self.owns_store = self.store.claim(db_identity(self.engine))
         if not self.owns_store:
             log.warning("store %s belongs to another registry database; it will not be swept",
@@ -98,7 +98,7 @@ class Registry(RegisterMixin, ArtifactsMixin):
     def revision(self) -> str:
         """A token that changes whenever any process writes to this registry's database."""
         with self.engine.connect() as c:  # Core, no ORM session: this runs several times per request
-            return c.execute(self._revision_q).scalar()
+            return c.execute(_REVISION).scalar()
 
     def _rec(self, row: Expert) -> ExpertRecord:
         return ExpertRecord.from_row(row, self.store.path(row.uri))
@@ -132,7 +132,7 @@ class Registry(RegisterMixin, ArtifactsMixin):
         """Latest ready version per name; with include_removed, every version of every status."""
         key, revision = (kind, base, include_removed), self.revision()
         hit = self._lists.get(key)
-        if hit is not None and hit[0] == revision:
+        if hit is not None and revision is not None and hit[0] == revision:
             return list(hit[1])
         with self._tx() as s:  # read after the token: the cache never keeps rows older than their token
             q = (select(Expert).where(Expert.status != "registering") if include_removed else self._latest())
