@@ -419,7 +419,9 @@ def test_500_requests_from_50_clients_end_2xx_or_429(server, http, capsys):
         print(f"\nload: {json.dumps(report)}")
     assert len(outcomes) == n_requests  # none lost
     assert set(statuses) <= {200, 429, 503}, [o for o in outcomes if o[0] not in (200, 429, 503)][:5]
-    assert len(ok) >= 50 and statuses.count(429) > 0  # it served, and shed what exceeded the queue
+    # it served at least the first full queue (how many more depends on the machine's speed: refusals
+    # are instant, so faster serving leaves fewer requests for later), and shed what exceeded it
+    assert len(ok) >= MAX_QUEUE and statuses.count(429) > 0
     assert max(t for _, t, _ in outcomes) < TIMEOUT_S + 15  # none hung past the deadline
     time.sleep(0.5)
     assert "composer_requests_in_flight 0.0" in http.get("/metrics").text
