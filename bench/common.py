@@ -117,11 +117,13 @@ def demo_home(home: str | None) -> Path:
     """A registry with the demo ocean: `home` if given, else $COMPOSER_HOME when it has one, else
     the fast ocean built once into bench/.cache (about two minutes)."""
     from composer.demo.build import build_demo
-    from registry import Registry, default_home
+    from composer.settings import Settings
+    from registry import Registry
     if home:
         return Path(home)
-    if (default_home() / "demo" / "report.json").exists():
-        return default_home()
+    env_home = Settings.from_env().home_dir
+    if (env_home / "demo" / "report.json").exists():
+        return env_home
     path = CACHE / "ocean-fast"
     if not (path / "demo" / "report.json").exists():
         build_demo(Registry(home=path), path / "demo", fast=True, seed=0, log=lambda *a: None)
@@ -133,7 +135,7 @@ def server(home: Path, **settings):
     """Composer on Ray Serve on a free loopback port (Ray files in a temp dir, auth off); yields the URL."""
     import tempfile
 
-    from composer.serving import Settings
+    from composer.settings import Settings
     from composer.serving.ports import free_port
     from ray_cluster.launch import serve, shutdown
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rb", dir="/tmp"))

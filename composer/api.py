@@ -31,7 +31,6 @@ Bad router names/configs raise `RouterError`; unknown experts `ComposerError`.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,8 @@ from composer.host import Gate, Generation, Host, RoutingTrace
 from composer.host.stream import stream as stream_generation
 from composer.introspect import token_report
 from composer.models import ModelPool
-from composer.progress import progress
+from composer.progress import progress, set_quiet
+from composer.settings import Settings
 from registry import Registry
 from registry.records import ExpertRecord
 from routers import Query, RouterContext, RouterError, RoutingPlan, build
@@ -84,16 +84,22 @@ def as_queries(prompts: str | Sequence[str | dict | Query]) -> list[Query]:
 
 class Composer:
     def __init__(self, registry: Registry | None = None, base: str | None = None,
-                 default_router: str | None = None, encoder=None, writer=None, max_models: int = 2):
-        self.registry = registry or Registry()
-        self.base = base or self._only_base()
+                 default_router: str | None = None, encoder=None, writer=None, max_models: int | None = None,
+                 settings: Settings | None = None):
+        if settings is None:  # the Python API's entry point: the environment's settings
+            settings = Settings.from_env()
+            set_quiet(settings.quiet)
+        self.settings = settings
+        self.registry = registry or settings.registry()
+        self.base = base or settings.base or self._only_base()
         self.registry.get(self.base)  # NotFoundError for an unknown base
-        self.default_router = default_router or os.environ.get("COMPOSER_DEFAULT_ROUTER", "retrieval")
+        self.default_router = default_router or settings.default_router
         if writer is None or isinstance(writer, str):
-            writer = writer_from_spec(writer or os.environ.get("COMPOSER_INSTRUCTION_WRITER"), self.registry)
+            writer = writer_from_spec(writer or settings.instruction_writer, self.registry,
+                                      settings.instruction_writer_key)
         self.ctx = RouterContext(self.registry, self.base, encoder, experts=self.experts, writer=writer)
         self._host: Host | None = None
-        self.models = ModelPool(self.registry, max_models)
+        self.models = ModelPool(self.registry, max_models or settings.max_models)
         self._loaded: dict[str, str] = {}  # name -> digest of the version the host holds
         self._broken: dict[tuple[str, int], str] = {}  # experts the host could not load, and why
         self._lock = threading.RLock()

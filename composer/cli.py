@@ -20,7 +20,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from registry import Registry, RegistryError, default_home
+from composer.settings import Settings
+from registry import Registry, RegistryError
 
 out = Console()
 _COMMANDS: dict[str, tuple[str, tuple, Callable]] = {}
@@ -42,14 +43,14 @@ def command(name: str, help: str, *args: tuple):
 
 
 def _registry(a) -> Registry:
-    return Registry(home=a.home)
+    return Settings.from_env(home=a.home).registry()
 
 
 def demo_dir(a) -> Path:
     """Where the demo ocean is built: --out, else <registry home>/demo (no database opened)."""
     if getattr(a, "out", None):
         return Path(a.out)
-    return (Path(a.home).expanduser() if a.home else default_home()) / "demo"
+    return Settings.from_env(home=a.home).home_dir / "demo"
 
 
 def _load_examples(path: str | None) -> list:
@@ -145,7 +146,6 @@ def _show_routing(a) -> None:
          arg("--router", help="default router (default: $COMPOSER_DEFAULT_ROUTER or retrieval)"),
          arg("--in-process", action="store_true", help="no Ray: one process serves the same API (one box, dev)"))
 def cmd_serve(a) -> int:
-    from composer.serving import Settings
     from ray_cluster.launch import UnsafeBind, examples, is_loopback, serve
     reg = _registry(a)
     if not reg.list(kind="base"):
@@ -467,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
     a = build_parser().parse_args(argv)  # --help exits here, before any heavy import
     _quiet_libraries()
+    from composer.progress import set_quiet
+    set_quiet(Settings.from_env().quiet)
     try:
         return a.fn(a)
     except (RegistryError, CommandError) as e:

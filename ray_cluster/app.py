@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 
-from composer.serving import Settings
+from composer.settings import Settings
 from ray_cluster.deployments import EvalDeployment, HostDeployment, Ingress, ModelDeployment, RouterDeployment
 from registry import Registry
 
 
 def build(settings: Settings):
-    bases = [r.name for r in Registry(home=settings.home).list(kind="base")]
+    bases = [r.name for r in settings.registry().list(kind="base")]
     hosts = {b: HostDeployment.options(name=f"Host:{b}").bind(settings, b) for b in bases}
     return Ingress.bind(RouterDeployment.bind(settings), ModelDeployment.bind(settings), hosts,
                         EvalDeployment.bind(settings), settings)

@@ -18,7 +18,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from composer.serving.backend import default_base
 from composer.serving.errors import Unavailable
-from composer.serving.settings import Settings
+from composer.settings import Settings
 from registry import Registry
 
 GONE = (RayActorError, BackPressureError, DeploymentUnavailableError)  # ActorDied/Unavailable included
@@ -42,7 +42,7 @@ async def call(response):
 class RayBackend:
     def __init__(self, router, models, hosts: dict, evals, settings: Settings):
         self.router, self.models, self.hosts, self.evals, self.settings = router, models, hosts, evals, settings
-        self.registry = Registry(home=settings.home)
+        self.registry = settings.registry()
 
     def _host(self, base: str | None):
         from composer.errors import ComposerError

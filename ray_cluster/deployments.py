@@ -27,7 +27,8 @@ from collections import defaultdict
 
 from ray import serve
 
-from composer.serving import LocalBackend, Settings, create_app
+from composer.serving import LocalBackend, create_app
+from composer.settings import Settings
 from ray_cluster.backend import RayBackend
 
 

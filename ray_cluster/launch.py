@@ -17,7 +17,7 @@ import signal
 import time
 import urllib.request
 
-from composer.serving import Settings
+from composer.settings import Settings
 
 
 class UnsafeBind(RuntimeError):

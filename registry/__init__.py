@@ -4,7 +4,7 @@ Metadata lives in a SQL database (SQLite by default, any SQLAlchemy URL), files 
 artifact store; registration is validated and atomic. Entry point: ``Registry``.
 
     from registry import Registry
-    reg = Registry()                      # $COMPOSER_HOME or ~/.composer
+    reg = Registry()                      # ~/.composer, or Registry(home=..., db_url=...)
     reg.register("/models/tiny", "tiny", kind="base")
     reg.register("/adapters/math", "math", base="tiny", examples=["2+2="])
     reg.list()
@@ -12,10 +12,11 @@ artifact store; registration is validated and atomic. Entry point: ``Registry``.
 
 from .errors import ConflictError, NotFoundError, RegistryError, ValidationError
 from .records import ArtifactRecord, ExpertRecord
-from .registry import Registry, default_home
+from .registry import DEFAULT_HOME, Registry
 from .validate import NAME_RE
 
 __all__ = [
+           "DEFAULT_HOME",
            "NAME_RE",
            "ArtifactRecord",
            "ConflictError",
@@ -24,5 +25,4 @@ __all__ = [
            "Registry",
            "RegistryError",
            "ValidationError",
-           "default_home",
 ]

@@ -1,9 +1,10 @@
 """The expert registry: metadata in a SQL database, files in an ArtifactStore.
 
 Contract:
-- ``Registry(home, db_url, store_dir)``: home = ``$COMPOSER_HOME`` or ``~/.composer``;
-  db_url = ``$COMPOSER_DB_URL`` or ``sqlite:///<home>/registry.db`` (any SQLAlchemy URL);
-  store = ``$COMPOSER_STORE`` or ``<home>/store``. Opening runs ``recover()``.
+- ``Registry(home, db_url, store_dir)``: home defaults to ``DEFAULT_HOME`` (``~/.composer``);
+  db_url to ``sqlite:///<home>/registry.db`` (any SQLAlchemy URL); store to ``<home>/store``.
+  The registry reads no environment: entry points pass what ``composer.settings.Settings``
+  read (``Settings.from_env().registry()``). Opening runs ``recover()``.
 - Readers (``get``, ``list``, ``versions``, ``artifacts`` ...) only see 'ready' rows (plus
   'removed' ones where asked); by default the latest ready version of each name.
 - ``remove`` flips rows to 'removed' (kept as history), deletes their artifact rows and all
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,18 +56,17 @@ log = logging.getLogger(__name__)
 _REVISION = select(RegistryInfo.value).where(RegistryInfo.key == REVISION)
 
 
-def default_home() -> Path:
-    return Path(os.environ.get("COMPOSER_HOME") or "~/.composer").expanduser()
+DEFAULT_HOME = "~/.composer"
 
 
 class Registry(RegisterMixin, ArtifactsMixin):
     def __init__(self, home: str | Path | None = None, db_url: str | None = None,
                  store_dir: str | Path | None = None):
-        self.home = Path(home).expanduser() if home is not None else default_home()
+        self.home = Path(home if home is not None else DEFAULT_HOME).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
         default_db = f"sqlite:///{self.home.resolve()}/registry.db"
-        self.db_url = db_url or os.environ.get("COMPOSER_DB_URL") or default_db
-        self.store = ArtifactStore(store_dir or os.environ.get("COMPOSER_STORE") or self.home / "store")
+        self.db_url = db_url or default_db
+        self.store = ArtifactStore(store_dir or self.home / "store")
         self.engine = make_engine(self.db_url)
         ensure_revision(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)

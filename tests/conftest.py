@@ -16,7 +16,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ["COMPOSER_QUIET"] = "1"
+os.environ["COMPOSER_QUIET"] = "1"  # for the subprocesses the tests start
+
+
+def pytest_configure(config):
+    from composer.progress import set_quiet
+    set_quiet(True)
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,7 @@ def copy_home(ocean, home: Path, demo: bool = False) -> Path:
 
 @contextmanager
 def ray_server(ocean, root: Path, **overrides):
-    from composer.serving import Settings
+    from composer.settings import Settings
     from ray_cluster.launch import serve, shutdown
 
     home = copy_home(ocean, root / "home")

@@ -39,7 +39,8 @@ def test_every_operation_conforms_to_the_openapi_schema(demo_ocean, tmp_path):
         status_code_conformance,
     )
 
-    from composer.serving import LocalBackend, Settings, create_app
+    from composer.serving import LocalBackend, create_app
+    from composer.settings import Settings
 
     home = copy_home(demo_ocean, tmp_path / "home")
     cfg = Settings(home=str(home), api_key="schema-key", max_tokens=8, threads=2)

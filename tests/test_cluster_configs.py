@@ -31,7 +31,7 @@ def test_serve_configs_validate_and_name_real_deployments(name):
     # every arg is a setting with a valid value (the builder would refuse anything else at deploy time)
     from dataclasses import fields
 
-    from composer.serving import Settings
+    from composer.settings import Settings
     args = dict(app.args)
     assert set(args) <= {f.name for f in fields(Settings)}, set(args) - {f.name for f in fields(Settings)}
     args["allowed_roots"] = tuple(args.get("allowed_roots", "").split(":"))

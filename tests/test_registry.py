@@ -34,7 +34,6 @@ from registry import (
     Registry,
     RegistryError,
     ValidationError,
-    default_home,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers/peft deprecations
@@ -194,11 +193,15 @@ def test_scores_and_env_defaults(reg, fx, tmp_path, monkeypatch):
     assert rec.scores == {"mmlu": {"acc": 0.3}, "bbh": 1} == reg.get("tiny").scores
     with pytest.raises(ValidationError, match="finite"):
         reg.set_scores("tiny", {"x": float("nan")})
+    from composer.settings import Settings
     monkeypatch.setenv("COMPOSER_HOME", str(tmp_path / "envhome"))
-    assert default_home() == tmp_path / "envhome"
-    r = Registry()
-    assert (tmp_path / "envhome" / "registry.db").is_file()
-    assert r.store.root == (tmp_path / "envhome" / "store").resolve()
+    monkeypatch.setenv("COMPOSER_STORE", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("COMPOSER_DB_URL", f"sqlite:///{tmp_path / 'envhome' / 'other.db'}")
+    assert Settings.from_env().home_dir == tmp_path / "envhome"
+    r = Settings.from_env().registry()  # the registry itself reads no environment: entry points pass it
+    assert (tmp_path / "envhome" / "other.db").is_file() and not (tmp_path / "envhome" / "registry.db").exists()
+    assert r.store.root == (tmp_path / "elsewhere").resolve()
+    assert Registry(home=tmp_path / "plain").store.root == (tmp_path / "plain" / "store").resolve()
     assert NAME_RE.match("a.b_c-1") and not NAME_RE.match("A")
 
 

@@ -76,8 +76,8 @@ def _rows(source, registry) -> list[tuple[object, str]]:
     if isinstance(source, list):
         return [(row, f"examples[{i}]") for i, row in enumerate(source)]
     if source == "demo":
-        from registry import default_home
-        home = registry.home if registry is not None else default_home()
+        from registry import DEFAULT_HOME
+        home = registry.home if registry is not None else Path(DEFAULT_HOME).expanduser()
         source = Path(home) / "demo" / "benchmark.jsonl"
         if not source.is_file():
             raise BenchmarkError("this registry has no demo benchmark (demo/benchmark.jsonl in its home): "

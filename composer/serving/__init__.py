@@ -7,6 +7,5 @@ compatible completions, routing, the registry, metrics. It talks to an injected 
 """
 from composer.serving.app import create_app
 from composer.serving.backend import Backend, LocalBackend
-from composer.serving.settings import Settings
 
-__all__ = ["Backend", "LocalBackend", "Settings", "create_app"]
+__all__ = ["Backend", "LocalBackend", "create_app"]

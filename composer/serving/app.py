@@ -16,7 +16,6 @@ are checked here, before any work reaches the backend; requests that do model wo
 from __future__ import annotations
 
 import hmac
-import os
 import time
 from dataclasses import dataclass
 from typing import Annotated
@@ -41,7 +40,7 @@ from composer.serving.schemas import (
     RouteRequest,
     RoutingOptions,
 )
-from composer.serving.settings import Settings
+from composer.settings import Settings
 from registry import NotFoundError, Registry
 from registry.db import MAX_VERSION
 from routers import Query, RoutingPlan
@@ -72,13 +71,13 @@ def parse(model: type[BaseModel], raw: str | bytes | dict) -> BaseModel:
 
 
 def create_app(backend: Backend, settings: Settings, registry: Registry | None = None) -> FastAPI:
-    registry = registry or Registry(home=settings.home)
+    registry = registry or settings.registry()
     app = FastAPI(title="Composer", summary="Route prompts to specialised experts (OpenAI-compatible).",
                   responses=ERROR_RESPONSES)
     metrics = Metrics()
     admission = Admission(settings.max_queue, settings.request_timeout_s)
     install(app)
-    default_router = settings.default_router or os.environ.get("COMPOSER_DEFAULT_ROUTER") or "retrieval"
+    default_router = settings.default_router
 
     async def require_key(authorization: str | None = Header(None)) -> None:
         if settings.api_key is None:

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from composer.serving.registration import register_expert, sweep_uploads
 from composer.serving.schemas import RegisterRequest
-from composer.serving.settings import Settings
+from composer.settings import Settings
 from registry import Registry
 from registry.records import ExpertRecord
 from routers import Query, RoutingPlan
@@ -79,7 +79,7 @@ def default_base(registry: Registry, settings: Settings) -> str:
 class LocalBackend:
     def __init__(self, settings: Settings, registry: Registry | None = None, encoder=None):
         self.settings = settings
-        self.registry = registry or Registry(home=settings.home)
+        self.registry = registry or settings.registry()
         self.encoder = encoder
         self._composers: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -92,8 +92,7 @@ class LocalBackend:
         base = base or default_base(self.registry, self.settings)
         with self._lock:
             if base not in self._composers:
-                self._composers[base] = Composer(self.registry, base, self.settings.default_router,
-                                                 encoder=self.encoder, max_models=self.settings.max_models)
+                self._composers[base] = Composer(self.registry, base, encoder=self.encoder, settings=self.settings)
             return self._composers[base]
 
     async def route(self, base, queries, router, config):

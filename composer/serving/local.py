@@ -13,7 +13,7 @@ import time
 
 from composer.serving.app import create_app
 from composer.serving.backend import LocalBackend
-from composer.serving.settings import Settings
+from composer.settings import Settings
 
 
 def serve_local(settings: Settings, host: str = "127.0.0.1", port: int = 8000, on_ready=None) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from composer.serving.archive import UploadError, unpack
 from composer.serving.errors import PathNotAllowed
 from composer.serving.schemas import RegisterRequest
-from composer.serving.settings import Settings
+from composer.settings import Settings
 from registry import RegistryError
 from registry.records import ExpertRecord
 from registry.register import pid_alive

@@ -6,13 +6,13 @@ Contract: a writer has a `name` and `write(prompts) -> str`.
 - `ModelWriter(host)`: a local causal LM (`composer.host.Host`, e.g. a registered model).
 - `writer_from_spec(spec, registry)`: "" or "none" -> None; "http(s)://BASE[#MODEL]" -> an
   EndpointWriter; anything else names a registered base or whole-model expert -> ModelWriter.
-  $COMPOSER_INSTRUCTION_WRITER holds the spec for the CLI and the service.
+  `api_key` is an endpoint's Bearer key. The CLI and the service take both from `Settings`
+  (COMPOSER_INSTRUCTION_WRITER, COMPOSER_INSTRUCTION_WRITER_KEY).
 `PROMPT` asks for the instruction as in the GLIDER paper (the task, not the answers).
 """
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from collections.abc import Sequence
 
@@ -54,13 +54,13 @@ class ModelWriter:
         return self.host.generate([render(prompts)], max_new_tokens=self.max_new_tokens)[0].text
 
 
-def writer_from_spec(spec: str | None, registry=None):
+def writer_from_spec(spec: str | None, registry=None, api_key: str | None = None):
     spec = (spec or "").strip()
     if spec.lower() in ("", "none"):
         return None
     if spec.startswith(("http://", "https://")):
         url, _, model = spec.partition("#")
-        return EndpointWriter(url, model or "default", os.environ.get("COMPOSER_INSTRUCTION_WRITER_KEY"))
+        return EndpointWriter(url, model or "default", api_key)
     if registry is None:
         raise RouterError(f"instruction writer {spec!r} names a model but no registry was given")
     rec = registry.get(spec)

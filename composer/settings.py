@@ -1,0 +1,122 @@
+"""Composer's one configuration: every COMPOSER_* variable is read here, and only here.
+
+Contract: `Settings` is a frozen dataclass with a safe default for every field (it pickles
+to Ray replicas unchanged). `Settings.from_env(**overrides)` reads the variables below
+(overrides that are not None win); a malformed number or a non-positive limit is a
+`ValueError` naming the variable. Only entry points call it — the CLI, the Serve app
+builder (`ray_cluster.app`), `composer serve --in-process` and `Composer()` built without
+settings; everything below them receives a `Settings` (or the values it needs), so a
+replica, a test or a library caller sees exactly the configuration it was given.
+`settings.registry()` opens the registry the settings name; `settings.home_dir` is its home.
+
+| variable | field | default |
+|---|---|---|
+| COMPOSER_HOME | home | ~/.composer (registry database, artifact store, caches) |
+| COMPOSER_DB_URL | db_url | sqlite:///<home>/registry.db (any SQLAlchemy URL) |
+| COMPOSER_STORE | store | <home>/store |
+| COMPOSER_API_KEY | api_key | none: mutating endpoints open, loopback bind only |
+| COMPOSER_BASE | base | the only registered base model |
+| COMPOSER_DEFAULT_ROUTER | default_router | retrieval |
+| COMPOSER_INSTRUCTION_WRITER | instruction_writer | none (GLIDER: descriptions and examples stand in) |
+| COMPOSER_INSTRUCTION_WRITER_KEY | instruction_writer_key | none (Bearer key of an endpoint writer) |
+| COMPOSER_ALLOWED_ROOTS | allowed_roots | none: server-side path registration disabled |
+| COMPOSER_MAX_UPLOAD_MB | max_upload_mb | 1024 (archive size, and its unpacked size) |
+| COMPOSER_MAX_TOKENS | max_tokens | 512 new tokens per request |
+| COMPOSER_MAX_PROMPT_CHARS | max_prompt_chars | 32768 characters of prompt per request |
+| COMPOSER_MAX_PROMPTS | max_prompts | 64 prompts per /v1/completions or /v1/route request |
+| COMPOSER_MAX_EXPERTS | max_experts | 16 experts one request may combine |
+| COMPOSER_MAX_QUEUE | max_queue | 64 requests in flight per ingress; beyond: 429 |
+| COMPOSER_REQUEST_TIMEOUT_S | request_timeout_s | 300: a request still unanswered is ended with 503 |
+| COMPOSER_MAX_EVAL_EXAMPLES | max_eval_examples | 10000 examples per evaluation job |
+| COMPOSER_MAX_MODELS | max_models | 2 whole-model experts resident per replica |
+| COMPOSER_THREADS | threads | torch threads per model replica (0: all cores) |
+| COMPOSER_QUIET | quiet | off; 1 hides progress bars |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+DEFAULT_ROUTER = "retrieval"
+PREFIX = "COMPOSER_"
+# limits: must be positive (threads may be 0: torch's default)
+LIMITS = ("max_upload_mb", "max_tokens", "max_prompt_chars", "max_prompts", "max_experts", "max_queue",
+          "request_timeout_s", "max_eval_examples", "max_models")
+
+
+def env_name(field_name: str) -> str:
+    """The variable that sets a field: `max_queue` -> COMPOSER_MAX_QUEUE, `store` -> COMPOSER_STORE."""
+    return PREFIX + field_name.upper()
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str | None = None
+    db_url: str | None = field(default=None, repr=False)  # may carry a password
+    store: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    base: str | None = None
+    default_router: str = DEFAULT_ROUTER
+    instruction_writer: str | None = None
+    instruction_writer_key: str | None = field(default=None, repr=False)
+    allowed_roots: tuple[str, ...] = ()
+    max_upload_mb: int = 1024
+    max_tokens: int = 512
+    max_prompt_chars: int = 32768
+    max_prompts: int = 64
+    max_experts: int = 16
+    max_queue: int = 64
+    request_timeout_s: float = 300.0
+    max_eval_examples: int = 10000
+    max_models: int = 2
+    threads: int = 0
+    quiet: bool = False
+
+    def __post_init__(self):
+        for name in LIMITS:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} (${env_name(name)}) must be positive, got {getattr(self, name)!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads (${env_name('threads')}) must be >= 0, got {self.threads!r}")
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        values = {f.name: _read(f.name, type(f.default)) for f in fields(cls)}
+        values.update((k, v) for k, v in overrides.items() if v is not None)
+        return replace(cls(), **{k: v for k, v in values.items() if v is not None})
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def home_dir(self) -> Path:
+        from registry import DEFAULT_HOME
+
+        return Path(self.home or DEFAULT_HOME).expanduser()
+
+    def registry(self):
+        """The registry these settings name (opened now: it recovers from any crash)."""
+        from registry import Registry
+
+        return Registry(home=self.home_dir, db_url=self.db_url, store_dir=self.store)
+
+
+def _read(name: str, kind: type):
+    """A field's value from its variable, typed like its default; None when unset or empty."""
+    var = env_name(name)
+    raw = os.environ.get(var)
+    if raw is None or raw == "":
+        return None
+    if kind is tuple:  # path lists, as PATH
+        return tuple(p for p in raw.split(os.pathsep) if p) or None
+    if kind is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"${var} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    return raw
