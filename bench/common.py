@@ -135,8 +135,8 @@ def server(home: Path, **settings):
     """Composer on Ray Serve on a free loopback port (Ray files in a temp dir, auth off); yields the URL."""
     import tempfile
 
-    from composer.settings import Settings
     from composer.serving.ports import free_port
+    from composer.settings import Settings
     from ray_cluster.launch import serve, shutdown
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rb", dir="/tmp"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -14,7 +14,6 @@ import os
 
 from composer.settings import Settings
 from ray_cluster.deployments import EvalDeployment, HostDeployment, Ingress, ModelDeployment, RouterDeployment
-from registry import Registry
 
 
 def build(settings: Settings):

@@ -19,7 +19,6 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from composer.serving.backend import default_base
 from composer.serving.errors import Unavailable
 from composer.settings import Settings
-from registry import Registry
 
 GONE = (RayActorError, BackPressureError, DeploymentUnavailableError)  # ActorDied/Unavailable included
 
