@@ -16,8 +16,9 @@ import torch
 from common import CACHE, args, compare, random_adapters, realistic_base, write
 
 from composer.host import Gate, Host, MoLoRALinear
-from composer.host.adapters import read_lora
 from composer.host.routing import current_routing
+from registry.lora import read_lora
+from routers.arrow import ARROW
 from routers.arrow.fit import fit_prototypes
 
 
@@ -76,7 +77,7 @@ def _measure(host: Host, paths, base, E: int, ids: torch.Tensor, repeat: int) ->
             host.add_adapter(name, p)
             host.set_vectors(name, "arrow", fit_prototypes(read_lora(p)))
     batch = ids.shape[0]
-    routing = host.routing([Gate("arrow", top_k=2)] * batch)
+    routing = host.routing([Gate("arrow", ARROW.score, top_k=2)] * batch)
     peft_model = _peft_arrow(base, paths[:E])
 
     def naive_run():

@@ -1,9 +1,9 @@
 """`RayBackend`: the `composer.serving.Backend` interface over Serve deployment handles.
 
 Contract: routing, registration and removal go to the router deployment; evaluations to
-the evaluation deployment; execution is
-split by plan: plans selecting a whole-model expert go to the model deployment, the rest to
-the host deployment of the request's base model (batched there). Errors raised in a
+the evaluation deployment; execution is split by plan with `composer.executor.group` (the
+same split as in-process): plans selecting a whole-model expert go to the model deployment,
+the rest to the host deployment of the request's base model (batched there). Errors raised in a
 replica come back as the original exception (not Ray's wrapper with a remote traceback),
 so the HTTP layer maps them to the same 4xx as in-process. A replica that died under a
 request, or a deployment with no replica to take it, is `Unavailable` (503, Retry-After):
@@ -16,7 +16,9 @@ import asyncio
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
+from composer.executor import HOST, group, placement, scatter
 from composer.serving.backend import default_base
+from composer.errors import ComposerError
 from composer.serving.errors import Unavailable
 from composer.settings import Settings
 
@@ -44,7 +46,6 @@ class RayBackend:
         self.registry = settings.registry()
 
     def _host(self, base: str | None):
-        from composer.errors import ComposerError
         base = base or default_base(self.registry, self.settings)
         if base not in self.hosts:
             raise ComposerError(f"base model {base!r} has no host deployment (bases registered after the "
@@ -57,22 +58,17 @@ class RayBackend:
     def _models(self) -> set[str]:
         return {r.name for r in self.registry.list(kind="model")}
 
+    def _deployment(self, base: str | None, where):
+        return self._host(base) if where == HOST else self.models
+
     async def execute(self, base, prompts, plans, settings):
-        models = self._models()
-        split: dict[bool, list[int]] = {True: [], False: []}  # on the model deployment?
-        for i, p in enumerate(plans):
-            split[p.selected() in models].append(i)
-        jobs = {on_model: (self.models if on_model else self._host(base)).execute.remote(
-                    [prompts[i] for i in idx], [plans[i] for i in idx], settings)
-                for on_model, idx in split.items() if idx}
-        out: list = [None] * len(plans)
-        for on_model, done in zip(jobs, await asyncio.gather(*map(call, jobs.values()))):
-            for i, c in zip(split[on_model], done):
-                out[i] = c
-        return out
+        groups = group(plans, self._models())
+        done = await asyncio.gather(*(call(self._deployment(base, where).execute.remote(
+            [prompts[i] for i in idx], [plans[i] for i in idx], settings)) for where, idx in groups.items()))
+        return scatter(len(plans), groups, dict(zip(groups, done)))
 
     async def stream(self, base, prompt, plan, settings):
-        target = self.models if plan.selected() in self._models() else self._host(base)
+        target = self._deployment(base, placement(plan, self._models()))
         gen = target.options(stream=True).stream.remote(prompt, plan, settings)
         try:
             async for item in gen:

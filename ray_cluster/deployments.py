@@ -27,14 +27,18 @@ from collections import defaultdict
 
 from ray import serve
 
+from composer.executor import execute_each
+from composer.progress import set_quiet
 from composer.serving import LocalBackend, create_app
 from composer.settings import Settings
 from ray_cluster.backend import RayBackend
 
 
 def _threads(settings: Settings, share: float = 1.0) -> None:
+    """A replica's process setup from its settings: torch threads, progress bars."""
     import torch
     torch.set_num_threads(settings.threads or max(1, int((os.cpu_count() or 1) * share)))
+    set_quiet(settings.quiet)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
@@ -101,21 +105,12 @@ class HostDeployment:
         for i, (_, _, key, _) in enumerate(items):
             groups[key].append(i)
         out: list = [None] * len(items)
-        for key, idx in groups.items():
-            try:
-                done = await self.local.execute(self.base, [items[i][0] for i in idx], [items[i][1] for i in idx],
-                                                dict(key))
-            except Exception:  # noqa: BLE001 - one request's bad prompt must not fail the others: one by one
-                done = [await self._alone(items[i], dict(key)) for i in idx]
+        for key, idx in groups.items():  # one batch per decoding-settings group; a bad row fails only itself
+            done = await asyncio.to_thread(execute_each, self.composer.execute, [items[i][0] for i in idx],
+                                           [items[i][1] for i in idx], dict(key))
             for i, c in zip(idx, done):
                 out[i] = c
         return out
-
-    async def _alone(self, item: tuple, settings: dict):
-        try:
-            return (await self.local.execute(self.base, [item[0]], [item[1]], settings))[0]
-        except Exception as e:  # noqa: BLE001 - handed to this row's caller, re-raised in `execute`
-            return e
 
     async def execute(self, prompts, plans, settings):
         key, request = tuple(sorted(settings.items())), next(self._requests)

@@ -128,6 +128,17 @@ class RegisterMixin:
             raise ValidationError(f"'{name}' is a {rec.kind} expert, not a base model (kind 'base')")
         return rec
 
+    def default_base(self, name: str | None = None) -> ExpertRecord:
+        """`base(name)`; without a name, the only registered base (`ValidationError` if none or several)."""
+        if name:
+            return self.base(name)
+        bases = self.list(kind="base")
+        if len(bases) != 1:
+            raise ValidationError("no base model is registered" if not bases else
+                                  f"several base models are registered ({', '.join(b.name for b in bases)}): "
+                                  "name one (base=..., COMPOSER_BASE or --base)")
+        return bases[0]
+
     def _resolve_base(self, src: Path, base: str | None) -> ExpertRecord:
         if base is None:
             want = V.read_adapter_config(src).get("base_model_name_or_path")

@@ -2,8 +2,15 @@
 
 Contract:
 - A router is a `Router` subclass with one abstract method, `route(batch) -> list[RoutingPlan]`
-  (one plan per query, same order), registered under a name with its pydantic config by
-  `@register_router(name, Config)` in its own module.
+  (one plan per query, same order).
+- A routing method is registered once, by its folder's `__init__.py`:
+  `register_method(name, router, config, artifacts=(), gate=None, fit=None)` names its
+  router class and pydantic config, the per-expert artifacts it reads (`routers.artifacts.
+  Artifact`: fitted at registration, from that expert alone), the gate kind it scores inside
+  the host (`routers.token.GateKind`, token-level methods) and `fit(ctx, **options)` when it
+  is fitted over all experts on demand (CoE, Bench-CoE). Everything else — which artifacts
+  a registration fits, which gate vectors a host installs, which gate kinds a plan may name,
+  what `composer fit` accepts — is derived from these registrations (`methods()`).
 - `build(name, ctx, **config)` validates the config (unknown keys are errors) and returns the
   router; an unknown name or a bad config raises `RouterError` with a message fit for a user.
 - A `RoutingPlan` is JSON-able and says what the executor does: `mode` select / merge /
@@ -17,9 +24,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Mode = Literal["select", "merge", "ensemble", "token", "base"]
 
@@ -36,11 +44,20 @@ class Query(BaseModel):
 
 
 class GateSpec(BaseModel):
-    """Per-token routing inside the host (mode "token"): see composer.host.gates."""
-    kind: Literal["phatgoose", "arrow"]
+    """Per-token routing inside the host (mode "token"): a registered gate kind, top-k,
+    temperature and a per-expert logit bias."""
+    kind: str
     top_k: int = Field(2, ge=1)
     temperature: float = Field(1.0, gt=0)
     bias: dict[str, float] = Field(default_factory=dict)  # expert -> logit added at every token
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        known = sorted({m.gate.name for m in _METHODS.values() if m.gate is not None})
+        if kind not in known:
+            raise ValueError(f"unknown gate kind {kind!r}; known: {', '.join(known)}")
+        return kind
 
 
 class RoutingPlan(BaseModel):
@@ -98,34 +115,54 @@ class Router(ABC):
                          explanation=f"{reason}: {where}", fallback=reason)
 
 
-_ROUTERS: dict[str, tuple[type[Router], type[RouterConfig]]] = {}
+@dataclass(frozen=True)
+class Method:
+    """One routing method as registered by its folder (see the module contract)."""
+    name: str
+    router: type[Router]
+    config: type[RouterConfig]
+    artifacts: tuple = ()  # routers.artifacts.Artifact: per-expert, fitted at registration
+    gate: Any = None  # routers.token.GateKind: scored per token inside the host
+    fit: Callable[..., dict] | None = None  # fit(ctx, **options) -> summary, over all experts
 
 
-def register_router(name: str, config: type[RouterConfig]) -> Callable[[type[Router]], type[Router]]:
-    def deco(cls: type[Router]) -> type[Router]:
-        if name in _ROUTERS:
-            raise RuntimeError(f"router {name!r} registered twice")
-        cls.name, cls.config_cls = name, config
-        _ROUTERS[name] = (cls, config)
-        return cls
-    return deco
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, router: type[Router], config: type[RouterConfig], *, artifacts: Sequence = (),
+                    gate: Any = None, fit: Callable[..., dict] | None = None) -> Method:
+    if name in _METHODS:
+        raise RuntimeError(f"router {name!r} registered twice")
+    router.name, router.config_cls = name, config
+    _METHODS[name] = m = Method(name, router, config, tuple(artifacts), gate, fit)
+    return m
+
+
+def methods() -> list[Method]:
+    """Every registered method, by name."""
+    return [_METHODS[n] for n in sorted(_METHODS)]
+
+
+def method(name: str) -> Method:
+    if name not in _METHODS:
+        raise RouterError(f"unknown router {name!r}; available: {', '.join(names())}")
+    return _METHODS[name]
 
 
 def names() -> list[str]:
-    return sorted(_ROUTERS)
+    return sorted(_METHODS)
 
 
 def schemas() -> dict[str, dict]:
     """Router name → (docstring, JSON schema of its config); served by `composer routers`."""
-    return {n: {"description": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
-                "config": cfg.model_json_schema()} for n, (cls, cfg) in sorted(_ROUTERS.items())}
+    return {m.name: {"description": (m.router.__doc__ or "").strip().splitlines()[0] if m.router.__doc__ else "",
+                     "config": m.config.model_json_schema()} for m in methods()}
 
 
 def parse_config(name: str, **config: Any) -> RouterConfig:
-    if name not in _ROUTERS:
-        raise RouterError(f"unknown router {name!r}; available: {', '.join(names())}")
+    cls = method(name).config
     try:
-        return _ROUTERS[name][1](**config)
+        return cls(**config)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors())
         raise RouterError(f"bad config for router {name!r}: {problems}") from None
@@ -133,4 +170,4 @@ def parse_config(name: str, **config: Any) -> RouterConfig:
 
 def build(name: str, ctx, **config: Any) -> Router:
     cfg = parse_config(name, **config)
-    return _ROUTERS[name][0](ctx, cfg)
+    return method(name).router(ctx, cfg)

@@ -1,22 +1,30 @@
 """What a router may use, shared by all routers of one base model and built lazily.
 
-Contract: `RouterContext(registry, base, encoder=None, experts=None)`:
+Contract: `RouterContext(registry, base, encoder=None, experts=None, writer=None,
+fitting_host=None, progress=None, score=None)`:
 - `experts`: the ready experts routing may pick: LoRA experts of `base` and whole-model
   experts (a callable may supply them, so the list follows runtime registration);
   `expert_names` the same names. `adapter_names`: the LoRA experts only — what can be
   merged, ensembled in one batch or gated per token inside the host.
-- `encoder` (MiniLM by default, loaded on first use), `embeddings(name)` (cached registry
-  artifact) and `index` (an `ExampleIndex` over all experts, rebuilt after `invalidate()`).
+- `encoder` (MiniLM by default, loaded on first use), `embeddings(record)` (the expert's
+  stored embeddings artifact, cached; None when it has none) and `index` (an `ExampleIndex`
+  over the experts that have embeddings, rebuilt when the experts change or after
+  `invalidate()`). Routing only loads artifacts: an expert without one is left out (logged
+  once) until `composer fit embeddings` backfills it.
 - `load_artifact(router, key)` / `save_artifact(...)`: artifacts fitted over *all* experts
   of this base (CoE classifier, Bench-CoE regressor) live on the base model's record.
-- `fitting_host()`: a private, frozen copy of the base model (a `composer.host.Host`, no
-  adapters) for post-hoc fitters that need forward passes (PHATGOOSE gates), loaded once;
-  hold `fit_lock` while using it. Never the serving host, so fitting does not stall serving.
-- `writer`: GLIDER's instruction writer (`routers.glider.writers`), or None: descriptions
-  and examples stand in for written instructions.
+- Injected by the caller, so routers never import the serving core: `fitting_host()`
+  returns a private, frozen copy of the base model for fitters that need forward passes
+  (PHATGOOSE gates; loaded once from the `fitting_host` factory; hold `fit_lock` while
+  using it; never the serving host), `progress(iterable, desc=...)` wraps long loops in a
+  progress bar (default: none), `score(rows)` evaluates experts on labelled prompts
+  (Bench-CoE fitting without results) and `writer` is GLIDER's instruction writer
+  (`routers.glider.writers`, or None: descriptions and examples stand in).
 """
+
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -24,20 +32,32 @@ import numpy as np
 
 from registry import NotFoundError, Registry
 from registry.records import ExpertRecord
-from routers.embeddings import load_embeddings
+from routers.artifacts import load
+from routers.base import RouterError
+from routers.embeddings import EMBEDDINGS, read_embeddings
 from routers.encoders import Encoder, MiniLM
 from routers.index import ExampleIndex
+
+log = logging.getLogger(__name__)
+
+
+def _no_progress(iterable, **_):
+    return iterable
 
 
 class RouterContext:
     def __init__(self, registry: Registry, base: str, encoder: Encoder | None = None,
-                 experts: Callable[[], list[ExpertRecord]] | None = None, writer=None):
+                 experts: Callable[[], list[ExpertRecord]] | None = None, writer=None,
+                 fitting_host: Callable[[], object] | None = None, progress: Callable | None = None,
+                 score: Callable[[list[dict]], list[dict]] | None = None):
         self.registry, self.base = registry, base
         self._encoder, self.writer = encoder, writer
-        self._fit_host = None
+        self._load_fit_host, self._fit_host = fitting_host, None
+        self.progress = progress or _no_progress
+        self.score = score
         self.fit_lock = threading.Lock()
         self._experts = experts or (lambda: registry.list(kind="lora", base=base))
-        self._emb: dict[tuple[str, int], np.ndarray] = {}
+        self._emb: dict[tuple[str, int], np.ndarray | None] = {}
         self._memo: dict[tuple[str, str, int], object] = {}
         self._index: ExampleIndex | None = None
         self._index_key: tuple = ()
@@ -62,16 +82,20 @@ class RouterContext:
 
     def fitting_host(self):
         if self._fit_host is None:
-            from composer.host import Host  # torch/transformers only when a fitter needs them
-            host = Host.load(self.registry.get(self.base).path, name=self.base)
-            host.model.requires_grad_(False)
-            self._fit_host = host
+            if self._load_fit_host is None:
+                raise RouterError("this router context has no fitting host (fitters that run the base model "
+                                  "need one: build the context with fitting_host=...)")
+            self._fit_host = self._load_fit_host()
         return self._fit_host
 
-    def embeddings(self, record: ExpertRecord) -> np.ndarray:
+    def embeddings(self, record: ExpertRecord) -> np.ndarray | None:
         key = (record.name, record.version)
         if key not in self._emb:
-            self._emb[key] = load_embeddings(self.registry, record, self.encoder)
+            data = load(self, record, EMBEDDINGS)
+            if data is None:
+                log.warning("expert %s v%d has no %s embeddings: semantic routers skip it until "
+                            "`composer fit embeddings`", record.name, record.version, self.encoder.name)
+            self._emb[key] = None if data is None else read_embeddings(data)
         return self._emb[key]
 
     @property
@@ -79,18 +103,24 @@ class RouterContext:
         experts = self.experts
         key = tuple(sorted((r.name, r.version) for r in experts))
         if self._index is None or key != self._index_key:
-            self._index, self._index_key = ExampleIndex({r.name: self.embeddings(r) for r in experts}), key
+            vectors = {r.name: self.embeddings(r) for r in experts}
+            self._index = ExampleIndex({n: v for n, v in vectors.items() if v is not None})
+            self._index_key = key
         return self._index
 
     def invalidate(self) -> None:
         self._index = None
         live = {(r.name, r.version) for r in self.experts}
-        self._emb = {k: v for k, v in self._emb.items() if k in live}
+        self._emb = {k: v for k, v in self._emb.items() if k in live and v is not None}
         self._memo = {k: v for k, v in self._memo.items() if k[1:] in live}
 
     def memo(self, key: tuple[str, str, int], load: Callable[[], object]):
+        """`load()` cached per (what, expert, version); None (not fitted yet) is not cached."""
         if key not in self._memo:
-            self._memo[key] = load()
+            value = load()
+            if value is None:
+                return None
+            self._memo[key] = value
         return self._memo[key]
 
     def load_artifact(self, router: str, key: str) -> tuple[dict, bytes] | None:

@@ -1,23 +1,21 @@
-"""Expert embeddings: the post-hoc artifact every semantic router shares.
+"""Expert embeddings: the per-expert artifact every semantic router shares.
 
 Contract: `expert_texts(record)` is what represents an expert: its description and up to
-`MAX_EXAMPLES` example prompts. `fit_embeddings(record, encoder)` embeds them and returns
-one registry artifact (router "embeddings", key "<encoder name>.npy", rows in the order of
-`expert_texts`); `load_embeddings(registry, record, encoder)` reads it back, fitting and
-storing it first for experts registered without it. Only this expert's data is used, so
-registering an expert never refits another.
+`MAX_EXAMPLES` example prompts. `EMBEDDINGS` is the artifact (fitter "embeddings", router
+"embeddings", key "<encoder name>.npy", rows in the order of `expert_texts`, for LoRA and
+whole-model experts), fitted at registration from this expert's data only.
+`read_embeddings(data)` decodes it.
 """
+
 from __future__ import annotations
 
 import io
 
 import numpy as np
 
-from registry import NotFoundError, Registry
 from registry.records import ExpertRecord
-from routers.encoders import Encoder
+from routers.artifacts import Artifact
 
-ROUTER = "embeddings"
 MAX_EXAMPLES = 1000  # as in Jang et al. / PHATGOOSE's retrieval baseline
 
 
@@ -26,23 +24,18 @@ def expert_texts(record: ExpertRecord) -> list[str]:
     return texts + [ex["prompt"] for ex in record.examples[:MAX_EXAMPLES]]
 
 
-def _key(encoder: Encoder) -> str:
-    return f"{encoder.name}.npy"
-
-
-def fit_embeddings(record: ExpertRecord, encoder: Encoder) -> list[tuple[str, str, bytes, dict]]:
+def _fit(ctx, record: ExpertRecord, path) -> tuple[bytes, dict]:
     texts = expert_texts(record) or [record.name]
     buf = io.BytesIO()
-    np.save(buf, encoder.encode(texts).astype(np.float32), allow_pickle=False)
-    meta = {"format": "npy", "encoder": encoder.name, "rows": len(texts),
+    np.save(buf, ctx.encoder.encode(texts).astype(np.float32), allow_pickle=False)
+    meta = {"format": "npy", "encoder": ctx.encoder.name, "rows": len(texts),
             "has_description": bool(record.description)}
-    return [(ROUTER, _key(encoder), buf.getvalue(), meta)]
+    return buf.getvalue(), meta
 
 
-def load_embeddings(registry: Registry, record: ExpertRecord, encoder: Encoder) -> np.ndarray:
-    try:
-        _, data = registry.get_artifact(record.name, ROUTER, _key(encoder), version=record.version)
-    except NotFoundError:
-        (router, key, data, meta), = fit_embeddings(record, encoder)
-        registry.put_artifact(record.name, router, key, data, meta, version=record.version)
+def read_embeddings(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+EMBEDDINGS = Artifact("embeddings", "embeddings", lambda ctx: f"{ctx.encoder.name}.npy", _fit,
+                      kinds=("lora", "model"))

@@ -1,28 +1,41 @@
 """Shared pieces of the token-level routers (PHATGOOSE, Arrow, GLIDER).
 
 Contract:
+- `GateKind(name, artifact, prepare, score)`: a kind of per-token gate. Each expert carries
+  one vector per adapted module (`artifact`: safetensors, module path -> [d_in]); `prepare`
+  maps a stored vector to what the host keeps, and `score(x [N, d], V [S, d]) -> [N, S]`
+  scores tokens against the kept vectors of S experts. A method registers its kind with
+  `register_method(..., gate=KIND)`; `gate_kinds()` lists every registered kind.
 - `TokenConfig`: `top_k`, `temperature` and `experts` (restrict the candidates; default
   every expert of the base) — per request, like every router config.
 - `token_plan(router, kind, bias=None, scores=None, note="")` -> a `RoutingPlan` with mode
   "token": the executor routes every token of the row through the host's gates of `kind`.
-- `VECTOR_ARTIFACTS`: gate kind -> (post-hoc fitter, router, key) of the per-expert artifact
-  holding one vector per adapted module (safetensors, module path -> [d_in]).
-  `expert_vectors(ctx, record)` loads them for the host, fitting and storing a missing one
-  first (experts registered before that fitter existed), from that expert alone.
 - `vectors_to_bytes` / `vectors_from_bytes` (de)serialise {module: vector}.
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from pydantic import Field
 from safetensors.torch import load, save
 
-from registry.records import ExpertRecord
-from routers import posthoc
-from routers.base import GateSpec, Router, RouterConfig, RouterError, RoutingPlan
+from routers.artifacts import Artifact
+from routers.base import GateSpec, Router, RouterConfig, RouterError, RoutingPlan, methods
 
-VECTOR_ARTIFACTS = {"phatgoose": ("phatgoose", "phatgoose", "gates.safetensors"),
-                    "arrow": ("arrow", "arrow", "prototypes.safetensors")}
+
+@dataclass(frozen=True)
+class GateKind:
+    name: str
+    artifact: Artifact
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def gate_kinds() -> dict[str, GateKind]:
+    return {m.gate.name: m.gate for m in methods() if m.gate is not None}
 
 
 class TokenConfig(RouterConfig):
@@ -61,8 +74,3 @@ def token_plan(router: Router, kind: str, bias: dict[str, float] | None = None,
     what = f"per token, per module: top-{cfg.top_k} of {len(experts)} experts by {kind} gates" + note
     return RoutingPlan(router=router.name, mode="token", experts=experts, scores=scores or {},
                        gate=gate, explanation=what)
-
-
-def expert_vectors(ctx, record: ExpertRecord) -> dict[str, dict[str, torch.Tensor]]:
-    return {kind: vectors_from_bytes(posthoc.stored(ctx, record, fitter, router, key))
-            for kind, (fitter, router, key) in VECTOR_ARTIFACTS.items()}

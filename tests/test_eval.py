@@ -11,9 +11,10 @@ from composer.cli import main
 from composer.eval import BenchmarkError, evaluate, load_benchmark, summarise, write_report
 from composer.eval.cache import OutputCache
 
-PROMPTS = ["Write these letters backwards: c a t", "Put the letters in reverse order: d o g",
-           "Write these letters backwards: a b c d", "Flip the order of the letters: x y z",
-           "Flip the order of the letters: m n o p", "Put the letters in reverse order: k l"]
+HELD_IN = ["Write these letters backwards: c a t", "Put the letters in reverse order: d o g",
+           "Write these letters backwards: a b c d", "Reverse the letters: q r s", "Reverse the letters: e f g h"]
+HELD_OUT = ["Flip the order of the letters: x y z", "Flip the order of the letters: m n o p",
+            "Put the letters in reverse order: k l", "Flip the order of the letters: u v w", "Mirror the order: i j"]
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +26,20 @@ def composer(demo_ocean):
 @pytest.fixture(scope="module")
 def known(composer):
     """Six reverse prompts whose answers are set from what the models say, computed on the host directly:
-    the reverse expert is right on exactly four (two per split), and the base on none."""
-    host = composer.host
-    expert = [g.text for g in host.generate(PROMPTS, [{"reverse": 1.0}] * 6, max_new_tokens=32)]
-    base = [g.text for g in host.generate(PROMPTS, [{}] * 6, max_new_tokens=32)]
-    rows = []
-    for i, (p, e, b) in enumerate(zip(PROMPTS, expert, base)):
-        answer = e if i in (0, 1, 3, 4) else "no such answer"
-        assert answer != b
-        rows.append({"id": f"k{i}", "prompt": p, "answer": answer, "task": "reverse",
-                     "split": "held-in" if i < 3 else "held-out"})
+    the reverse expert is right on exactly four (two per split), and the base on none. Per split, the
+    first two prompts where the expert and the base answer differently get the expert's answer, and a
+    third gets an answer nobody gives (the partly trained experts' own answers are not assumed)."""
+    host, rows = composer.host, []
+    for split, prompts in (("held-in", HELD_IN), ("held-out", HELD_OUT)):
+        n = len(prompts)
+        expert = [g.text for g in host.generate(prompts, [{"reverse": 1.0}] * n, max_new_tokens=32)]
+        base = [g.text for g in host.generate(prompts, [{}] * n, max_new_tokens=32)]
+        differ = [i for i in range(n) if expert[i] != base[i]]
+        assert len(differ) >= 3, (expert, base)  # the expert changes what the base says
+        for i in differ[:3]:
+            answer = expert[i] if i in differ[:2] else "no such answer"
+            rows.append({"id": f"k{len(rows)}", "prompt": prompts[i], "answer": answer, "task": "reverse",
+                         "split": split})
     return rows
 
 

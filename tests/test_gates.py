@@ -8,8 +8,21 @@ import torch
 from torch import nn
 
 from composer.host import Gate, MixedRouting, MoLoRALinear, RoutingTrace, use_routing
-from composer.host.gates import layer_norm
+from routers import GateSpec
 from routers.arrow import prototype
+from routers.phatgoose import layer_norm
+from routers.token import gate_kinds
+
+KINDS = gate_kinds()
+
+
+def gate(kind: str, **kw) -> Gate:
+    """A host row gated by a registered kind (what the executor makes of a token-level plan)."""
+    return Gate(kind, KINDS[kind].score, **kw)
+
+
+def install(layer, kind: str, slot: int, v: torch.Tensor) -> None:
+    layer.set_vector(kind, slot, KINDS[kind].prepare(v))
 
 
 def make_layer(d_in=6, d_out=5, ranks=(2, 3, 1), seed=0):
@@ -42,10 +55,10 @@ def test_gate_matches_dense_reference(kind):
     layer, loras = make_layer()
     V = torch.randn(3, 6)
     for s in range(3):
-        layer.set_vector(kind, s, V[s])
+        install(layer, kind, s, V[s])
     x = torch.randn(1, 7, 6)
     logits = layer_norm(x[0]) @ layer_norm(V).T / math.sqrt(6) if kind == "phatgoose" else (x[0] @ V.T).abs()
-    with use_routing(MixedRouting([Gate(kind, top_k=2, temperature=0.7)])):
+    with use_routing(MixedRouting([gate(kind, top_k=2, temperature=0.7)])):
         got = layer(x)[0]
     torch.testing.assert_close(got, reference(layer, loras, x[0], logits, 2, 0.7))
 
@@ -54,11 +67,11 @@ def test_bias_candidates_per_row_k_and_trace():
     layer, loras = make_layer()
     V = torch.randn(3, 6)
     for s in range(3):
-        layer.set_vector("arrow", s, V[s])
+        install(layer, "arrow", s, V[s])
     x = torch.randn(3, 4, 6)
     trace = RoutingTrace()
-    rows = [Gate("arrow", top_k=1, bias={2: 1e6}),  # a huge bias forces expert 2 everywhere
-            Gate("arrow", top_k=2, experts=[0, 1]),  # only 0 and 1 are candidates
+    rows = [gate("arrow", top_k=1, bias={2: 1e6}),  # a huge bias forces expert 2 everywhere
+            gate("arrow", top_k=2, experts=[0, 1]),  # only 0 and 1 are candidates
             [(1, 1.0)]]  # a fixed row in the same batch
     with use_routing(MixedRouting(rows, trace)):
         y = layer(x)
@@ -78,10 +91,10 @@ def test_bias_candidates_per_row_k_and_trace():
 
 def test_experts_without_a_vector_or_this_module_are_never_chosen():
     layer, _ = make_layer()
-    layer.set_vector("phatgoose", 1, torch.randn(6))  # only expert 1 has a gate here
+    install(layer, "phatgoose", 1, torch.randn(6))  # only expert 1 has a gate here
     x = torch.randn(1, 5, 6)
     trace = RoutingTrace()
-    with use_routing(MixedRouting([Gate("phatgoose", top_k=2)], trace)):
+    with use_routing(MixedRouting([gate("phatgoose", top_k=2)], trace)):
         layer(x)
     slots = trace.calls[0][2]
     assert (slots[..., 0] == 1).all() and (slots[..., 1] == -1).all()
@@ -89,8 +102,10 @@ def test_experts_without_a_vector_or_this_module_are_never_chosen():
     assert not layer.has_vector["phatgoose"].any()
     with pytest.raises(ValueError, match="does not adapt"):
         layer.set_vector("phatgoose", 1, torch.randn(6))
-    with pytest.raises(ValueError, match="unknown gate kind"):
-        Gate("nope")
+    with pytest.raises(ValueError, match="unknown gate kind 'nope'; known: arrow, phatgoose"):
+        GateSpec(kind="nope")  # a plan may only name a registered kind
+    with pytest.raises(ValueError, match="score function"):
+        Gate("arrow", None)
 
 
 @pytest.mark.parametrize(("r", "d_in", "d_out"), [(8, 64, 96), (16, 40, 12), (4, 3, 30)])

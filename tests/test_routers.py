@@ -158,19 +158,30 @@ ROUTER_CONFIGS = {"retrieval": {}, "centroid": {}, "loraretriever": {"top_k": 2}
 
 @pytest.mark.parametrize("name", sorted(ROUTER_CONFIGS))
 def test_every_router_routes_generates_and_explains_itself(composer, rows, name):
+    """Relations only (the fast ocean's experts are partly trained, so their answers are not
+    asserted): each row answers as its plan does alone, a selected expert answers as that expert
+    pinned, an ensemble keeps its most likely candidate's answer; query routers that read the
+    registered examples pick the prompt's own expert (a routing decision, 6 held-in prompts)."""
     picked = [r for r in rows if r["task"] in ("max", "length", "countdown") and r["split"] == "held-in"][::20]
     queries = [{"prompt": r["prompt"], "task": r["task"]} for r in picked]
     outs = composer.generate(queries, router=name, max_new_tokens=12, **ROUTER_CONFIGS[name])
     live = {r.name for r in composer.experts()}
-    for o in outs:
+    pinned = {}
+    for q, o in zip(queries, outs):
         p = o.plan
         assert p.router == name and p.explanation and set(p.experts) <= live
         assert p.experts and math.isclose(sum(p.weights), 1.0) and p.mode in ("select", "merge", "ensemble")
+        alone = composer.execute([q["prompt"]], [p], max_new_tokens=12)[0]
+        assert (alone.text, alone.expert) == (o.text, o.expert)  # batched with the others = alone
         if p.mode == "ensemble":
             assert o.expert in p.experts and set(o.candidates) == set(p.experts)
-            assert o.logprob == max(o.candidates.values()) or abs(o.logprob - max(o.candidates.values())) < 1e-3
-    if name in ("retrieval", "coe", "oracle", "ensemble"):  # routed to strong experts: answers are right
-        assert sum(o.text == r["answer"] for o, r in zip(outs, picked)) >= 0.8 * len(picked)
+            assert o.candidates[o.expert] == max(o.candidates.values())
+        if p.mode in ("select", "ensemble"):  # the answer is the chosen expert's own
+            key = (q["prompt"], o.expert)
+            pinned[key] = pinned.get(key) or composer.generate([q["prompt"]], expert=o.expert, max_new_tokens=12)[0]
+            assert o.text == pinned[key].text
+    if name in ("retrieval", "coe", "oracle"):
+        assert sum(o.plan.experts == [r["task"]] for o, r in zip(outs, picked)) >= 5, [o.plan.experts for o in outs]
 
 
 def test_oracle_needs_tasks_and_falls_back_on_compositions(composer, rows):

@@ -9,8 +9,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from composer.cli import main
+from composer.executor import host_row
 from composer.host import Gate, Host, RoutingTrace, read_lora
-from routers.arrow import fit_prototypes
+from routers.arrow import ARROW, fit_prototypes
 
 # the demo's "wide" experts share rank 8 and all-linear targets, as PEFT's Arrow requires
 WIDE = ["reverse", "caesar", "length"]
@@ -140,7 +141,7 @@ def test_arrow_agrees_with_peft(demo_ocean, composer):
     assert checked == len(WIDE) * len(loras[WIDE[0]].modules)
     for n in WIDE:
         host.set_vectors(n, "arrow", theirs[n])
-    got = host.logits(enc["input_ids"], enc["attention_mask"], mixtures=[Gate("arrow", top_k=2)] * len(PROMPTS))
+    got = host.logits(enc["input_ids"], enc["attention_mask"], mixtures=[Gate("arrow", ARROW.score, top_k=2)] * len(PROMPTS))
     mask = enc["attention_mask"].bool()
     assert (got - want)[mask].abs().max() < 1e-5
 
@@ -153,7 +154,7 @@ def row_logits(host, prompts, rows, trace=None):
 def test_token_rows_mix_with_sequence_rows_in_one_batch(composer):
     host = composer.host
     plan = composer.route(PROMPTS[:1], router="phatgoose")[0]
-    gate = composer._row(plan)
+    gate = host_row(plan)
     mixed = row_logits(host, PROMPTS[:3], [gate, {"reverse": 1.0}, {}])
     for i, row in enumerate([gate, {"reverse": 1.0}, {}]):
         alone = row_logits(host, PROMPTS[i:i + 1], [row])
@@ -196,12 +197,12 @@ def test_glider_held_in_setting_routes_tokens_to_the_prompts_expert(composer):
 def test_glider_alpha_zero_is_phatgoose_and_large_alpha_follows_global(composer):
     host = composer.host
     prompts = PROMPTS[:3]
-    pg = [composer._row(p) for p in composer.route(prompts, router="phatgoose")]
-    g0 = [composer._row(p) for p in composer.route(prompts, router="glider", alpha=0.0)]
+    pg = [host_row(p) for p in composer.route(prompts, router="phatgoose")]
+    g0 = [host_row(p) for p in composer.route(prompts, router="glider", alpha=0.0)]
     assert torch.equal(row_logits(host, prompts, pg), row_logits(host, prompts, g0))
     plans = composer.route(prompts, router="glider", alpha=1000.0, top_k=2)
     trace = RoutingTrace()
-    row_logits(host, prompts, [composer._row(p) for p in plans], trace)
+    row_logits(host, prompts, [host_row(p) for p in plans], trace)
     names = {s: n for n, s in host.slots.items()}
     for path, rows, slots, _ in trace.calls:
         layer = host.layers[path]
@@ -288,22 +289,37 @@ def test_glider_writer_endpoint(demo_ocean, tmp_path):
 
 
 
-def test_experts_registered_without_token_artifacts_are_backfilled(demo_ocean, composer, tmp_path):
-    """An expert registered straight into the registry (no post-hoc fitting) gets its gates,
-    prototypes and task embedding fitted, from its own data, when the host first loads it."""
+def test_serving_never_fits_missing_artifacts_composer_fit_backfills_them(demo_ocean, composer, tmp_path):
+    """An expert registered straight into the registry (no post-hoc fitting) is served at once,
+    but nothing is fitted on the serving path: until `fit NAME` backfills its artifacts from its
+    own data, token gates and GLIDER's global term leave it out and nothing is written."""
     import shutil
     reg = demo_ocean.registry
     adapter = tmp_path / "plain"
     shutil.copytree(demo_ocean.out / "experts" / "max", adapter)
     reg.register(adapter, "plain", base="demo-base", examples=["Find the largest digit: 1 2"])
     try:
-        assert not reg.artifacts("plain")
-        slot = composer.host.slots["plain"]  # loading the host syncs it with the registry
-        assert {a.router for a in reg.artifacts("plain")} == {"phatgoose", "arrow"}
-        layer = composer.host.layers["model.layers.0.self_attn.q_proj"]
-        assert layer.has_vector["phatgoose"][slot] and layer.has_vector["arrow"][slot]
+        host = composer.host  # loading the host syncs it with the registry
+        slot = host.slots["plain"]
+        layer = host.layers["model.layers.0.self_attn.q_proj"]
+        assert not layer.has_vector["phatgoose"][slot] and not layer.has_vector["arrow"][slot]
         plan = composer.route(["Find the largest digit: 3 4"], router="glider")[0]
-        assert "plain" in plan.scores
+        assert "plain" not in plan.scores and "1 without a task embedding" in plan.explanation
+        assert composer.generate(["Find the largest digit: 3 4"], expert="plain", max_new_tokens=2)[0].expert == "plain"
+        assert not reg.artifacts("plain")  # serving and routing wrote nothing
+        others = {(a.expert, a.router, a.key): a.sha256 for a in reg.artifacts() if a.expert != "plain"}
+
+        summary = composer.fit("phatgoose", experts=["plain"], steps=5)
+        assert summary == {"artifact": "phatgoose", "fitted": ["plain"], "present": []}
+        arrow = composer.fit("arrow")  # every expert: only the one lacking it is fitted
+        assert arrow["fitted"] == ["plain"] and set(arrow["present"]) == {r.name for r in composer.experts()} - {"plain"}
+        assert composer.fit("glider", experts=["plain"])["fitted"] == ["plain"]
         assert {a.router for a in reg.artifacts("plain")} == {"phatgoose", "arrow", "glider"}
+        assert reg.get_artifact("plain", "phatgoose", "gates.safetensors")[0].meta["steps"] == 5
+        assert {(a.expert, a.router, a.key): a.sha256 for a in reg.artifacts() if a.expert != "plain"} == others
+        host = composer.host  # the next sync installs what appeared
+        assert layer.has_vector["phatgoose"][slot] and layer.has_vector["arrow"][slot]
+        assert "plain" in composer.route(["Find the largest digit: 3 4"], router="glider")[0].scores
+        assert composer.fit("arrow", experts=["plain"]) == {"artifact": "arrow", "fitted": [], "present": ["plain"]}
     finally:
         composer.remove("plain")

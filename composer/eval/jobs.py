@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 from composer.errors import ComposerError
+from composer.priority import lower_priority
 from composer.eval.benchmark import BenchmarkError, load_benchmark
 from composer.eval.cache import OutputCache
 from composer.eval.report import write_report
@@ -84,7 +85,6 @@ class EvalJobs:
             job["done"] = sum(p["done"] for p in job["progress"].values())
 
     def _loop(self) -> None:
-        from composer.serving.backend import lower_priority
         lower_priority()  # evaluations yield the cores to serving
         while True:
             job_id, composer, examples, specs, settings = self._work.get()

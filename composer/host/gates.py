@@ -1,15 +1,14 @@
 """Token-level gates: which experts each token uses, decided inside every adapted module.
 
 Contract:
-- An expert carries, per module it adapts, one vector per gate *kind*: "phatgoose" (a
-  trained gate vector) or "arrow" (a prototype). `SCORERS[kind]` says how a vector is
-  prepared when installed (`prepare`) and how tokens score the installed vectors (`score`):
-      phatgoose: LN(x) · LN(v) / sqrt(d_in)   (LN = layer norm without affine, both sides)
-      arrow:     |x · p|                       (p unit-norm; sign-invariant)
-- `Gate(kind, top_k, temperature, bias, experts)` routes one row: at every module, each
-  token scores the experts that adapt the module and carry a vector of `kind` (restricted
-  to `experts` slots when given), adds `bias[slot]` (GLIDER's alpha * global score), keeps
-  the top-k and takes softmax(kept / temperature).
+- An expert carries, per module it adapts, one vector per gate *kind* (e.g. a PHATGOOSE gate
+  vector, an Arrow prototype), installed already prepared (`Host.set_vectors`). What a kind
+  means is not known here: each routing method registers it (`routers.token.GateKind`), and
+  a row's `Gate` carries its `score(x [N, d], V [S, d]) -> [N, S]`.
+- `Gate(kind, score, top_k, temperature, bias, experts)` routes one row: at every module,
+  each token scores the experts that adapt the module and carry a vector of `kind`
+  (restricted to `experts` slots when given), adds `bias[slot]` (GLIDER's alpha * global
+  score), keeps the top-k and takes softmax(kept / temperature).
 - `MixedRouting(rows, trace=None)` is a `Routing` for a batch whose rows are fixed
   mixtures (`[(slot, weight)]`, empty = base) or `Gate`s: heterogeneous batches share one
   forward pass. With a `RoutingTrace`, every gated decision (module, token, slots, weights)
@@ -17,43 +16,28 @@ Contract:
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from composer.host.routing import SequenceRouting
 
-
-def layer_norm(t: torch.Tensor) -> torch.Tensor:
-    return F.layer_norm(t, t.shape[-1:])
-
-
-@dataclass(frozen=True)
-class Scorer:
-    prepare: Callable[[torch.Tensor], torch.Tensor]  # vector [d_in] -> stored vector
-    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # x [N, d], V [S, d] -> [N, S]
-
-
-SCORERS: dict[str, Scorer] = {
-    "phatgoose": Scorer(layer_norm, lambda x, V: layer_norm(x) @ V.T / math.sqrt(x.shape[-1])),
-    "arrow": Scorer(lambda p: p, lambda x, V: (x @ V.T).abs()),
-}
+Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # x [N, d], V [S, d] -> [N, S]
 
 
 @dataclass
 class Gate:
     kind: str
+    score: Score
     top_k: int = 2
     temperature: float = 1.0
     bias: Mapping[int, float] = field(default_factory=dict)  # slot -> added logit
     experts: Sequence[int] | None = None  # allowed slots (None = every expert on the host)
 
     def __post_init__(self):
-        if self.kind not in SCORERS:
-            raise ValueError(f"unknown gate kind {self.kind!r}; known: {', '.join(SCORERS)}")
+        if not callable(self.score):
+            raise ValueError(f"gate kind {self.kind!r} needs a score function")
         if self.top_k < 1 or self.temperature <= 0:
             raise ValueError("a gate needs top_k >= 1 and temperature > 0")
 
@@ -111,7 +95,7 @@ class MixedRouting(SequenceRouting):
         row_idx = torch.tensor(rows)
         tok = (row_idx.unsqueeze(1) * T + torch.arange(T)).reshape(-1)  # flat token ids of the gated rows
         xs = x.reshape(-1, x.shape[-1])[tok]
-        logits = SCORERS[kind].score(xs, V.to(xs.dtype)).view(len(rows), T, S) + bias.unsqueeze(1)
+        logits = gates[0].score(xs, V.to(xs.dtype)).view(len(rows), T, S) + bias.unsqueeze(1)
         logits = logits.masked_fill(~allowed.unsqueeze(1), float("-inf")).view(-1, S)
         k = min(max(g.top_k for g in gates), S)
         top, idx = logits.topk(k, dim=-1)

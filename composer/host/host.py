@@ -8,7 +8,8 @@ Contract:
   every module and shape before touching the model, so a bad adapter changes nothing.
   `remove_adapter(name)` frees its slot. Other experts' outputs are unaffected by either.
 - `set_vectors(name, kind, {module: vector})` installs an expert's token-gate vectors
-  (PHATGOOSE gates, Arrow prototypes), checked against the modules it adapts.
+  (PHATGOOSE gates, Arrow prototypes), already prepared for the kind's score, checked
+  against the modules it adapts.
 - `logits(...)` and `generate(...)` take one row spec per prompt: a mixture
   (`{expert: weight}`, empty = base model) or a `Gate` (per-token routing; its `bias` and
   `experts` name experts), or any `Routing`; rows routed differently share one forward
@@ -39,10 +40,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
 from composer.errors import ComposerError
-from composer.host.adapters import LoraWeights, read_lora
 from composer.host.gates import Gate, MixedRouting, RoutingTrace
 from composer.host.layer import MoLoRALinear
 from composer.host.routing import Routing, SequenceRouting, use_routing
+from registry.lora import LoraWeights, read_lora
 
 Mixture = Mapping[str, float]
 Row = Mixture | Gate

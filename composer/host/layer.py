@@ -15,14 +15,13 @@ matmul each, so a call costs a handful of kernels however many experts it uses, 
 grows with the experts used, not the experts installed, and one-hot weights reproduce
 PEFT's own single-adapter output. `set_slot`/`clear_slot` install or drop one expert at run time.
 Token-level gates read per-expert vectors of a kind ("phatgoose", "arrow") stored here by
-`set_vector` (prepared by `gates.SCORERS[kind]`) through `gate_vectors(kind)`.
+`set_vector` (already prepared for their kind's score) through `gate_vectors(kind)`.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from composer.host.gates import SCORERS
 from composer.host.routing import current_routing
 
 
@@ -97,7 +96,7 @@ class MoLoRALinear(nn.Module):
             n = len(self.rank)
             self.vectors[kind] = self.lora_A.new_zeros(n, self.in_features)
             self.has_vector[kind] = torch.zeros(n, dtype=torch.bool)
-        self.vectors[kind][slot] = SCORERS[kind].prepare(v.to(self.vectors[kind].dtype))
+        self.vectors[kind][slot] = v.to(self.vectors[kind].dtype)
         self.has_vector[kind][slot] = True
 
     def gate_vectors(self, kind: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:

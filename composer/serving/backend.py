@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from composer.priority import lower_priority
 from composer.serving.registration import register_expert, sweep_uploads
 from composer.serving.schemas import RegisterRequest
 from composer.settings import Settings
@@ -49,15 +50,6 @@ class Backend(Protocol):
     async def ready(self) -> dict: ...
 
 
-def lower_priority() -> None:
-    """Run this thread at the lowest CPU priority (Linux: per-thread nice), so background work
-    (post-hoc fitting, evaluations) yields the cores to serving. A no-op where unsupported."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass
-
-
 async def iterate_in_thread(it: Iterator) -> AsyncIterator:
     """Drive a blocking iterator from worker threads, one item at a time."""
     done = object()
@@ -66,14 +58,8 @@ async def iterate_in_thread(it: Iterator) -> AsyncIterator:
 
 
 def default_base(registry: Registry, settings: Settings) -> str:
-    from composer.errors import ComposerError
-    if settings.base:
-        return settings.base
-    bases = [r.name for r in registry.list(kind="base")]
-    if len(bases) != 1:
-        raise ComposerError("no base model is registered" if not bases else
-                            f"several base models are registered ({', '.join(bases)}): set COMPOSER_BASE")
-    return bases[0]
+    """The base model of `model: "composer"`: COMPOSER_BASE, else the only registered one."""
+    return registry.default_base(settings.base).name
 
 
 class LocalBackend:

@@ -1,5 +1,9 @@
 """arrow (Ostapenko et al. 2024): training-free per-token routing by LoRA prototypes."""
-from routers.arrow.fit import fit_prototypes, prototype
-from routers.arrow.router import ArrowRouter
+from routers.arrow.config import ArrowConfig
+from routers.arrow.fit import PROTOTYPES, fit_prototypes, prototype
+from routers.arrow.router import ARROW, ArrowRouter
+from routers.base import register_method
 
-__all__ = ["ArrowRouter", "fit_prototypes", "prototype"]
+register_method("arrow", ArrowRouter, ArrowConfig, artifacts=[PROTOTYPES], gate=ARROW)
+
+__all__ = ["ARROW", "PROTOTYPES", "ArrowRouter", "fit_prototypes", "prototype"]

@@ -5,8 +5,8 @@ singular vector of B·A in float64 via two thin QRs and an r×r SVD — A^T = Q_
 B = Q_b R_b, so B·A = Q_b (R_b R_a^T) Q_a^T and with R_b R_a^T = U S V^T the right singular
 vectors are Q_a V — cost O((d_in + d_out) r^2), exact (no power iteration). The sign is
 fixed (largest-magnitude entry positive); routing uses |x·p|, so it never matters.
-`fit_prototypes(lora)` -> {module: p}. Registered as the post-hoc fitter "arrow", writing
-arrow/prototypes.safetensors on the expert (training-free: needs only the adapter).
+`fit_prototypes(lora)` -> {module: p}. `PROTOTYPES` is the per-expert artifact (fitter
+"arrow", arrow/prototypes.safetensors; training-free: needs only the adapter).
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from routers.posthoc import posthoc
-from routers.token import VECTOR_ARTIFACTS, vectors_to_bytes
+from registry.lora import read_lora
+from routers.artifacts import Artifact
+from routers.token import vectors_to_bytes
 
 
 def prototype(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -31,12 +32,9 @@ def fit_prototypes(lora) -> dict[str, torch.Tensor]:
     return {m: prototype(A, B) for m, (A, B) in lora.modules.items()}
 
 
-@posthoc("arrow")
-def _fit(ctx, record, path: Path) -> list:
-    if record.kind != "lora":
-        return []
-    from composer.host.adapters import read_lora
-    _, router, key = VECTOR_ARTIFACTS["arrow"]
+def _fit(ctx, record, path: Path) -> tuple[bytes, dict]:
     protos = fit_prototypes(read_lora(path))
-    return [(router, key, vectors_to_bytes(protos), {"format": "safetensors", "method": "qr+svd (exact)",
-                                                     "modules": len(protos)})]
+    return vectors_to_bytes(protos), {"format": "safetensors", "method": "qr+svd (exact)", "modules": len(protos)}
+
+
+PROTOTYPES = Artifact("arrow", "arrow", "prototypes.safetensors", _fit)

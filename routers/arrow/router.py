@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from routers.arrow.config import ArrowConfig
-from routers.base import Query, Router, RoutingPlan, register_router
-from routers.token import token_plan
+from routers.arrow.fit import PROTOTYPES
+from routers.base import Query, Router, RoutingPlan
+from routers.token import GateKind, token_plan
+
+ARROW = GateKind("arrow", PROTOTYPES, prepare=lambda p: p, score=lambda x, V: (x @ V.T).abs())
 
 
-@register_router("arrow", ArrowConfig)
 class ArrowRouter(Router):
     """Training-free per-token routing by LoRA prototypes (Arrow; as PEFT's create_arrow_model)."""
 

@@ -1,7 +1,9 @@
 """Fitting Bench-CoE from evaluation results (offline).
 
-Contract: `fit_bench_coe(ctx, results, level="query")` with result rows
-{"prompt", "expert", "score" in [0, 1], optional "category"}:
+Contract: `fit_bench_coe(ctx, results=None, level="query", per_expert=16)` with result rows
+{"prompt", "expert", "score" in [0, 1], optional "category"}; without results, every expert
+is scored (`ctx.score`, injected by the caller) on the first `per_expert` registered
+examples (with completions) of every expert, each labelled by the expert it came from:
 - query level: a nearest-neighbour regressor (`knn`) from the prompt embedding to every
   expert's score on that prompt (NaN where not evaluated), `bench_coe/query.safetensors`;
 - subject level: CoE with subjects as categories — a category classifier on the prompts
@@ -22,10 +24,19 @@ ROUTER = "bench_coe"
 KEYS = {"query": "query.safetensors", "subject": "subject.safetensors"}
 
 
-def fit_bench_coe(ctx, results: Sequence[dict], level: str = "query") -> dict:
+def score_on_examples(ctx, per_expert: int) -> list[dict]:
+    """Every expert's score on the registered examples of every expert (labelled by owner)."""
+    if ctx.score is None:
+        raise RouterError("bench_coe: give evaluation results (this context cannot run experts to score them)")
+    rows = [{"prompt": ex["prompt"], "answer": ex["completion"], "category": rec.name}
+            for rec in ctx.experts for ex in rec.examples[:per_expert] if ex.get("completion")]
+    return ctx.score(rows)
+
+
+def fit_bench_coe(ctx, results: Sequence[dict] | None = None, level: str = "query", per_expert: int = 16) -> dict:
     if level not in KEYS:
         raise RouterError(f"bench_coe: level must be 'query' or 'subject', not {level!r}")
-    results = list(results)
+    results = list(results) if results is not None else score_on_examples(ctx, per_expert)
     if not results:
         raise RouterError("bench_coe: no evaluation results to fit on")
     missing = [k for k in ("prompt", "expert", "score") if any(k not in r for r in results)]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from routers import knn
-from routers.base import Query, Router, RouterError, RoutingPlan, register_router
+from routers.base import Query, Router, RouterError, RoutingPlan
 from routers.bench_coe.config import BenchCoEConfig
 from routers.bench_coe.fit import KEYS, ROUTER
 from routers.coe.router import classify_and_map
@@ -20,7 +20,6 @@ from routers.coe.router import classify_and_map
 HOW = "run `composer fit bench_coe` (it evaluates the experts on their registered examples)"
 
 
-@register_router("bench_coe", BenchCoEConfig)
 class BenchCoERouter(Router):
     """Bench-CoE: per-query score regressor (or subject classifier), k-NN on evaluation results."""
 

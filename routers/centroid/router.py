@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from routers.base import Query, Router, RoutingPlan, register_router
+from routers.base import Query, Router, RoutingPlan
 from routers.centroid.config import CentroidConfig
 from routers.semantic import route_by_similarity
 
 
-@register_router("centroid", CentroidConfig)
 class CentroidRouter(Router):
     """Top-1 expert by cosine to its mean example embedding."""
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from routers import knn
-from routers.base import Query, Router, RouterError, RoutingPlan, register_router
+from routers.base import Query, Router, RouterError, RoutingPlan
 from routers.coe.config import CoEConfig
 from routers.coe.fit import KEY, ROUTER
 
@@ -44,7 +44,6 @@ def classify_and_map(router: Router, prompts: list[str], art_router: str, key: s
     return plans
 
 
-@register_router("coe", CoEConfig)
 class CoERouter(Router):
     """Category classifier (k-NN on prompt embeddings), then a category -> expert map."""
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from routers.base import Query, Router, RoutingPlan, register_router
+from routers.base import Query, Router, RoutingPlan
 from routers.ensemble.config import EnsembleConfig
 from routers.semantic import route_by_similarity
 
 
-@register_router("ensemble", EnsembleConfig)
 class EnsembleRouter(Router):
     """Top-k experts run separately; the answer with the best mean log-likelihood wins."""
 

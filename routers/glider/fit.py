@@ -4,8 +4,9 @@ Contract: `task_embedding(record, encoder, writer=None)` -> (unit vector [dim], 
 With a writer, the expert's first five example prompts (at least three when it has them)
 go to the writer and its one-sentence instruction is embedded; without one, the registered
 description and examples stand in: normalise(e(description) + mean(e(example prompts))).
-Registered as the post-hoc fitter "glider", writing glider/<encoder>.npy on the expert.
-The local part reuses PHATGOOSE's gates.
+`TASK_EMBEDDING` is the per-expert artifact (fitter "glider", glider/<encoder>.npy);
+`load_task_embedding(ctx, record)` reads it (cached per version; None when the expert has
+none). The local part reuses PHATGOOSE's gates.
 """
 from __future__ import annotations
 
@@ -14,13 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from routers.posthoc import posthoc, stored
-
-ROUTER = "glider"
-
-
-def key(encoder) -> str:
-    return f"{encoder.name}.npy"
+from routers.artifacts import Artifact, load
 
 
 def task_embedding(record, encoder, writer=None) -> tuple[np.ndarray, dict]:
@@ -41,15 +36,18 @@ def task_embedding(record, encoder, writer=None) -> tuple[np.ndarray, dict]:
     return (v / np.linalg.norm(v)).astype(np.float32), meta
 
 
-@posthoc("glider")
-def _fit(ctx, record, path: Path) -> list:
-    if record.kind != "lora":
-        return []
+def _fit(ctx, record, path: Path) -> tuple[bytes, dict]:
     v, meta = task_embedding(record, ctx.encoder, ctx.writer)
     buf = io.BytesIO()
     np.save(buf, v, allow_pickle=False)
-    return [(ROUTER, key(ctx.encoder), buf.getvalue(), {"format": "npy", "encoder": ctx.encoder.name, **meta})]
+    return buf.getvalue(), {"format": "npy", "encoder": ctx.encoder.name, **meta}
 
 
-def load_task_embedding(ctx, record) -> np.ndarray:
-    return np.load(io.BytesIO(stored(ctx, record, "glider", ROUTER, key(ctx.encoder))), allow_pickle=False)
+TASK_EMBEDDING = Artifact("glider", "glider", lambda ctx: f"{ctx.encoder.name}.npy", _fit)
+
+
+def load_task_embedding(ctx, record) -> np.ndarray | None:
+    def read():
+        data = load(ctx, record, TASK_EMBEDDING)
+        return None if data is None else np.load(io.BytesIO(data), allow_pickle=False)
+    return ctx.memo(("glider", record.name, record.version), read)

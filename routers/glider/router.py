@@ -4,7 +4,8 @@ The global score (cosine between the query's embedding — or an instruction wri
 — and each expert's task embedding) is computed here, per request; the host adds
 alpha * global to every token's local gate logits. alpha=0 is exactly PHATGOOSE; a large
 alpha follows the global ranking. Needs fitted: phatgoose gates and glider task embeddings
-(both made at registration).
+(both made at registration); an expert without a task embedding gets no global term (the
+plan says how many; `composer fit glider` backfills them).
 """
 from __future__ import annotations
 
@@ -12,13 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from routers.base import Query, Router, RoutingPlan, register_router
-from routers.glider.config import GliderConfig
+from routers.base import Query, Router, RoutingPlan
 from routers.glider.fit import load_task_embedding
 from routers.token import candidates, token_plan
 
 
-@register_router("glider", GliderConfig)
 class GliderRouter(Router):
     """PHATGOOSE gates plus alpha x a global task-embedding match, per request (GLIDER)."""
 
@@ -28,17 +27,21 @@ class GliderRouter(Router):
         if not names:
             return [token_plan(self, "phatgoose") for _ in batch]
         by_name = {r.name: r for r in ctx.experts}
-        T = np.stack([ctx.memo(("glider", n, by_name[n].version),
-                               lambda n=n: load_task_embedding(ctx, by_name[n])) for n in names])
+        tasks = {n: load_task_embedding(ctx, by_name[n]) for n in names}
+        names = [n for n in names if tasks[n] is not None]
+        unfitted = f"; {len(tasks) - len(names)} without a task embedding get no global term" \
+            if len(names) < len(tasks) else ""
+        if not names:
+            return [token_plan(self, "phatgoose", note=unfitted) for _ in batch]
         texts = [q.prompt for q in batch]
         if cfg.write_query and ctx.writer is not None:
             texts = [ctx.writer.write([t]) for t in texts]
-        sims = ctx.encoder.encode(texts) @ T.T
+        sims = ctx.encoder.encode(texts) @ np.stack([tasks[n] for n in names]).T
         plans = []
         for s in sims:
             scores = {n: round(float(c), 4) for n, c in zip(names, s)}
             best = max(scores, key=scores.get)
             plans.append(token_plan(self, "phatgoose", bias={n: cfg.alpha * float(c) for n, c in zip(names, s)},
                                     scores=scores, note=f" + {cfg.alpha:g} x global cosine (best: {best} "
-                                    f"{scores[best]:.3f})"))
+                                    f"{scores[best]:.3f}){unfitted}"))
         return plans

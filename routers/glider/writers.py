@@ -4,8 +4,10 @@ Contract: a writer has a `name` and `write(prompts) -> str`.
 - `EndpointWriter(url, model)`: any OpenAI-compatible server (`POST {url}/chat/completions`,
   Bearer `api_key` if given); `url` is the API base, e.g. http://127.0.0.1:8000/v1.
 - `ModelWriter(host)`: a local causal LM (`composer.host.Host`, e.g. a registered model).
-- `writer_from_spec(spec, registry)`: "" or "none" -> None; "http(s)://BASE[#MODEL]" -> an
-  EndpointWriter; anything else names a registered base or whole-model expert -> ModelWriter.
+- `writer_from_spec(spec, registry, api_key=None, load=None)`: "" or "none" -> None;
+  "http(s)://BASE[#MODEL]" -> an EndpointWriter; anything else names a registered base or
+  whole-model expert -> a ModelWriter over `load(path, name)` (the caller's model loader:
+  routers never load models themselves).
   `api_key` is an endpoint's Bearer key. The CLI and the service take both from `Settings`
   (COMPOSER_INSTRUCTION_WRITER, COMPOSER_INSTRUCTION_WRITER_KEY).
 `PROMPT` asks for the instruction as in the GLIDER paper (the task, not the answers).
@@ -54,17 +56,16 @@ class ModelWriter:
         return self.host.generate([render(prompts)], max_new_tokens=self.max_new_tokens)[0].text
 
 
-def writer_from_spec(spec: str | None, registry=None, api_key: str | None = None):
+def writer_from_spec(spec: str | None, registry=None, api_key: str | None = None, load=None):
     spec = (spec or "").strip()
     if spec.lower() in ("", "none"):
         return None
     if spec.startswith(("http://", "https://")):
         url, _, model = spec.partition("#")
         return EndpointWriter(url, model or "default", api_key)
-    if registry is None:
-        raise RouterError(f"instruction writer {spec!r} names a model but no registry was given")
+    if registry is None or load is None:
+        raise RouterError(f"instruction writer {spec!r} names a model but no registry and model loader were given")
     rec = registry.get(spec)
     if rec.kind not in ("base", "model"):
         raise RouterError(f"instruction writer {spec!r} is a {rec.kind} expert; give a base or whole model")
-    from composer.host import Host
-    return ModelWriter(Host.load(rec.path, name=rec.name))
+    return ModelWriter(load(rec.path, rec.name))

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from routers.base import Query, Router, RoutingPlan, register_router
+from routers.base import Query, Router, RoutingPlan
 from routers.loraretriever.config import LoraRetrieverConfig
 from routers.semantic import route_by_similarity
 
 
-@register_router("loraretriever", LoraRetrieverConfig)
 class LoraRetrieverRouter(Router):
     """Top-k experts by similarity, uniform weights, merged or ensembled."""
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from routers.base import Query, Router, RouterError, RoutingPlan, register_router
+from routers.base import Query, Router, RouterError, RoutingPlan
 from routers.oracle.config import OracleConfig
 
 
-@register_router("oracle", OracleConfig)
 class OracleRouter(Router):
     """Evaluation only: the expert known to be best for the query's task."""
 

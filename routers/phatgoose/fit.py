@@ -5,8 +5,8 @@ Contract: `fit_gates(host, lora, examples, config)` adds, through forward hooks 
 output scaled by sigmoid(v · x), v in R^{d_in} zero-initialised; trains only the v's with
 the LM loss on the examples' completions (or on the prompts, for prompt-only examples)
 and returns ({module: v}, stats). Hooks are removed afterwards: no parameter or tensor of
-the model or the adapter changes. Registered as the post-hoc fitter "phatgoose", writing
-the artifact phatgoose/gates.safetensors on the expert.
+the model or the adapter changes. `GATES` is the per-expert artifact (fitter "phatgoose",
+phatgoose/gates.safetensors), fitted on the context's frozen fitting host.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from composer.progress import progress
+from registry.lora import read_lora
+from routers.artifacts import Artifact
 from routers.base import RouterError
 from routers.phatgoose.config import GateFitConfig
-from routers.posthoc import posthoc
-from routers.token import VECTOR_ARTIFACTS, vectors_to_bytes
+from routers.token import vectors_to_bytes
 
 
 def _rows(host, examples: Sequence[dict]) -> list[tuple[list[int], list[int]]]:
@@ -48,7 +48,7 @@ def _batch(rows, pad: int) -> dict[str, torch.Tensor]:
 
 
 def fit_gates(host, lora, examples: Sequence[dict], config: GateFitConfig | None = None,
-              desc: str = "phatgoose gates") -> tuple[dict[str, torch.Tensor], dict]:
+              progress=lambda steps, **_: steps) -> tuple[dict[str, torch.Tensor], dict]:
     cfg = config or GateFitConfig()
     rows = _rows(host, examples[:cfg.max_examples])
     if not rows:
@@ -67,7 +67,7 @@ def fit_gates(host, lora, examples: Sequence[dict], config: GateFitConfig | None
     opt = torch.optim.AdamW(list(gates.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, losses = random.Random(cfg.seed), []
     try:
-        for _ in progress(range(cfg.steps), desc=desc):
+        for _ in progress(range(cfg.steps), desc="phatgoose gates"):
             batch = _batch(rng.sample(rows, min(cfg.batch_size, len(rows))), host.tokenizer.pad_token_id)
             loss = model(**batch).loss
             loss.backward()
@@ -82,11 +82,7 @@ def fit_gates(host, lora, examples: Sequence[dict], config: GateFitConfig | None
     return {m: v.detach().clone() for m, v in gates.items()}, stats
 
 
-@posthoc("phatgoose")
-def _fit(ctx, record, path: Path, **options) -> list:
-    if record.kind != "lora":
-        return []
-    from composer.host.adapters import read_lora
+def _fit(ctx, record, path: Path, **options) -> tuple[bytes, dict]:
     try:
         cfg = GateFitConfig(**options)
     except ValidationError as e:
@@ -95,7 +91,8 @@ def _fit(ctx, record, path: Path, **options) -> list:
     if not examples:
         examples = [{"prompt": record.description or record.name, "completion": None}]
     with ctx.fit_lock:
-        gates, stats = fit_gates(ctx.fitting_host(), read_lora(path), examples, cfg, desc=f"gates {record.name}")
-    _, router, key = VECTOR_ARTIFACTS["phatgoose"]
-    return [(router, key, vectors_to_bytes(gates), {"format": "safetensors", **stats,
-                                                     "config": json.loads(cfg.model_dump_json())})]
+        gates, stats = fit_gates(ctx.fitting_host(), read_lora(path), examples, cfg, progress=ctx.progress)
+    return vectors_to_bytes(gates), {"format": "safetensors", **stats, "config": json.loads(cfg.model_dump_json())}
+
+
+GATES = Artifact("phatgoose", "phatgoose", "gates.safetensors", _fit)

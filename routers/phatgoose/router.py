@@ -6,14 +6,26 @@ Needs fitted: the per-expert `phatgoose/gates.safetensors` artifact (made at reg
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-from routers.base import Query, Router, RoutingPlan, register_router
-from routers.phatgoose.config import PhatgooseConfig
-from routers.token import token_plan
+import torch
+import torch.nn.functional as F
+
+from routers.base import Query, Router, RoutingPlan
+from routers.phatgoose.fit import GATES
+from routers.token import GateKind, token_plan
 
 
-@register_router("phatgoose", PhatgooseConfig)
+def layer_norm(t: torch.Tensor) -> torch.Tensor:
+    """Layer norm without affine: mean-centred, unit variance."""
+    return F.layer_norm(t, t.shape[-1:])
+
+
+PHATGOOSE = GateKind("phatgoose", GATES, prepare=layer_norm,
+                     score=lambda x, V: layer_norm(x) @ V.T / math.sqrt(x.shape[-1]))
+
+
 class PhatgooseRouter(Router):
     """Per-token, per-module top-k gates trained post-hoc per expert (PHATGOOSE)."""
 

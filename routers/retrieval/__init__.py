@@ -1,4 +1,9 @@
 """retrieval (Jang et al. 2023): the expert whose examples hold the query's nearest neighbour."""
+from routers.base import register_method
+from routers.embeddings import EMBEDDINGS
+from routers.retrieval.config import RetrievalConfig
 from routers.retrieval.router import RetrievalRouter
+
+register_method("retrieval", RetrievalRouter, RetrievalConfig, artifacts=[EMBEDDINGS])
 
 __all__ = ["RetrievalRouter"]

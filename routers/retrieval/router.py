@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from routers.base import Query, Router, RoutingPlan, register_router
+from routers.base import Query, Router, RoutingPlan
 from routers.retrieval.config import RetrievalConfig
 from routers.semantic import route_by_similarity
 
 
-@register_router("retrieval", RetrievalConfig)
 class RetrievalRouter(Router):
     """Top-1 expert by max cosine to its example prompts (faiss)."""
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from routers.base import Query, Router, RouterError, RoutingPlan, register_router
+from routers.base import Query, Router, RouterError, RoutingPlan
 from routers.uniform.config import UniformConfig
 
 
-@register_router("uniform", UniformConfig)
 class UniformRouter(Router):
     """Uniform merge of all (or a subset of) experts."""
 

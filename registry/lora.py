@@ -1,4 +1,4 @@
-"""Read a PEFT LoRA adapter directory into per-module (A, B) tensors.
+"""The PEFT LoRA adapter format as stored: one reader for every consumer (host, fitters).
 
 Contract: `read_lora(path)` returns a `LoraWeights` (config dict, scale, and a mapping
 module path → (A [r, d_in], B [d_out, r])) with module paths relative to the bare HF model

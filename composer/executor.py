@@ -1,0 +1,190 @@
+"""Plans -> work: which engine runs each routing plan, and running it in-process.
+
+Contract:
+- `placement(plan, models)`: where a plan runs — `("model", name)` when it selects a
+  whole-model expert (`models`: their names), else `("host", None)`: the mixture-of-LoRA
+  host of the base runs select, merge, ensemble, token-gated and base rows together.
+  `group(plans, models)` -> {placement: [indices]} and `scatter(n, groups, results)` put
+  per-group results back in request order. The in-process `Executor` and the Ray backend
+  both split work with these, so the split is written once.
+- `host_row(plan)`: what the host runs for one non-ensemble plan: a mixture
+  `{expert: weight}` (empty = base), or a `Gate` carrying its registered kind's score.
+- `Executor(adapters, models, model_names)`:
+  `execute(prompts, plans, **settings)` -> one `Completion` per prompt: host plans as ONE
+  heterogeneous batch (an ensemble adds one row per candidate; the best mean
+  log-likelihood wins), whole-model plans on their model (`ModelPool`). `settings` are
+  `Host.generate`'s (max_new_tokens, temperature, top_p, chat, seed, fit_context).
+  `stream(prompt, plan, **settings)` yields text deltas, then the `Completion` (an
+  ensemble's answer comes as one delta). `choose(prompts, plans, choices)` -> per prompt
+  the log-likelihood of each choice (multiple choice). `trace(prompt, plan)` -> which
+  experts every module chose for every prompt token (token-level plans).
+- `execute_each(execute, prompts, plans, settings)`: run rows of several requests as one
+  batch; if the batch fails, rerun it row by row, so a bad row fails only itself — a list
+  of `Completion` or the row's exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from composer.host import Gate, Generation, Host, RoutingTrace
+from composer.host.stream import stream as stream_generation
+from composer.introspect import token_report
+from composer.models import ModelPool
+from routers import RoutingPlan
+from routers.token import gate_kinds
+
+Placement = tuple[str, str | None]  # ("host", None) | ("model", name)
+HOST: Placement = ("host", None)
+
+
+@dataclass
+class Completion:
+    text: str
+    plan: RoutingPlan
+    expert: str | None  # the expert whose output this is (ensemble winner); None for base/merge
+    logprob: float
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str = "stop"
+    candidates: dict[str, float] = field(default_factory=dict)  # ensemble: expert -> mean log-lik
+    prompt_tokens: int = 0
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "expert": self.expert, "logprob": self.logprob,
+                "finish_reason": self.finish_reason, "candidates": self.candidates,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": len(self.token_ids),
+                "routing": self.plan.model_dump()}
+
+    @classmethod
+    def of(cls, g: Generation, plan: RoutingPlan, expert: str | None, candidates=None) -> Completion:
+        return cls(g.text, plan, expert, g.logprob, g.token_ids, g.finish_reason, candidates or {}, g.prompt_tokens)
+
+
+def placement(plan: RoutingPlan, models: set[str]) -> Placement:
+    selected = plan.selected()
+    return ("model", selected) if selected in models else HOST
+
+
+def group(plans: Sequence[RoutingPlan], models: set[str]) -> dict[Placement, list[int]]:
+    out: dict[Placement, list[int]] = {}
+    for i, plan in enumerate(plans):
+        out.setdefault(placement(plan, models), []).append(i)
+    return out
+
+
+def scatter(n: int, groups: dict[Placement, list[int]], results: dict[Placement, Sequence]) -> list:
+    out: list = [None] * n
+    for where, idx in groups.items():
+        for i, r in zip(idx, results[where], strict=True):
+            out[i] = r
+    return out
+
+
+def host_row(plan: RoutingPlan):
+    if plan.mode != "token":
+        return plan.mixture()
+    g = plan.gate
+    return Gate(g.kind, gate_kinds()[g.kind].score, top_k=g.top_k, temperature=g.temperature, bias=g.bias,
+                experts=plan.experts)
+
+
+def execute_each(execute: Callable[..., list], prompts: Sequence, plans: Sequence[RoutingPlan],
+                 settings: dict) -> list:
+    try:
+        return list(execute(prompts, plans, **settings))
+    except Exception:  # noqa: BLE001 - one row's bad prompt must not fail the others: row by row
+        out = []
+        for p, plan in zip(prompts, plans):
+            try:
+                out += execute([p], [plan], **settings)
+            except Exception as e:  # noqa: BLE001 - handed to this row's caller
+                out.append(e)
+        return out
+
+
+class Executor:
+    def __init__(self, adapters, models: ModelPool, model_names: Callable[[], set[str]]):
+        self.adapters, self.models, self.model_names = adapters, models, model_names
+
+    def _engine(self, where: Placement) -> Host:
+        return self.adapters.host if where == HOST else self.models.get(where[1])
+
+    def execute(self, prompts: Sequence, plans: Sequence[RoutingPlan], **settings: Any) -> list[Completion]:
+        if len(prompts) != len(plans):
+            raise ValueError(f"{len(plans)} plans for {len(prompts)} prompts")
+        groups = group(plans, self.model_names())
+        results = {}
+        for where, idx in groups.items():
+            ps, pl = [prompts[i] for i in idx], [plans[i] for i in idx]
+            results[where] = self._on_host(ps, pl, settings) if where == HOST else [
+                Completion.of(g, plan, where[1]) for g, plan in zip(self._engine(where).generate(ps, **settings), pl)]
+        return scatter(len(plans), groups, results)
+
+    def _on_host(self, prompts: Sequence, plans: Sequence[RoutingPlan], settings: dict) -> list[Completion]:
+        rows, owner = [], []  # one host row per (query, candidate expert)
+        for i, plan in enumerate(plans):
+            if plan.mode == "ensemble":
+                rows += [{e: 1.0} for e in plan.experts]
+                owner += [(i, e) for e in plan.experts]
+            else:
+                rows.append(host_row(plan))
+                owner.append((i, plan.selected()))
+        gens = self.adapters.host.generate([prompts[i] for i, _ in owner], rows, **settings)
+        best: dict[int, tuple] = {}
+        cands: dict[int, dict[str, float]] = {}
+        for (i, e), g in zip(owner, gens):
+            if plans[i].mode == "ensemble":
+                cands.setdefault(i, {})[e] = round(g.logprob, 4)
+            if i not in best or g.logprob > best[i][1].logprob:
+                best[i] = (e, g)
+        out = []
+        for i, plan in enumerate(plans):
+            e, g = best[i]
+            if plan.mode == "ensemble":
+                plan = plan.model_copy(update={"explanation": plan.explanation + f"; kept {e}'s answer "
+                                               f"(mean log-likelihood {g.logprob:.3f})"})
+            out.append(Completion.of(g, plan, e, cands.get(i)))
+        return out
+
+    def stream(self, prompt, plan: RoutingPlan, **settings: Any) -> Iterator[str | Completion]:
+        if plan.mode == "ensemble":  # every candidate must finish before one is kept
+            c, = self.execute([prompt], [plan], **settings)
+            if c.text:
+                yield c.text
+            yield c
+            return
+        where = placement(plan, self.model_names())
+        row = host_row(plan) if where == HOST else {}
+        for item in stream_generation(self._engine(where), prompt, row, **settings):
+            yield item if isinstance(item, str) else Completion.of(item, plan, plan.selected())
+
+    def choose(self, prompts: Sequence, plans: Sequence[RoutingPlan], choices: Sequence[Sequence[str]],
+               chat: bool = True, batch_size: int = 64) -> list[list[float]]:
+        """Per prompt, the log-likelihood of each choice under its plan; an ensemble scores each
+        choice with every candidate and keeps the best."""
+        groups = group(plans, self.model_names())
+        scores = [[-float("inf")] * len(c) for c in choices]
+        for where, idx in groups.items():
+            jobs = [(i, j, row) for i in idx for j in range(len(choices[i]))
+                    for row in ([{e: 1.0} for e in plans[i].experts] if plans[i].mode == "ensemble"
+                                else [host_row(plans[i]) if where == HOST else {}])]
+            engine = self._engine(where)
+            for k in range(0, len(jobs), batch_size):
+                chunk = jobs[k:k + batch_size]
+                lls = engine.loglik([prompts[i] for i, _, _ in chunk], [choices[i][j] for i, j, _ in chunk],
+                                    [row for *_, row in chunk], chat=chat)
+                for (i, j, _), ll in zip(chunk, lls):
+                    scores[i][j] = max(scores[i][j], ll)
+        return scores
+
+    def trace(self, prompt, plan: RoutingPlan, chat: bool = True) -> dict | None:
+        """For a token-level plan, which experts every module chose for every prompt token."""
+        if plan.mode != "token":
+            return None
+        host, trace = self.adapters.host, RoutingTrace()
+        ids = host.encode([prompt], chat)["input_ids"]
+        host.logits(ids, mixtures=[host_row(plan)], trace=trace)
+        names = {s: n for n, s in host.slots.items()}
+        return token_report(trace, [host.tokenizer.decode([i]) for i in ids[0].tolist()], names)
