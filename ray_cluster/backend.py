@@ -16,9 +16,9 @@ import asyncio
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
+from composer.errors import ComposerError
 from composer.executor import HOST, group, placement, scatter
 from composer.serving.backend import default_base
-from composer.errors import ComposerError
 from composer.serving.errors import Unavailable
 from composer.settings import Settings
 

@@ -104,7 +104,7 @@ def test_experts_without_a_vector_or_this_module_are_never_chosen():
         layer.set_vector("phatgoose", 1, torch.randn(6))
     with pytest.raises(ValueError, match="unknown gate kind 'nope'; known: arrow, phatgoose"):
         GateSpec(kind="nope")  # a plan may only name a registered kind
-    with pytest.raises(ValueError, match="score function"):
+    with pytest.raises(TypeError, match="score function"):
         Gate("arrow", None)
 
 

@@ -20,12 +20,12 @@ import uuid
 from pathlib import Path
 
 from composer.errors import ComposerError
-from composer.priority import lower_priority
 from composer.eval.benchmark import BenchmarkError, load_benchmark
 from composer.eval.cache import OutputCache
 from composer.eval.report import write_report
 from composer.eval.runner import evaluate
 from composer.eval.specs import parse_specs
+from composer.priority import lower_priority
 from registry import RegistryError
 from routers import RouterError
 

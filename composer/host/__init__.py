@@ -11,7 +11,6 @@ from composer.host.gates import Gate, MixedRouting, RoutingTrace
 from composer.host.host import Generation, Host
 from composer.host.layer import MoLoRALinear
 from composer.host.routing import Routing, SequenceRouting, current_routing, use_routing
-
 from registry.lora import LoraWeights, read_lora
 
 __all__ = ["Gate", "Generation", "Host", "LoraWeights", "MixedRouting", "MoLoRALinear", "Routing",

@@ -37,7 +37,7 @@ class Gate:
 
     def __post_init__(self):
         if not callable(self.score):
-            raise ValueError(f"gate kind {self.kind!r} needs a score function")
+            raise TypeError(f"gate kind {self.kind!r} needs a score function")
         if self.top_k < 1 or self.temperature <= 0:
             raise ValueError("a gate needs top_k >= 1 and temperature > 0")
 

@@ -22,7 +22,6 @@ on a thread at the lowest CPU priority, so fitting yields the cores to serving. 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor

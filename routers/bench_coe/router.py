@@ -13,7 +13,6 @@ import numpy as np
 
 from routers import knn
 from routers.base import Query, Router, RouterError, RoutingPlan
-from routers.bench_coe.config import BenchCoEConfig
 from routers.bench_coe.fit import KEYS, ROUTER
 from routers.coe.router import classify_and_map
 

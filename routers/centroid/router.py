@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from routers.base import Query, Router, RoutingPlan
-from routers.centroid.config import CentroidConfig
 from routers.semantic import route_by_similarity
 
 

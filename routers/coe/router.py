@@ -13,7 +13,6 @@ import numpy as np
 
 from routers import knn
 from routers.base import Query, Router, RouterError, RoutingPlan
-from routers.coe.config import CoEConfig
 from routers.coe.fit import KEY, ROUTER
 
 

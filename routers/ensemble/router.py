@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from routers.base import Query, Router, RoutingPlan
-from routers.ensemble.config import EnsembleConfig
 from routers.semantic import route_by_similarity
 
 

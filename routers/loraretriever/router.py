@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from routers.base import Query, Router, RoutingPlan
-from routers.loraretriever.config import LoraRetrieverConfig
 from routers.semantic import route_by_similarity
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from routers.base import Query, Router, RouterError, RoutingPlan
-from routers.oracle.config import OracleConfig
 
 
 class OracleRouter(Router):

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from routers.base import Query, Router, RoutingPlan
-from routers.retrieval.config import RetrievalConfig
 from routers.semantic import route_by_similarity
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from routers.base import Query, Router, RouterError, RoutingPlan
-from routers.uniform.config import UniformConfig
 
 
 class UniformRouter(Router):
