@@ -1,0 +1,99 @@
+"""`composer register` and `composer experts`: put experts into the registry, look, remove.
+
+Contract:
+- `register PATH --name NAME [--kind lora|model|base] ...`: a LoRA of a registered `--base`
+  and a whole-model expert (`--kind model`, when a base model is registered) go through
+  `Composer.register`, so their routing artifacts (embeddings; LoRA: also PHATGOOSE, Arrow,
+  GLIDER, tuned by `--fit-option FITTER.KEY=VALUE`) commit atomically with them. Base models
+  and the error cases (no or unknown base, ...) go through `Registry.register`, which words
+  the error. Prints one line naming the new record.
+- `experts list|show|versions|remove [NAME] [--version N] [--kind K] [--json]`.
+Errors propagate (`RegistryError`, `ComposerError`, `RouterError`, `CommandError`): `main`
+prints them as one line and exits 1; nothing was changed.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from composer.cli.common import (
+    CommandError,
+    ExpertAction,
+    Kind,
+    load_examples,
+    load_settings,
+    open_composer,
+    parse_fit_options,
+    split_csv,
+)
+from composer.cli.render import out, print_json, records
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def register(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(
+        metavar="PATH", help="directory of the model or adapter (PEFT format)", show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="name to register under", show_default=False)],
+    kind: Annotated[Kind, typer.Option("--kind", help="what PATH holds")] = Kind.lora,
+    base: Annotated[str | None, typer.Option("--base", help="registered base model (LoRA only)")] = None,
+    description: Annotated[str, typer.Option("--description", help="what the expert is good at")] = "",
+    tags: Annotated[str, typer.Option("--tags", help="comma-separated")] = "",
+    domains: Annotated[str, typer.Option("--domains", help="comma-separated")] = "",
+    examples: Annotated[str | None, typer.Option(
+        "--examples", help="example prompts: .jsonl ({prompt, completion}), .json or one per line")] = None,
+    new_version: Annotated[bool, typer.Option(
+        "--new-version", help="add a version to an existing name")] = False,
+    fit_option: Annotated[list[str] | None, typer.Option(
+        "--fit-option", metavar="FITTER.KEY=VALUE",
+        help="post-hoc fitting option, e.g. phatgoose.steps=200 (LoRA of a registered base); repeatable"),
+    ] = None,
+) -> None:
+    """Register a base model, a LoRA adapter or a whole-model expert."""
+    settings = load_settings(ctx)
+    reg = settings.registry()
+    kw = {"kind": kind.value, "base": base, "description": description, "tags": split_csv(tags),
+          "domains": split_csv(domains), "examples": load_examples(examples), "new_version": new_version}
+    bases = [r.name for r in reg.list(kind="base")]
+    if kind is Kind.lora and base in bases:
+        host_base = base  # through Composer: its post-hoc router artifacts commit with it
+    elif kind is Kind.model and base is None and bases:
+        # through Composer: routable at once by query-level routers (its embeddings commit with it);
+        # embeddings do not depend on the base: any registered one hosts the fitting
+        host_base = settings.base if settings.base in bases else bases[0]
+    else:  # base models, and the error cases (no or unknown base, ...) worded by the registry
+        host_base = None
+    if host_base is None:
+        rec = reg.register(path, name, **kw)
+    else:
+        c = open_composer(settings, reg, base=host_base)
+        rec = c.register(path, name, fit_options=parse_fit_options(fit_option), **kw)
+    out.print(f"registered [bold]{rec.name}[/bold] v{rec.version} ({rec.kind}) digest {rec.digest[:12]}")
+
+
+def experts(
+    ctx: typer.Context,
+    action: Annotated[ExpertAction, typer.Argument(metavar="ACTION", help="what to do", show_default=False)],
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="expert name (show, versions, remove)",
+                                                  show_default=False)] = None,
+    version: Annotated[int | None, typer.Option("--version", help="one version (show, remove); "
+                                                   "default: the latest (show), all (remove)")] = None,
+    kind: Annotated[Kind | None, typer.Option("--kind", help="list only this kind")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List, show, list versions of, or remove registered experts."""
+    reg = load_settings(ctx).registry()
+    if action is ExpertAction.list:
+        records(reg.list(kind=kind.value if kind else None), as_json)
+        return
+    if not name:
+        raise CommandError(f"experts {action.value} needs a NAME")
+    if action is ExpertAction.show:
+        print_json(reg.get(name, version).to_dict())
+    elif action is ExpertAction.versions:
+        records(reg.versions(name), as_json)
+    else:
+        rec = reg.remove(name, version)
+        out.print(f"removed {rec.name}" + (f" v{version}" if version else " (all versions)"))
