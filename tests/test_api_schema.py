@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 import pytest
-from server import copy_home
+from helpers.server import copy_home
 
 EXPLORE = os.environ.get("COMPOSER_FUZZ_EXAMPLES")  # set: that many fresh random examples, not the CI gate's
 EXAMPLES = int(EXPLORE) if EXPLORE else 25

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import AUTH, KEY, copy_home, free_port
+from helpers.server import AUTH, KEY, copy_home, free_port
 
 from composer.serving.archive import pack
 

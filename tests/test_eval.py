@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from server import copy_home
+from helpers.server import copy_home
 
 from composer.cli import main
 from composer.eval import BenchmarkError, evaluate, load_benchmark, summarise, write_report

@@ -23,7 +23,16 @@ from types import SimpleNamespace
 import postgres
 import pytest
 import torch
-from adapter_edits import config, edit_json, pickle_only, poison, remove, rename_modules, weights, write
+from helpers.adapter_edits import (
+    config,
+    edit_json,
+    pickle_only,
+    poison,
+    remove,
+    rename_modules,
+    weights,
+    write,
+)
 
 from registry import (
     NAME_RE,

@@ -1,78 +1,53 @@
-"""Hardening of the served API (issue 8), against a real Ray Serve server on loopback.
+"""Bad input to the REST API: every malformed submission or request is a 4xx JSON error
+naming the problem, and changes nothing.
 
-One server for the module (a private copy of the fast demo ocean; small limits so that
-they are reachable: 2 MiB uploads, 64 new tokens, 16 requests in flight, 30 s deadline).
-- Bad input: 40+ malformed adapter submissions and 25+ malformed requests, each a 4xx
-  JSON error naming the problem; afterwards the registry rows, the store's files and a
-  normal request's answer are exactly as before.
-- Load: 500 requests from 50 concurrent clients end 2xx or 429 (bounded queue) / 503,
-  none lost or hung; p50/p99 and the rejection rate are printed.
-- Faults: the host replica's process is killed during traffic; requests end 200 or 503
-  within their deadline, and the service serves again once Serve restarts the replica.
+The app runs in this process over the in-process backend (`LocalBackend`), behind FastAPI's
+TestClient: the HTTP layer, the request policy, registration and the models are the same
+code as on Ray, without starting Ray (seconds, not minutes). One app for the module, on a
+private copy of the fast demo ocean, with small limits so that they are reachable (2 MiB
+uploads, 64 new tokens, 4 experts, 4000 prompt characters, 16 requests in flight, 30 s).
+- 49 malformed adapter archives, 38 malformed requests, versions the registry cannot hold
+  and malformed JSON registrations: each the documented status and a message naming
+  the problem; afterwards the registry rows, the store's files, the uploads dir and a
+  normal request's answers are exactly as before (`snapshot`), and nothing is in flight.
+The same server on Ray under load and faults: test_load.py, test_faults.py.
 """
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
 import shutil
-import signal
-import statistics
 import tarfile
-import threading
-import time
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
-from adapter_edits import both, config, pickle_only, poison, remove, rename_modules, weights, write
-from server import AUTH, assert_error, ray_server
+from helpers.adapter_edits import both, config, pickle_only, poison, remove, rename_modules, weights, write
+from helpers.api import REVERSE, metric, snapshot
+from helpers.local import local_server
+from helpers.server import AUTH, SMALL_LIMITS, assert_error
 
 from composer.serving.archive import pack
 
-pytestmark = pytest.mark.slow
-REVERSE = "Write these letters backwards: c a t"
-COUNTDOWN = "Count down from 5"
 EXAMPLES = ["Write these letters backwards: d o g"]
-MAX_UPLOAD_MB, MAX_QUEUE, TIMEOUT_S = 2, 16, 30
 
 
 @pytest.fixture(scope="module")
 def server(demo_ocean, tmp_path_factory):
-    with ray_server(demo_ocean, tmp_path_factory.mktemp("hardening"), max_upload_mb=MAX_UPLOAD_MB,
-                    max_queue=MAX_QUEUE, request_timeout_s=TIMEOUT_S, max_experts=4, max_prompt_chars=4000) as s:
+    with local_server(demo_ocean, tmp_path_factory.mktemp("bad-input"), **SMALL_LIMITS) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def http(server):
-    with httpx.Client(base_url=server["url"], timeout=120) as c:
-        yield c
-
-
-def chat(http, model="composer", prompt=REVERSE, **kw):
-    return http.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": prompt}],
-                                                   **kw})
+    return server["client"]
 
 
 def state(server, http) -> tuple:
-    """What must not change: registry rows (all statuses), every file of the store, and answers."""
-    from registry import Registry
-    reg = Registry(home=server["home"])
-    try:
-        rows = [(r.name, r.version, r.status, r.digest) for r in reg.list(include_removed=True)]
-        counts = reg.counts()
-    finally:
-        reg.close()
-    store = server["home"] / "store"
-    files = sorted((p.relative_to(store).as_posix(), p.stat().st_size) for p in store.rglob("*") if p.is_file())
-    uploads = sorted(p.name for p in (server["home"] / "uploads").glob("*"))
-    answers = [chat(http, m, p, max_tokens=16).json()["choices"][0]["message"]["content"]
-               for m, p in (("composer", REVERSE), ("countdown", COUNTDOWN))]
-    return rows, counts, files, uploads, answers
+    """What must not change: registry rows (all statuses), every file of the store, uploads, answers."""
+    return snapshot(server["home"], http)
 
 
 # ---------------------------------------------------------------------------- adapter archives
@@ -327,6 +302,7 @@ def test_malformed_request_is_a_4xx_naming_the_problem(case, server, http, befor
     headers = {**AUTH, "content-type": "application/json"}
     r = http.post(path, content=body if isinstance(body, bytes) else json.dumps(body), headers=headers)
     assert_error(r, status, words)
+    assert state(server, http) == before
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
@@ -338,139 +314,6 @@ def test_expert_version_outside_what_is_stored_is_a_400(method, version, server,
     assert state(server, http) == before
 
 
-def test_a_bad_prompt_batched_with_good_ones_fails_only_itself(server):
-    """Rows of several requests share one host batch; a prompt beyond the context must fail its
-    own request only (the batch is rerun row by row), whatever it was batched with."""
-    from ray import serve
-
-    from composer.host.host import ContextTooLong
-    from routers import RoutingPlan
-    host = serve.get_deployment_handle("Host:demo-base", app_name="composer")
-    gen = {"max_new_tokens": 8, "temperature": 0.0, "top_p": 1.0, "chat": True, "seed": None, "fit_context": False}
-    plan = RoutingPlan.direct("reverse")
-    for _ in range(5):  # until the three requests landed in one batch (20 ms window)
-        shared = host.stats.remote().result(timeout_s=30)["shared"]
-        calls = [host.execute.remote([p], [plan], gen) for p in (REVERSE, LONG, REVERSE)]
-        good = [calls[0].result(timeout_s=60), calls[2].result(timeout_s=60)]
-        with pytest.raises(ContextTooLong):
-            calls[1].result(timeout_s=60)
-        assert [g[0].text for g in good] == ["t a c", "t a c"]
-        if host.stats.remote().result(timeout_s=30)["shared"] > shared:
-            return
-    pytest.fail("the requests never shared a batch")
-
-
 def test_nothing_changed_after_the_malformed_requests(server, http, before):
     assert state(server, http) == before
-    metrics = http.get("/metrics").text
-    assert "composer_requests_in_flight 0.0" in metrics  # every admitted request gave its place back
-
-
-# ---------------------------------------------------------------------------- load
-def test_500_requests_from_50_clients_end_2xx_or_429(server, http, capsys):
-    prompts = [REVERSE, COUNTDOWN, "Add 2 and 3", "Count the letters in this word: h o u s e"]
-    n_requests, n_clients = 500, 50
-    outcomes: list[tuple[int, float, str]] = []
-
-    async def client(c: httpx.AsyncClient, jobs: asyncio.Queue):
-        while True:
-            try:
-                i = jobs.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            body = {"model": "composer", "max_tokens": 8, "stream": i % 10 == 0,
-                    "messages": [{"role": "user", "content": prompts[i % len(prompts)]}]}
-            t0 = time.perf_counter()
-            try:
-                r = await c.post("/v1/chat/completions", json=body)
-                kind = r.headers.get("content-type", "")
-                if r.status_code != 200:
-                    assert r.json()["error"]["type"], r.text
-                    if r.status_code == 429:
-                        assert r.headers["retry-after"]
-                elif body["stream"]:
-                    assert r.text.rstrip().endswith("data: [DONE]") and "text/event-stream" in kind, r.text
-                else:
-                    assert r.json()["choices"][0]["message"]["content"] is not None
-                outcomes.append((r.status_code, time.perf_counter() - t0, ""))
-            except (httpx.HTTPError, AssertionError) as e:
-                outcomes.append((-1, time.perf_counter() - t0, repr(e)))
-
-    async def run():
-        jobs: asyncio.Queue = asyncio.Queue()
-        for i in range(n_requests):
-            jobs.put_nowait(i)
-        limits = httpx.Limits(max_connections=n_clients)
-        async with httpx.AsyncClient(base_url=server["url"], timeout=TIMEOUT_S + 30, limits=limits) as c:
-            await asyncio.wait_for(asyncio.gather(*(client(c, jobs) for _ in range(n_clients))), 600)
-
-    t0 = time.perf_counter()
-    asyncio.run(run())
-    wall = time.perf_counter() - t0
-    statuses = [s for s, _, _ in outcomes]
-    ok = sorted(t for s, t, _ in outcomes if s == 200)
-    report = {"requests": len(outcomes), "clients": n_clients, "wall_s": round(wall, 1),
-              "ok": len(ok), "rejected_429": statuses.count(429), "unavailable_503": statuses.count(503),
-              "rejection_rate": round(statuses.count(429) / len(outcomes), 3),
-              "p50_ms_ok": round(1000 * statistics.median(ok)) if ok else None,
-              "p99_ms_ok": round(1000 * ok[min(len(ok) - 1, int(0.99 * len(ok)))]) if ok else None,
-              "p99_ms_all": round(1000 * sorted(t for _, t, _ in outcomes)[int(0.99 * len(outcomes)) - 1])}
-    with capsys.disabled():
-        print(f"\nload: {json.dumps(report)}")
-    assert len(outcomes) == n_requests  # none lost
-    assert set(statuses) <= {200, 429, 503}, [o for o in outcomes if o[0] not in (200, 429, 503)][:5]
-    # it served at least the first full queue (how many more depends on the machine's speed: refusals
-    # are instant, so faster serving leaves fewer requests for later), and shed what exceeded it
-    assert len(ok) >= MAX_QUEUE and statuses.count(429) > 0
-    assert max(t for _, t, _ in outcomes) < TIMEOUT_S + 15  # none hung past the deadline
-    time.sleep(0.5)
-    assert "composer_requests_in_flight 0.0" in http.get("/metrics").text
-
-
-# ---------------------------------------------------------------------------- faults
-def test_killed_host_replica_fails_fast_then_serves_again(server, http, capsys):
-    from ray import serve
-    host = serve.get_deployment_handle("Host:demo-base", app_name="composer")
-    pid = host.stats.remote().result(timeout_s=30)["pid"]
-    outcomes: list[tuple[float, int, float]] = []  # (start, status, seconds)
-    stop, killed_at = threading.Event(), []
-
-    def traffic():
-        with httpx.Client(base_url=server["url"], timeout=TIMEOUT_S + 30) as c:
-            while not stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    status = chat(c, "composer", REVERSE, max_tokens=8).status_code
-                except httpx.HTTPError:
-                    status = -1
-                outcomes.append((t0, status, time.monotonic() - t0))
-                if status != 200:
-                    time.sleep(0.5)  # a client backing off
-
-    threads = [threading.Thread(target=traffic) for _ in range(6)]
-    for t in threads:
-        t.start()
-    time.sleep(3)
-    os.kill(pid, signal.SIGKILL)
-    killed_at.append(time.monotonic())
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # until requests started after the kill succeed again
-        if any(s == 200 and t0 > killed_at[0] + 1 for t0, s, _ in outcomes):
-            break
-        time.sleep(1)
-    time.sleep(2)
-    stop.set()
-    for t in threads:
-        t.join(TIMEOUT_S + 40)
-    after = [(s, d) for t0, s, d in outcomes if t0 >= killed_at[0] - TIMEOUT_S]
-    with capsys.disabled():
-        print(f"\nreplica kill: {len(outcomes)} requests, statuses after the kill "
-              f"{sorted({s: [x for x, _ in after].count(s) for s, _ in after}.items())}, "
-              f"slowest {max(d for _, d in after):.1f}s")
-    assert not any(t.is_alive() for t in threads)
-    assert {s for s, _ in after} <= {200, 503}, after  # served, or failed fast with 503: never a hang or a 500
-    assert max(d for _, d in after) < TIMEOUT_S + 15
-    assert any(s == 200 and t0 > killed_at[0] + 1 for t0, s, _ in outcomes), "the service did not serve again"
-    assert host.stats.remote().result(timeout_s=30)["pid"] != pid  # a new replica process
-    assert http.get("/readyz").status_code == 200
-    assert chat(http, "reverse", REVERSE, max_tokens=16).status_code == 200
+    assert metric(http, "composer_requests_in_flight") == 0  # every admitted request gave its place back

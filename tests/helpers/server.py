@@ -1,13 +1,16 @@
 """A real Composer server on loopback for the tests that need one (started and stopped here).
 
 Contract: `copy_home(ocean, home)` copies the demo ocean's registry and store safely (see
-there). `ray_server(ocean, root, **settings)` is a context manager: it copies the demo
-ocean's registry and store into `root/home` (so tests may register and delete), makes
-`root/allowed` the one allowed root for server-side paths, starts `composer serve` on
+there). `server_settings(home, allowed, **overrides)` is the `Settings` every test server
+runs with: the API key `KEY`, `allowed` as the one allowed root for server-side paths, 64
+new tokens at most, 2 torch threads, then the overrides (`SMALL_LIMITS` are the hardening
+tests' limits, small enough to be reached). `ray_server(ocean, root, **overrides)` is a
+context manager: it copies the demo ocean's registry and store into `root/home` (so tests
+may register and delete), makes `root/allowed` the allowed root, starts `composer serve` on
 embedded Ray (its files in a short /tmp dir, auth disabled: nothing written to $HOME) with
-the API key `KEY` and the given `Settings` overrides, and yields {"url", "home", "allowed",
-"ocean"}; on exit Serve and Ray are shut down and the Ray dir removed. `assert_error(r,
-status)` checks the error contract: that status, a JSON `{"error": {type, message}}` and no
+those settings, and yields {"url", "home", "allowed", "ocean", "settings"}; on exit Serve
+and Ray are shut down and the Ray dir removed. `assert_error(r, status, *words)` checks the
+error contract: that status, a JSON `{"error": {type, message}}` naming `words`, and no
 stack trace or server path in the message.
 """
 from __future__ import annotations
@@ -22,6 +25,15 @@ from composer.serving.ports import free_port
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+# the hardening tests' limits: 2 MiB uploads, 16 requests in flight, a 30 s deadline, 4 experts per request
+SMALL_LIMITS = {"max_upload_mb": 2, "max_queue": 16, "request_timeout_s": 30, "max_experts": 4,
+                "max_prompt_chars": 4000}
+
+
+def server_settings(home: Path, allowed: Path, **overrides):
+    from composer.settings import Settings
+    return Settings(**{"home": str(home), "api_key": KEY, "allowed_roots": (str(allowed),), "max_tokens": 64,
+                       "threads": 2, **overrides})
 
 
 def copy_home(ocean, home: Path, demo: bool = False) -> Path:
@@ -41,7 +53,6 @@ def copy_home(ocean, home: Path, demo: bool = False) -> Path:
 
 @contextmanager
 def ray_server(ocean, root: Path, **overrides):
-    from composer.settings import Settings
     from ray_cluster.launch import serve, shutdown
 
     home = copy_home(ocean, root / "home")
@@ -50,8 +61,7 @@ def ray_server(ocean, root: Path, **overrides):
     ray_tmp = Path("/tmp") / f"rt{os.getpid()}"  # short: Ray's socket paths have a length limit
     saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_AUTH_MODE")}
     os.environ.update(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled")
-    settings = Settings(**{"home": str(home), "api_key": KEY, "allowed_roots": (str(allowed),), "max_tokens": 64,
-                           "threads": 2, **overrides})
+    settings = server_settings(home, allowed, **overrides)
     try:
         url = serve(settings, "127.0.0.1", free_port(), block=False, num_cpus=2)
         try:
