@@ -184,6 +184,8 @@ class Composer:
             self.sync()
             return summary
         fit = method(name).fit
+        if fit is not None and "experts" in options:
+            raise RouterError(f"{name} is fitted over all experts: experts= (--expert) applies to per-expert artifacts")
         if fit is None:
             over_all = ", ".join(m.name for m in methods() if m.fit is not None)
             raise RouterError(f"router {name!r} has nothing to fit on demand ({over_all} are fitted over all experts; "

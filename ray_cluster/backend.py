@@ -18,7 +18,6 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from composer.errors import ComposerError
 from composer.executor import HOST, group, placement, scatter
-from composer.serving.backend import default_base
 from composer.serving.errors import Unavailable
 from composer.settings import Settings
 
@@ -46,7 +45,7 @@ class RayBackend:
         self.registry = settings.registry()
 
     def _host(self, base: str | None):
-        base = base or default_base(self.registry, self.settings)
+        base = base or self.registry.default_base(self.settings.base).name
         if base not in self.hosts:
             raise ComposerError(f"base model {base!r} has no host deployment (bases registered after the "
                                 "service started need a restart)")

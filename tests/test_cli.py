@@ -101,7 +101,7 @@ def test_register_whole_model_fits_its_embeddings(demo_ocean, tmp_path, capsys):
     assert main([*h, "register", base_dir, "--name", "tiny", "--kind", "base"]) == 0
     assert main([*h, "register", base_dir, "--name", "whole", "--kind", "model", "--examples", str(examples),
                  "--fit-option", "phatgoose.steps=3"]) == 1
-    assert "fit options apply to LoRA experts only" in capsys.readouterr().err
+    assert "fit options for phatgoose do not apply to a model expert" in capsys.readouterr().err
     argv = [*h, "register", base_dir, "--name", "whole", "--kind", "model", "--examples", str(examples)]
     assert main(argv) == 0
     assert "registered whole v1 (model)" in capsys.readouterr().out

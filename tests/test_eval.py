@@ -136,12 +136,14 @@ def test_write_report_round_trips_the_summary(composer, known, tmp_path):
 
 @pytest.mark.slow
 def test_ray_shards_give_the_in_process_results(composer, known, monkeypatch, tmp_path):
+    from composer.settings import Settings
     from ray_cluster.eval import evaluate_on_ray
     monkeypatch.setenv("RAY_TMPDIR", f"/tmp/rte{tmp_path.name[-6:]}")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     examples = load_benchmark(known)
     local = evaluate(composer, examples, "base,expert:reverse,phatgoose", usage=False)
-    spread = evaluate_on_ray(str(composer.registry.home), composer.base, examples, local.specs, {}, None, workers=2)
+    spread = evaluate_on_ray(Settings(home=str(composer.registry.home)), composer.base, examples, local.specs, {},
+                             None, workers=2)
     key = (lambda r: (r["id"], r["router"], r["prediction"], r["correct"]))
     assert [key(r) for r in spread.records] == [key(r) for r in local.records]
     assert spread.generated == local.generated and set(spread.usage) == {"phatgoose"}

@@ -1,24 +1,23 @@
 """The request policy (composer/serving/policy.py), rule by rule, without HTTP or models.
 
 Targets resolve against the demo ocean's registry (read only: one base "demo-base" and its
-LoRA experts) or, for what the ocean lacks (a whole-model expert, several bases), a stub
-registry; limits and sampling against hand-made `Settings`. Every refusal is an `ApiError`
+LoRA experts) or, for what the ocean lacks (a whole-model expert, several bases), a small
+registry of its own (the demo base registered twice as a base, once as a whole model);
+limits and sampling against hand-made `Settings`. Every refusal is an `ApiError`
 with the status, type and words (the limit's variable) that the API answers with.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from types import SimpleNamespace
 
 import pytest
 
-from composer.errors import ComposerError
 from composer.serving import policy
 from composer.serving.errors import ApiError
 from composer.serving.policy import DEFAULT_MAX_TOKENS, Target
 from composer.serving.schemas import ChatRequest, CompletionRequest, EvaluationRequest, RoutingOptions
 from composer.settings import Settings
-from registry import NotFoundError
+from registry import RegistryError
 from routers import RouterError, RoutingPlan
 
 LIMITS = Settings(max_experts=4, max_prompts=3, max_prompt_chars=20, max_tokens=64, max_eval_examples=2,
@@ -46,30 +45,24 @@ def routing(**kw) -> RoutingOptions:
     return RoutingOptions(**kw)
 
 
-class StubRegistry:
-    """Only what the policy asks a registry: get(name) and list(kind=...)."""
-
-    def __init__(self, *records):
-        self.records = {r.name: r for r in records}
-
-    def get(self, name, version=None):
-        if name not in self.records:
-            raise NotFoundError(f"no expert {name!r}")
-        return self.records[name]
-
-    def list(self, kind=None, **_):
-        return [r for r in self.records.values() if kind in (None, r.kind)]
-
-
-def record(name: str, kind: str, base: str | None = None):
-    return SimpleNamespace(name=name, kind=kind, base_model=base)
+@pytest.fixture(scope="module")
+def fleet(demo_ocean, tmp_path_factory):
+    """Two bases ("a", "b") and a whole-model expert ("full"), all the demo base's files."""
+    from registry import Registry
+    reg = Registry(home=tmp_path_factory.mktemp("fleet"))
+    src = demo_ocean.registry.get("demo-base").path
+    for name in ("a", "b"):
+        reg.register(src, name, kind="base")
+    reg.register(src, "full", kind="model")
+    return reg
 
 
 # ------------------------------------------------------------------------------------ targets
 def test_composer_is_the_default_router_over_the_only_base(registry):
     assert policy.target("composer", None, Settings(), registry) == Target("demo-base", "retrieval", {})
     assert policy.target("composer", None, Settings(default_router="coe"), registry).router == "coe"
-    assert policy.target("composer", None, Settings(base="other-base"), registry).base == "other-base"
+    with pytest.raises(RegistryError, match="base model 'other-base' is not registered"):
+        policy.target("composer", None, Settings(base="other-base"), registry)  # COMPOSER_BASE names nothing
 
 
 def test_composer_colon_router_names_the_router_and_routing_carries_its_config(registry):
@@ -113,19 +106,17 @@ def test_a_base_name_is_the_base_model_itself(registry):
     assert t.direct.mode == "base" and t.direct.experts == []
 
 
-def test_a_whole_model_expert_runs_beside_the_default_base():
-    reg = StubRegistry(record("b", "base"), record("full", "model"))
-    assert policy.target("full", None, LIMITS, reg) == Target("b", direct=RoutingPlan.direct("full"))
-    assert policy.target("full", None, Settings(base="pinned"), reg).base == "pinned"
+def test_a_whole_model_expert_runs_beside_the_default_base(fleet):
+    assert policy.target("full", None, Settings(base="b"), fleet) == Target("b", direct=RoutingPlan.direct("full"))
 
 
-def test_composer_needs_one_base_or_a_configured_one():
-    two = StubRegistry(record("a", "base"), record("b", "base"))
-    with pytest.raises(ComposerError, match="several base models"):
-        policy.target("composer", None, LIMITS, two)
-    assert policy.target("composer", None, Settings(base="b"), two).base == "b"
-    with pytest.raises(ComposerError, match="no base model"):
-        policy.target("composer", None, LIMITS, StubRegistry())
+def test_composer_needs_one_base_or_a_configured_one(fleet, tmp_path):
+    from registry import Registry
+    with pytest.raises(RegistryError, match=r"several base models are registered \(a, b\)"):
+        policy.target("composer", None, LIMITS, fleet)
+    assert policy.target("composer", None, Settings(base="b"), fleet).base == "b"
+    with pytest.raises(RegistryError, match="no base model is registered"):
+        policy.target("composer", None, LIMITS, Registry(home=tmp_path / "empty"))
 
 
 def test_an_unknown_model_is_a_404(registry):

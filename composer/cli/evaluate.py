@@ -52,7 +52,7 @@ def evaluate(
     specs = parse_specs(routers, [r.name for r in c.experts()])
     if ray:
         from ray_cluster.eval import evaluate_on_ray
-        run = evaluate_on_ray(str(reg.home.resolve()), c.base, examples, specs, decoding,
+        run = evaluate_on_ray(settings, c.base, examples, specs, decoding,
                               None if no_cache else str(cache_path), workers, benchmark=benchmark)
     else:
         from composer.eval import evaluate as run_eval

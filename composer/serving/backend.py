@@ -56,11 +56,6 @@ async def iterate_in_thread(it: Iterator) -> AsyncIterator:
         yield item
 
 
-def default_base(registry: Registry, settings: Settings) -> str:
-    """The base model of `model: "composer"`: COMPOSER_BASE, else the only registered one."""
-    return registry.default_base(settings.base).name
-
-
 class LocalBackend:
     def __init__(self, settings: Settings, registry: Registry | None = None, encoder=None):
         self.settings = settings
@@ -74,7 +69,7 @@ class LocalBackend:
 
     def composer(self, base: str | None = None):
         from composer.api import Composer  # torch loads with the first model, not with the app
-        base = base or default_base(self.registry, self.settings)
+        base = base or self.registry.default_base(self.settings.base).name
         with self._lock:
             if base not in self._composers:
                 self._composers[base] = Composer(self.registry, base, encoder=self.encoder, settings=self.settings)

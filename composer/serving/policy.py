@@ -5,7 +5,7 @@ Contract: pure functions over a request's fields, the `Settings` and (to resolve
 whose message names the problem and, for a limit, its variable. Nothing here does model work.
 - `target(model, routing, settings, registry)` -> `Target`: "composer" is the default router
   (`settings.default_router`), "composer:<router>" a named one (404 if no such router; 400
-  if `routing.router` names another), both over `default_base(registry, settings)`, with the
+  if `routing.router` names another), both over `registry.default_base(settings.base).name`, with the
   routing config validated by the router (`RouterError`, a 400) and `check_experts`; a
   registered name is a direct plan (a base model: the base itself; a LoRA: its base; a
   whole model: the default base) and takes no `routing` (400); anything else is a 404.
@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import routers
-from composer.serving.backend import default_base
 from composer.serving.errors import ApiError
 from composer.serving.schemas import EvaluationRequest, RoutingOptions
 from composer.settings import Settings
@@ -64,7 +63,7 @@ def target(model: str, routing: RoutingOptions | None, settings: Settings, regis
                        "'composer' and 'composer:<router>'")
     if rec.kind == "base":
         return Target(rec.name, direct=RoutingPlan.direct(rec.name, base=True))
-    base = rec.base_model if rec.kind == "lora" else default_base(registry, settings)
+    base = rec.base_model if rec.kind == "lora" else registry.default_base(settings.base).name
     return Target(base, direct=RoutingPlan.direct(rec.name))
 
 
@@ -81,7 +80,7 @@ def _routed(model: str, routing: RoutingOptions | None, settings: Settings, regi
     config = routing.config() if routing else {}
     routers.parse_config(name, **config)  # RouterError -> 400 before any work
     check_experts(config, settings)
-    return Target(default_base(registry, settings), name, config)
+    return Target(registry.default_base(settings.base).name, name, config)
 
 
 def check_experts(config: dict, settings: Settings) -> None:
