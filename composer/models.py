@@ -1,6 +1,6 @@
 """Whole-model experts: any HF causal LM directory registered as `kind=model`, loaded on demand.
 
-Contract: `ModelPool(registry, max_resident=2)`; `get(name)` returns a `composer.host.Host`
+Contract: `ModelPool(registry, max_resident)` (the settings' `max_models`); `get(name)` returns a `composer.host.Host`
 for the expert's current version, loading it on first use and evicting the least recently
 used one when more than `max_resident` are resident (a new version replaces the old one).
 `resident()` lists the names held, most recent last; `drop(name)` forgets one (removal).
@@ -17,7 +17,7 @@ from registry import Registry
 
 
 class ModelPool:
-    def __init__(self, registry: Registry, max_resident: int = 2):
+    def __init__(self, registry: Registry, max_resident: int):
         if max_resident < 1:
             raise ValueError("max_resident must be >= 1")
         self.registry, self.max_resident = registry, max_resident

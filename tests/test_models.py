@@ -33,4 +33,4 @@ def test_pool_is_lru_bounded_and_follows_versions(demo_ocean, tmp_path):
     assert pool.resident() == ["m1"]
     assert pool.get("m1").generate(["Count down from 3"], max_new_tokens=4)[0].token_ids
     with pytest.raises(ValueError, match="not a whole model"):
-        ModelPool(demo_ocean.registry).get("demo-base")
+        ModelPool(demo_ocean.registry, 1).get("demo-base")
