@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1] / "ray_cluster"
+ROOT = Path(__file__).resolve().parents[2] / "ray_cluster"
 
 
 def serve_configs() -> dict[str, dict]:

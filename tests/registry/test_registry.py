@@ -4,7 +4,7 @@ Fixtures build (offline, once per session) a hidden-32 base with a WordLevel tok
 a LoRA and a DoRA adapter for it, and a LoRA for a hidden-48 model (wrong shapes).
 Every test of a registry (``reg``) runs on both backends: "sqlite" (the default
 ``<home>/registry.db`` file) and "postgresql" (a throwaway server started once per session by
-``tests/postgres.py``, a fresh database per test; skipped, with the reason, where it cannot start).
+``tests/helpers/postgres.py``, a fresh database per test; skipped, with the reason, where it cannot start).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
-import postgres
+from helpers import postgres
 import pytest
 import torch
 from helpers.adapter_edits import (

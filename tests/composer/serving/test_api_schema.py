@@ -22,7 +22,7 @@ from helpers.server import copy_home
 
 EXPLORE = os.environ.get("COMPOSER_FUZZ_EXAMPLES")  # set: that many fresh random examples, not the CI gate's
 EXAMPLES = int(EXPLORE) if EXPLORE else 25
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_every_operation_conforms_to_the_openapi_schema(demo_ocean, tmp_path):
