@@ -9,7 +9,7 @@ PIP         := $(PY) -m pip
 CONSTRAINTS ?= constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench-smoke lint clean
+.PHONY: setup demo test bench-smoke lint format clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,14 @@ bench-smoke: setup
 	@for b in $(BENCHES); do echo "== bench/$$b.py --smoke"; \
 	  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 COMPOSER_QUIET=1 $(PY) bench/$$b.py --smoke || exit 1; done
 
+# ruff's lint rules and its formatter (the code is kept `ruff format`ted; `make format` applies it)
+LINTED := composer routers registry ray_cluster tests bench
 lint: setup
-	$(VENV)/bin/ruff check composer routers registry ray_cluster tests bench
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+format: setup
+	$(VENV)/bin/ruff format $(LINTED)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

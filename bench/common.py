@@ -7,6 +7,7 @@ and writes `bench/results/<name>.json` = {"bench", "machine", "smoke", "results"
 `repeat` calls after `warmup`; speed claims are ratios against a baseline measured in
 the same run, never absolute targets in tests.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,14 @@ def args(description: str, **extra) -> argparse.Namespace:
 
 
 def machine() -> dict:
-    return {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "processor": platform.processor()}
+    return {
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+    }
 
 
 def timed(fn: Callable[[], object], repeat: int = 10, warmup: int = 2) -> dict:
@@ -70,39 +77,63 @@ def compare(fns: dict[str, Callable[[], object]], repeat: int = 10, warmup: int 
 
 def _stats(times: list[float]) -> dict:
     times = sorted(times)
-    return {"p50_ms": 1000 * statistics.median(times), "p99_ms": 1000 * times[min(len(times) - 1, int(0.99 * len(times)))],
-            "mean_ms": 1000 * statistics.fmean(times), "n": len(times)}
+    return {
+        "p50_ms": 1000 * statistics.median(times),
+        "p99_ms": 1000 * times[min(len(times) - 1, int(0.99 * len(times)))],
+        "mean_ms": 1000 * statistics.fmean(times),
+        "n": len(times),
+    }
 
 
-def realistic_base(path: Path, hidden: int = 512, layers: int = 8, heads: int = 8, vocab: int = 2048,
-                   seed: int = 0) -> Path:
+def realistic_base(
+    path: Path, hidden: int = 512, layers: int = 8, heads: int = 8, vocab: int = 2048, seed: int = 0
+) -> Path:
     """A random-weight Llama (speed needs no training) with a small BPE tokenizer, saved as HF."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from composer.demo.train import train_tokenizer
+
     if (path / "config.json").exists():
         return path
     texts = [f"sample text {i} with some words and numbers {i * 7}" for i in range(200)]
     tok = train_tokenizer(texts, vocab_size=min(vocab, 512))
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
 
-def random_adapters(base: Path, out: Path, n: int, rank: int = 8,
-                    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"), seed: int = 0) -> list[Path]:
+def random_adapters(
+    base: Path,
+    out: Path,
+    n: int,
+    rank: int = 8,
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+    seed: int = 0,
+) -> list[Path]:
     """`n` PEFT LoRA adapters of `base` with random (non-zero) A and B, saved as PEFT dirs."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
+
     paths = [out / f"e{i:03d}" for i in range(n)]
     if all((p / "adapter_model.safetensors").exists() for p in paths):
         return paths
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets)))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets)),
+    )
     g = torch.Generator().manual_seed(seed)
     for p in paths:
         with torch.no_grad():
@@ -119,6 +150,7 @@ def demo_home(home: str | None) -> Path:
     from composer.demo.build import build_demo
     from composer.settings import Settings
     from registry import Registry
+
     if home:
         return Path(home)
     env_home = Settings.from_env().home_dir
@@ -138,9 +170,12 @@ def server(home: Path, **settings):
     from composer.serving.ports import free_port
     from composer.settings import Settings
     from ray_cluster.launch import serve, shutdown
+
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rb", dir="/tmp"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    url = serve(Settings(home=str(home), **settings), "127.0.0.1", free_port(), block=False, num_cpus=os.cpu_count())
+    url = serve(
+        Settings(home=str(home), **settings), "127.0.0.1", free_port(), block=False, num_cpus=os.cpu_count()
+    )
     try:
         yield url
     finally:
@@ -157,8 +192,12 @@ def write(name: str, a: argparse.Namespace, results: list[dict], targets: dict, 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}{'-smoke' if a.smoke else ''}.json"
-    path.write_text(json.dumps({"bench": name, "machine": machine(), "smoke": a.smoke, "results": results,
-                                "targets": targets}, indent=1))
+    path.write_text(
+        json.dumps(
+            {"bench": name, "machine": machine(), "smoke": a.smoke, "results": results, "targets": targets},
+            indent=1,
+        )
+    )
     widths = [max(len(c), *(len(_cell(r.get(c))) for r in results)) for c in columns]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for r in results:

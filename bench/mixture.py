@@ -8,6 +8,7 @@ ours / single <= 1.5 at E=64, and ours >= 3x faster than PEFT Arrow at E=64.
 
     python bench/mixture.py [--smoke] [--threads N]
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -36,7 +37,9 @@ def naive_forward(self: MoLoRALinear, x: torch.Tensor) -> torch.Tensor:
     dense[keep.nonzero(as_tuple=True)[0], slots[keep]] = weights[keep]
     for s, r in enumerate(self.rank):
         if r:
-            y2 += dense[:, s:s + 1] * self.scale[s] * ((x2 @ self.lora_A[s, :r].T) @ self.lora_B[s, :, :r].T)
+            y2 += (
+                dense[:, s : s + 1] * self.scale[s] * ((x2 @ self.lora_A[s, :r].T) @ self.lora_B[s, :, :r].T)
+            )
     return y2.view_as(y)
 
 
@@ -63,10 +66,26 @@ def main() -> None:
     ids = torch.randint(3, len(host.tokenizer), (batch, seq), generator=torch.Generator().manual_seed(0))
     results = [_measure(host, paths, base, E, ids, repeat) for E in sizes]
     last = results[-1]
-    targets = {"ours/single <= 1.5 at the largest E": last["ours/single"] <= 1.5,
-               "peft/ours >= 3 at the largest E": last["peft/ours"] >= 3}
-    write("mixture", a, results, targets, ["experts", "ours_ms", "single_lora_ms", "peft_arrow_ms", "naive_loop_ms",
-                                          "ours/single", "peft/ours", "naive/ours"])
+    targets = {
+        "ours/single <= 1.5 at the largest E": last["ours/single"] <= 1.5,
+        "peft/ours >= 3 at the largest E": last["peft/ours"] >= 3,
+    }
+    write(
+        "mixture",
+        a,
+        results,
+        targets,
+        [
+            "experts",
+            "ours_ms",
+            "single_lora_ms",
+            "peft_arrow_ms",
+            "naive_loop_ms",
+            "ours/single",
+            "peft/ours",
+            "naive/ours",
+        ],
+    )
 
 
 def _measure(host: Host, paths, base, E: int, ids: torch.Tensor, repeat: int) -> dict:
@@ -85,13 +104,27 @@ def _measure(host: Host, paths, base, E: int, ids: torch.Tensor, repeat: int) ->
             host.logits(ids, routing=routing)
 
     with torch.no_grad():
-        t = compare({"ours": lambda: host.logits(ids, routing=routing),
-                     "single": lambda: host.logits(ids, mixtures=[{"e000": 1.0}] * batch),
-                     "naive": naive_run, "peft": lambda: peft_model(input_ids=ids)}, repeat)
+        t = compare(
+            {
+                "ours": lambda: host.logits(ids, routing=routing),
+                "single": lambda: host.logits(ids, mixtures=[{"e000": 1.0}] * batch),
+                "naive": naive_run,
+                "peft": lambda: peft_model(input_ids=ids),
+            },
+            repeat,
+        )
     ours, single, naive, peft = (t[k]["p50_ms"] for k in ("ours", "single", "naive", "peft"))
-    row = {"experts": E, "ours_ms": ours, "single_lora_ms": single, "peft_arrow_ms": peft, "naive_loop_ms": naive,
-           "ours/single": ours / single, "peft/ours": peft / ours, "naive/ours": naive / ours,
-           "tokens": ids.numel()}
+    row = {
+        "experts": E,
+        "ours_ms": ours,
+        "single_lora_ms": single,
+        "peft_arrow_ms": peft,
+        "naive_loop_ms": naive,
+        "ours/single": ours / single,
+        "peft/ours": peft / ours,
+        "naive/ours": naive / ours,
+        "tokens": ids.numel(),
+    }
     print(row, flush=True)
     return row
 
@@ -99,8 +132,12 @@ def _measure(host: Host, paths, base, E: int, ids: torch.Tensor, repeat: int) ->
 def _peft_arrow(base, paths):
     from peft import ArrowConfig, create_arrow_model
     from transformers import AutoModelForCausalLM
-    return create_arrow_model(AutoModelForCausalLM.from_pretrained(base), [str(p) for p in paths],
-                              ArrowConfig(top_k=2, router_temperature=1.0)).eval()
+
+    return create_arrow_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        [str(p) for p in paths],
+        ArrowConfig(top_k=2, router_temperature=1.0),
+    ).eval()
 
 
 if __name__ == "__main__":

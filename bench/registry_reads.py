@@ -10,6 +10,7 @@ registry is unchanged.
 
     python bench/registry_reads.py [--smoke]
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -24,13 +25,29 @@ BASE = "bench-base"
 
 
 def populate(reg: Registry, n: int) -> None:
-    examples = [{"prompt": f"an example prompt of this expert, number {j}", "completion": None} for j in range(8)]
+    examples = [
+        {"prompt": f"an example prompt of this expert, number {j}", "completion": None} for j in range(8)
+    ]
     config = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
     with reg._tx() as s:  # the registry's own transaction: the write replaces the revision token
-        s.add_all(Expert(name=f"e{i:05d}", version=1, kind="lora", base_model=BASE, uri=f"objects/lora/e{i:05d}/v1",
-                         sha256={"adapter_model.safetensors": "0" * 64}, digest="0" * 64, description="bench expert",
-                         tags=["bench"], domains=["bench"], examples=examples, config=config, status="ready")
-                  for i in range(n))
+        s.add_all(
+            Expert(
+                name=f"e{i:05d}",
+                version=1,
+                kind="lora",
+                base_model=BASE,
+                uri=f"objects/lora/e{i:05d}/v1",
+                sha256={"adapter_model.safetensors": "0" * 64},
+                digest="0" * 64,
+                description="bench expert",
+                tags=["bench"],
+                domains=["bench"],
+                examples=examples,
+                config=config,
+                status="ready",
+            )
+            for i in range(n)
+        )
 
 
 def main() -> None:
@@ -47,17 +64,27 @@ def main() -> None:
                 reg._lists.clear()
                 return reg.list(kind="lora", base=BASE)
 
-            t = compare({"changed": changed, "unchanged": lambda reg=reg: reg.list(kind="lora", base=BASE)}, repeat)
+            t = compare(
+                {"changed": changed, "unchanged": lambda reg=reg: reg.list(kind="lora", base=BASE)}, repeat
+            )
             assert len(reg.list(kind="lora", base=BASE)) == n
-            row = {"experts": n, "changed_ms": t["changed"]["p50_ms"], "unchanged_ms": t["unchanged"]["p50_ms"],
-                   "speedup": t["changed"]["p50_ms"] / t["unchanged"]["p50_ms"]}
+            row = {
+                "experts": n,
+                "changed_ms": t["changed"]["p50_ms"],
+                "unchanged_ms": t["unchanged"]["p50_ms"],
+                "speedup": t["changed"]["p50_ms"] / t["unchanged"]["p50_ms"],
+            }
             print(row, flush=True)
             results.append(row)
             reg.close()
     last = results[-1]
-    write("registry_reads", a, results, {f"unchanged read <= 2 ms p50 at {last['experts']} experts":
-                                         last["unchanged_ms"] <= 2.0},
-          ["experts", "changed_ms", "unchanged_ms", "speedup"])
+    write(
+        "registry_reads",
+        a,
+        results,
+        {f"unchanged read <= 2 ms p50 at {last['experts']} experts": last["unchanged_ms"] <= 2.0},
+        ["experts", "changed_ms", "unchanged_ms", "speedup"],
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ p50 at 10,000 experts; encoding + index <= 10 ms p50 at batch 1.
 
     python bench/routing.py [--smoke] [--threads N]
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,14 +18,23 @@ from routers.encoders import MiniLM, normalise
 from routers.index import ExampleIndex
 
 EXAMPLES_PER_EXPERT, DIM = 8, 384
-PROMPTS = ["Write these letters backwards: c a t", "Count down from 5", "Add the two numbers: 7 5",
-           "Translate this sentence into French", "Summarise the following report in two lines"]
+PROMPTS = [
+    "Write these letters backwards: c a t",
+    "Count down from 5",
+    "Add the two numbers: 7 5",
+    "Translate this sentence into French",
+    "Summarise the following report in two lines",
+]
 
 
 def experts(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     centres = normalise(rng.standard_normal((n, DIM)).astype(np.float32))
-    return {f"e{i:05d}": normalise(c + 0.3 * normalise(rng.standard_normal((EXAMPLES_PER_EXPERT, DIM)).astype(
-        np.float32))) for i, c in enumerate(centres)}
+    return {
+        f"e{i:05d}": normalise(
+            c + 0.3 * normalise(rng.standard_normal((EXAMPLES_PER_EXPERT, DIM)).astype(np.float32))
+        )
+        for i, c in enumerate(centres)
+    }
 
 
 def main() -> None:
@@ -40,10 +50,26 @@ def main() -> None:
     q1, q64 = enc.encode(batch[:1]), enc.encode(batch)
     results = [_measure(ExampleIndex(experts(n, rng)), n, q1, q64, enc1, enc64, repeat) for n in sizes]
     last = results[-1]
-    targets = {f"index <= 1 ms p50 at {last['experts']} experts": last["index_b1_ms"] <= 1.0,
-               "encoding + index <= 10 ms p50 at batch 1": last["route_b1_ms"] <= 10.0}
-    write("routing", a, results, targets, ["experts", "vectors", "index_b1_ms", "index_b64_per_query_ms",
-                                           "centroid_b1_ms", "encode_b1_ms", "route_b1_ms", "route_b64_per_query_ms"])
+    targets = {
+        f"index <= 1 ms p50 at {last['experts']} experts": last["index_b1_ms"] <= 1.0,
+        "encoding + index <= 10 ms p50 at batch 1": last["route_b1_ms"] <= 10.0,
+    }
+    write(
+        "routing",
+        a,
+        results,
+        targets,
+        [
+            "experts",
+            "vectors",
+            "index_b1_ms",
+            "index_b64_per_query_ms",
+            "centroid_b1_ms",
+            "encode_b1_ms",
+            "route_b1_ms",
+            "route_b64_per_query_ms",
+        ],
+    )
 
 
 def _measure(index: ExampleIndex, n: int, q1, q64, enc1: dict, enc64: dict, repeat: int) -> dict:
@@ -51,10 +77,17 @@ def _measure(index: ExampleIndex, n: int, q1, q64, enc1: dict, enc64: dict, repe
     idx1 = timed(lambda: index.max_cosine(q1, 1), repeat)
     idx64 = timed(lambda: index.max_cosine(q64, 1), max(2, repeat // 10))
     cen1 = timed(lambda: np.argmax(q1 @ C.T, axis=1), repeat)
-    row = {"experts": n, "vectors": n * EXAMPLES_PER_EXPERT, "index_b1_ms": idx1["p50_ms"],
-           "index_b64_per_query_ms": idx64["p50_ms"] / 64, "centroid_b1_ms": cen1["p50_ms"],
-           "encode_b1_ms": enc1["p50_ms"], "encode_b64_per_query_ms": enc64["p50_ms"] / 64,
-           "route_b1_ms": enc1["p50_ms"] + idx1["p50_ms"], "route_b64_per_query_ms": (enc64["p50_ms"] + idx64["p50_ms"]) / 64}
+    row = {
+        "experts": n,
+        "vectors": n * EXAMPLES_PER_EXPERT,
+        "index_b1_ms": idx1["p50_ms"],
+        "index_b64_per_query_ms": idx64["p50_ms"] / 64,
+        "centroid_b1_ms": cen1["p50_ms"],
+        "encode_b1_ms": enc1["p50_ms"],
+        "encode_b64_per_query_ms": enc64["p50_ms"] / 64,
+        "route_b1_ms": enc1["p50_ms"] + idx1["p50_ms"],
+        "route_b64_per_query_ms": (enc64["p50_ms"] + idx64["p50_ms"]) / 64,
+    }
     print(row, flush=True)
     return row
 

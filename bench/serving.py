@@ -8,6 +8,7 @@ requests/s and p50/p99 latency. Target: REST throughput >= 0.8x in-process at 32
 
     python bench/serving.py [--smoke] [--home COMPOSER_HOME]
 """
+
 from __future__ import annotations
 
 import json
@@ -45,6 +46,7 @@ def main() -> None:
 
     from composer import Composer
     from registry import Registry
+
     c = Composer(Registry(home=home), default_router="retrieval")
     c.generate(prompts[:2], max_new_tokens=TOKENS)  # load everything
     local = {k: run_clients(k, prompts, lambda p: c.generate([p], max_new_tokens=TOKENS)) for k in levels}
@@ -52,27 +54,57 @@ def main() -> None:
     c.generate(prompts, max_new_tokens=TOKENS)
     one_batch = len(prompts) / (time.perf_counter() - t0)
 
-
     results = []
-    with server(home) as url, httpx.Client(base_url=url, timeout=300,
-                                           limits=httpx.Limits(max_connections=64)) as http:
+    with (
+        server(home) as url,
+        httpx.Client(base_url=url, timeout=300, limits=httpx.Limits(max_connections=64)) as http,
+    ):
+
         def rest(p: str) -> None:
-            r = http.post("/v1/chat/completions", json={"model": "composer", "max_tokens": TOKENS,
-                                                        "messages": [{"role": "user", "content": p}]})
+            r = http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "composer",
+                    "max_tokens": TOKENS,
+                    "messages": [{"role": "user", "content": p}],
+                },
+            )
             r.raise_for_status()
 
         run_clients(2, prompts[:4], rest)  # warm up
         for k in levels:
             remote = run_clients(k, prompts, rest)
-            results.append({"clients": k, "rest_req_s": remote["req_s"], "rest_p50_ms": remote["p50_ms"],
-                            "rest_p99_ms": remote["p99_ms"], "inproc_req_s": local[k]["req_s"],
-                            "inproc_p50_ms": local[k]["p50_ms"], "inproc_one_batch_req_s": one_batch,
-                            "rest/inproc": remote["req_s"] / local[k]["req_s"]})
+            results.append(
+                {
+                    "clients": k,
+                    "rest_req_s": remote["req_s"],
+                    "rest_p50_ms": remote["p50_ms"],
+                    "rest_p99_ms": remote["p99_ms"],
+                    "inproc_req_s": local[k]["req_s"],
+                    "inproc_p50_ms": local[k]["p50_ms"],
+                    "inproc_one_batch_req_s": one_batch,
+                    "rest/inproc": remote["req_s"] / local[k]["req_s"],
+                }
+            )
             print(results[-1], flush=True)
     last = results[-1]
     targets = {f"REST >= 0.8x in-process at {last['clients']} clients": last["rest/inproc"] >= 0.8}
-    write("serving", a, results, targets, ["clients", "rest_req_s", "rest_p50_ms", "rest_p99_ms", "inproc_req_s",
-                                           "inproc_p50_ms", "inproc_one_batch_req_s", "rest/inproc"])
+    write(
+        "serving",
+        a,
+        results,
+        targets,
+        [
+            "clients",
+            "rest_req_s",
+            "rest_p50_ms",
+            "rest_p99_ms",
+            "inproc_req_s",
+            "inproc_p50_ms",
+            "inproc_one_batch_req_s",
+            "rest/inproc",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ importing it is cheap: `Composer` loads torch and friends on first access.
     c = Composer()                                   # the registry in $COMPOSER_HOME
     c.generate(["Reverse the letters: a b c"], router="retrieval")
 """
+
 __version__ = "0.1.0"
 __all__ = ["Completion", "Composer", "ComposerError"]
 
@@ -17,5 +18,6 @@ __all__ = ["Completion", "Composer", "ComposerError"]
 def __getattr__(name: str):
     if name in __all__:
         from composer import api
+
         return getattr(api, name)
     raise AttributeError(f"module 'composer' has no attribute {name!r}")

@@ -1,4 +1,5 @@
 """`python -m composer` is the `composer` command line."""
+
 import sys
 
 from composer.cli import main

@@ -55,8 +55,11 @@ class AdapterManager:
             return self._host
 
     def servable(self) -> list[ExpertRecord]:
-        return [r for r in self.registry.list(kind="lora", base=self.base)
-                if (r.name, r.version) not in self._quarantine]
+        return [
+            r
+            for r in self.registry.list(kind="lora", base=self.base)
+            if (r.name, r.version) not in self._quarantine
+        ]
 
     def resident(self) -> list[str]:
         return list(self._loaded)
@@ -115,11 +118,21 @@ class AdapterManager:
                 vectors = {m: kind.prepare(v) for m, v in vectors_from_bytes(data).items()}
                 self._host.set_vectors(rec.name, name, vectors)
             except (ValueError, KeyError) as e:
-                log.warning("expert %s v%d: unusable %s vectors (token-level routers skip it): %s",
-                            rec.name, rec.version, name, e)
+                log.warning(
+                    "expert %s v%d: unusable %s vectors (token-level routers skip it): %s",
+                    rec.name,
+                    rec.version,
+                    name,
+                    e,
+                )
         if missing:
-            log.info("expert %s v%d has no %s artifact yet: served, not gated by it (`composer fit %s`)",
-                     rec.name, rec.version, "/".join(sorted(missing)), " / ".join(sorted(missing)))
+            log.info(
+                "expert %s v%d has no %s artifact yet: served, not gated by it (`composer fit %s`)",
+                rec.name,
+                rec.version,
+                "/".join(sorted(missing)),
+                " / ".join(sorted(missing)),
+            )
             self._gateless[rec.name] = missing
         else:
             self._gateless.pop(rec.name, None)

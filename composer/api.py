@@ -51,7 +51,9 @@ __all__ = ["Completion", "Composer", "ComposerError", "as_queries"]
 def as_queries(prompts: str | Sequence[str | dict | Query]) -> list[Query]:
     if isinstance(prompts, str):
         prompts = [prompts]
-    return [p if isinstance(p, Query) else Query(prompt=p) if isinstance(p, str) else Query(**p) for p in prompts]
+    return [
+        p if isinstance(p, Query) else Query(prompt=p) if isinstance(p, str) else Query(**p) for p in prompts
+    ]
 
 
 def fitting_host(path, name: str):
@@ -62,9 +64,16 @@ def fitting_host(path, name: str):
 
 
 class Composer:
-    def __init__(self, registry: Registry | None = None, base: str | None = None,
-                 default_router: str | None = None, encoder=None, writer=None, max_models: int | None = None,
-                 settings: Settings | None = None):
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        base: str | None = None,
+        default_router: str | None = None,
+        encoder=None,
+        writer=None,
+        max_models: int | None = None,
+        settings: Settings | None = None,
+    ):
         if settings is None:  # the Python API's entry point: the environment's settings
             settings = Settings.from_env()
             set_quiet(settings.quiet)
@@ -73,15 +82,28 @@ class Composer:
         self.base = self.registry.default_base(base or settings.base).name
         self.default_router = default_router or settings.default_router
         if writer is None or isinstance(writer, str):
-            writer = writer_from_spec(writer or settings.instruction_writer, self.registry,
-                                      settings.instruction_writer_key, load_host)
+            writer = writer_from_spec(
+                writer or settings.instruction_writer,
+                self.registry,
+                settings.instruction_writer_key,
+                load_host,
+            )
         base_path = self.registry.get(self.base).path
-        self.ctx = RouterContext(self.registry, self.base, encoder, experts=self.experts, writer=writer,
-                                 fitting_host=lambda: fitting_host(base_path, self.base), progress=progress,
-                                 score=self.score_experts)
+        self.ctx = RouterContext(
+            self.registry,
+            self.base,
+            encoder,
+            experts=self.experts,
+            writer=writer,
+            fitting_host=lambda: fitting_host(base_path, self.base),
+            progress=progress,
+            score=self.score_experts,
+        )
         self.adapters = AdapterManager(self.ctx)
         self.models = ModelPool(self.registry, max_models or settings.max_models)
-        self.executor = Executor(self.adapters, self.models, lambda: {r.name for r in self.registry.list(kind="model")})
+        self.executor = Executor(
+            self.adapters, self.models, lambda: {r.name for r in self.registry.list(kind="model")}
+        )
 
     # -- experts --------------------------------------------------------------------------
     def experts(self) -> list[ExpertRecord]:
@@ -99,7 +121,9 @@ class Composer:
     def resident(self) -> list[str]:
         return self.adapters.resident()
 
-    def register(self, path, name: str, fit_options: dict[str, dict] | None = None, **kw: Any) -> ExpertRecord:
+    def register(
+        self, path, name: str, fit_options: dict[str, dict] | None = None, **kw: Any
+    ) -> ExpertRecord:
         """Register an expert of this base with its per-expert artifacts; routable at once."""
         kw.setdefault("kind", "lora")
         if kw["kind"] == "lora":
@@ -129,21 +153,39 @@ class Composer:
             return RoutingPlan.direct(expert, base=True)
         names = {r.name for r in self.experts()}
         if expert not in names:
-            raise ComposerError(f"unknown expert {expert!r} for base {self.base!r}; "
-                                f"known: {', '.join(sorted(names)) or '(none)'}")
+            raise ComposerError(
+                f"unknown expert {expert!r} for base {self.base!r}; "
+                f"known: {', '.join(sorted(names)) or '(none)'}"
+            )
         return RoutingPlan.direct(expert)
 
     # -- execution ------------------------------------------------------------------------
-    def generate(self, prompts, router: str | None = None, expert: str | None = None,
-                 max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0, chat: bool = True,
-                 seed: int | None = None, **config: Any) -> list[Completion]:
+    def generate(
+        self,
+        prompts,
+        router: str | None = None,
+        expert: str | None = None,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        chat: bool = True,
+        seed: int | None = None,
+        **config: Any,
+    ) -> list[Completion]:
         queries = as_queries(prompts)
         if expert is not None and (router is not None or config):
             raise ComposerError("give either expert= (no routing) or a router, not both")
         self.sync()
         plans = [self.direct(expert)] * len(queries) if expert else self.route(queries, router, **config)
-        return self.execute([q.prompt for q in queries], plans, max_new_tokens=max_new_tokens,
-                            temperature=temperature, top_p=top_p, chat=chat, seed=seed)
+        return self.execute(
+            [q.prompt for q in queries],
+            plans,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            chat=chat,
+            seed=seed,
+        )
 
     def execute(self, prompts: Sequence, plans: Sequence[RoutingPlan], **settings: Any) -> list[Completion]:
         return self.executor.execute(prompts, plans, **settings)
@@ -151,30 +193,51 @@ class Composer:
     def stream(self, prompt, plan: RoutingPlan, **settings: Any) -> Iterator[str | Completion]:
         return self.executor.stream(prompt, plan, **settings)
 
-    def choose(self, prompts: Sequence, plans: Sequence[RoutingPlan], choices: Sequence[Sequence[str]],
-               chat: bool = True, batch_size: int = 64) -> list[list[float]]:
+    def choose(
+        self,
+        prompts: Sequence,
+        plans: Sequence[RoutingPlan],
+        choices: Sequence[Sequence[str]],
+        chat: bool = True,
+        batch_size: int = 64,
+    ) -> list[list[float]]:
         return self.executor.choose(prompts, plans, choices, chat, batch_size)
 
     def inspect(self, prompts, router: str | None = None, chat: bool = True, **config: Any) -> list[dict]:
         queries = as_queries(prompts)
         self.sync()
-        return [{**plan.model_dump(), "prompt": q.prompt, "per_token": self.executor.trace(q.prompt, plan, chat)}
-                for q, plan in zip(queries, self.route(queries, router, **config))]
+        return [
+            {**plan.model_dump(), "prompt": q.prompt, "per_token": self.executor.trace(q.prompt, plan, chat)}
+            for q, plan in zip(queries, self.route(queries, router, **config))
+        ]
 
     # -- fitting --------------------------------------------------------------------------
-    def score_experts(self, rows: Sequence[dict], experts: Sequence[str] | None = None,
-                      max_new_tokens: int = 32, batch_size: int = 256) -> list[dict]:
+    def score_experts(
+        self,
+        rows: Sequence[dict],
+        experts: Sequence[str] | None = None,
+        max_new_tokens: int = 32,
+        batch_size: int = 256,
+    ) -> list[dict]:
         """Exact-match score of each expert on each labelled row ({prompt, answer, [category]})."""
         experts = list(experts or [r.name for r in self.experts()])
         pairs = [(r, e) for r in rows for e in experts]
         plans, gens = {e: self.direct(e) for e in experts}, []
         for i in progress(range(0, len(pairs), batch_size), desc="scoring experts"):
-            chunk = pairs[i:i + batch_size]
-            gens += self.execute([r["prompt"] for r, _ in chunk], [plans[e] for _, e in chunk],
-                                 max_new_tokens=max_new_tokens)
-        norm = (lambda s: " ".join(str(s).split()))
-        return [{"prompt": r["prompt"], "expert": e, "category": r.get("category"),
-                 "score": float(norm(g.text) == norm(r["answer"]))} for (r, e), g in zip(pairs, gens)]
+            chunk = pairs[i : i + batch_size]
+            gens += self.execute(
+                [r["prompt"] for r, _ in chunk], [plans[e] for _, e in chunk], max_new_tokens=max_new_tokens
+            )
+        norm = lambda s: " ".join(str(s).split())
+        return [
+            {
+                "prompt": r["prompt"],
+                "expert": e,
+                "category": r.get("category"),
+                "score": float(norm(g.text) == norm(r["answer"])),
+            }
+            for (r, e), g in zip(pairs, gens)
+        ]
 
     def fit(self, name: str, **options: Any) -> dict:
         """Fit a router over all experts (coe, bench_coe), or backfill a per-expert artifact."""
@@ -185,10 +248,14 @@ class Composer:
             return summary
         fit = method(name).fit
         if fit is not None and "experts" in options:
-            raise RouterError(f"{name} is fitted over all experts: experts= (--expert) applies to per-expert artifacts")
+            raise RouterError(
+                f"{name} is fitted over all experts: experts= (--expert) applies to per-expert artifacts"
+            )
         if fit is None:
             over_all = ", ".join(m.name for m in methods() if m.fit is not None)
-            raise RouterError(f"router {name!r} has nothing to fit on demand ({over_all} are fitted over all experts; "
-                              "per-expert artifacts are fitted at registration, or backfilled by name: "
-                              f"{', '.join(a.name for a in artifacts())})")
+            raise RouterError(
+                f"router {name!r} has nothing to fit on demand ({over_all} are fitted over all experts; "
+                "per-expert artifacts are fitted at registration, or backfilled by name: "
+                f"{', '.join(a.name for a in artifacts())})"
+            )
         return fit(self.ctx, **options)

@@ -52,14 +52,22 @@ class Completion:
     prompt_tokens: int = 0
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "expert": self.expert, "logprob": self.logprob,
-                "finish_reason": self.finish_reason, "candidates": self.candidates,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": len(self.token_ids),
-                "routing": self.plan.model_dump()}
+        return {
+            "text": self.text,
+            "expert": self.expert,
+            "logprob": self.logprob,
+            "finish_reason": self.finish_reason,
+            "candidates": self.candidates,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": len(self.token_ids),
+            "routing": self.plan.model_dump(),
+        }
 
     @classmethod
     def of(cls, g: Generation, plan: RoutingPlan, expert: str | None, candidates=None) -> Completion:
-        return cls(g.text, plan, expert, g.logprob, g.token_ids, g.finish_reason, candidates or {}, g.prompt_tokens)
+        return cls(
+            g.text, plan, expert, g.logprob, g.token_ids, g.finish_reason, candidates or {}, g.prompt_tokens
+        )
 
 
 def placement(plan: RoutingPlan, models: set[str]) -> Placement:
@@ -86,12 +94,19 @@ def host_row(plan: RoutingPlan):
     if plan.mode != "token":
         return plan.mixture()
     g = plan.gate
-    return Gate(g.kind, gate_kinds()[g.kind].score, top_k=g.top_k, temperature=g.temperature, bias=g.bias,
-                experts=plan.experts)
+    return Gate(
+        g.kind,
+        gate_kinds()[g.kind].score,
+        top_k=g.top_k,
+        temperature=g.temperature,
+        bias=g.bias,
+        experts=plan.experts,
+    )
 
 
-def execute_each(execute: Callable[..., list], prompts: Sequence, plans: Sequence[RoutingPlan],
-                 settings: dict) -> list:
+def execute_each(
+    execute: Callable[..., list], prompts: Sequence, plans: Sequence[RoutingPlan], settings: dict
+) -> list:
     try:
         return list(execute(prompts, plans, **settings))
     except Exception:  # noqa: BLE001 - one row's bad prompt must not fail the others: row by row
@@ -118,8 +133,14 @@ class Executor:
         results = {}
         for where, idx in groups.items():
             ps, pl = [prompts[i] for i in idx], [plans[i] for i in idx]
-            results[where] = self._on_host(ps, pl, settings) if where == HOST else [
-                Completion.of(g, plan, where[1]) for g, plan in zip(self._engine(where).generate(ps, **settings), pl)]
+            results[where] = (
+                self._on_host(ps, pl, settings)
+                if where == HOST
+                else [
+                    Completion.of(g, plan, where[1])
+                    for g, plan in zip(self._engine(where).generate(ps, **settings), pl)
+                ]
+            )
         return scatter(len(plans), groups, results)
 
     def _on_host(self, prompts: Sequence, plans: Sequence[RoutingPlan], settings: dict) -> list[Completion]:
@@ -143,14 +164,18 @@ class Executor:
         for i, plan in enumerate(plans):
             e, g = best[i]
             if plan.mode == "ensemble":
-                plan = plan.model_copy(update={"explanation": plan.explanation + f"; kept {e}'s answer "
-                                               f"(mean log-likelihood {g.logprob:.3f})"})
+                plan = plan.model_copy(
+                    update={
+                        "explanation": plan.explanation + f"; kept {e}'s answer "
+                        f"(mean log-likelihood {g.logprob:.3f})"
+                    }
+                )
             out.append(Completion.of(g, plan, e, cands.get(i)))
         return out
 
     def stream(self, prompt, plan: RoutingPlan, **settings: Any) -> Iterator[str | Completion]:
         if plan.mode == "ensemble":  # every candidate must finish before one is kept
-            c, = self.execute([prompt], [plan], **settings)
+            (c,) = self.execute([prompt], [plan], **settings)
             if c.text:
                 yield c.text
             yield c
@@ -160,21 +185,38 @@ class Executor:
         for item in stream_generation(self._engine(where), prompt, row, **settings):
             yield item if isinstance(item, str) else Completion.of(item, plan, plan.selected())
 
-    def choose(self, prompts: Sequence, plans: Sequence[RoutingPlan], choices: Sequence[Sequence[str]],
-               chat: bool = True, batch_size: int = 64) -> list[list[float]]:
+    def choose(
+        self,
+        prompts: Sequence,
+        plans: Sequence[RoutingPlan],
+        choices: Sequence[Sequence[str]],
+        chat: bool = True,
+        batch_size: int = 64,
+    ) -> list[list[float]]:
         """Per prompt, the log-likelihood of each choice under its plan; an ensemble scores each
         choice with every candidate and keeps the best."""
         groups = group(plans, self.model_names())
         scores = [[-float("inf")] * len(c) for c in choices]
         for where, idx in groups.items():
-            jobs = [(i, j, row) for i in idx for j in range(len(choices[i]))
-                    for row in ([{e: 1.0} for e in plans[i].experts] if plans[i].mode == "ensemble"
-                                else [host_row(plans[i]) if where == HOST else {}])]
+            jobs = [
+                (i, j, row)
+                for i in idx
+                for j in range(len(choices[i]))
+                for row in (
+                    [{e: 1.0} for e in plans[i].experts]
+                    if plans[i].mode == "ensemble"
+                    else [host_row(plans[i]) if where == HOST else {}]
+                )
+            ]
             engine = self._engine(where)
             for k in range(0, len(jobs), batch_size):
-                chunk = jobs[k:k + batch_size]
-                lls = engine.loglik([prompts[i] for i, _, _ in chunk], [choices[i][j] for i, j, _ in chunk],
-                                    [row for *_, row in chunk], chat=chat)
+                chunk = jobs[k : k + batch_size]
+                lls = engine.loglik(
+                    [prompts[i] for i, _, _ in chunk],
+                    [choices[i][j] for i, j, _ in chunk],
+                    [row for *_, row in chunk],
+                    chat=chat,
+                )
                 for (i, j, _), ll in zip(chunk, lls):
                     scores[i][j] = max(scores[i][j], ll)
         return scores

@@ -12,6 +12,7 @@ Contract:
 - `plot_usage(layers, path, title)` writes a layer x expert heat-map PNG (matplotlib,
   imported only here) — the evaluation report's per-router usage figure.
 """
+
 from __future__ import annotations
 
 import re
@@ -56,8 +57,13 @@ def token_report(trace, tokens: list[str], slot_names: dict[int, str], row: int 
         total = sum(c.values()) or 1.0
         layers[layer] = {e: round(w / total, 4) for e, w in sorted(c.items())}
     decisions = sum(top1.values()) or 1
-    return {"tokens": tokens, "modules": modules, "usage": usage, "layers": layers,
-            "top1": {e: round(n / decisions, 4) for e, n in top1.most_common()}}
+    return {
+        "tokens": tokens,
+        "modules": modules,
+        "usage": usage,
+        "layers": layers,
+        "top1": {e: round(n / decisions, 4) for e, n in top1.most_common()},
+    }
 
 
 def _sort_key(layer: str):
@@ -67,8 +73,10 @@ def _sort_key(layer: str):
 
 def plot_usage(layers: dict[str, dict[str, float]], path: str | Path, title: str = "expert usage") -> Path:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     experts = sorted({e for row in layers.values() for e in row})
     names = list(layers)
     grid = [[layers[n].get(e, 0.0) for e in experts] for n in names]

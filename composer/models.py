@@ -7,6 +7,7 @@ used one when more than `max_resident` are resident (a new version replaces the 
 Thread-safe: loads are serialised by the pool's lock, and each model's own `Host.lock`
 serialises its forward passes.
 """
+
 from __future__ import annotations
 
 import threading

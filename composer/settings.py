@@ -42,8 +42,17 @@ from pathlib import Path
 DEFAULT_ROUTER = "retrieval"
 PREFIX = "COMPOSER_"
 # limits: must be positive (threads may be 0: torch's default)
-LIMITS = ("max_upload_mb", "max_tokens", "max_prompt_chars", "max_prompts", "max_experts", "max_queue",
-          "request_timeout_s", "max_eval_examples", "max_models")
+LIMITS = (
+    "max_upload_mb",
+    "max_tokens",
+    "max_prompt_chars",
+    "max_prompts",
+    "max_experts",
+    "max_queue",
+    "request_timeout_s",
+    "max_eval_examples",
+    "max_models",
+)
 
 
 def env_name(field_name: str) -> str:
@@ -118,5 +127,7 @@ def _read(name: str, kind: type):
         try:
             return kind(raw)
         except ValueError:
-            raise ValueError(f"${var} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+            raise ValueError(
+                f"${var} must be {'an integer' if kind is int else 'a number'}, got {raw!r}"
+            ) from None
     return raw

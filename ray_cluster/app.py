@@ -8,6 +8,7 @@ environment's settings (`Settings.from_env`). Config files bind beyond loopback,
 `app_builder` refuses to build without COMPOSER_API_KEY unless `args` say
 `allow_no_key: true` (a private network you trust).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,13 @@ from ray_cluster.deployments import EvalDeployment, HostDeployment, Ingress, Mod
 def build(settings: Settings):
     bases = [r.name for r in settings.registry().list(kind="base")]
     hosts = {b: HostDeployment.options(name=f"Host:{b}").bind(settings, b) for b in bases}
-    return Ingress.bind(RouterDeployment.bind(settings), ModelDeployment.bind(settings), hosts,
-                        EvalDeployment.bind(settings), settings)
+    return Ingress.bind(
+        RouterDeployment.bind(settings),
+        ModelDeployment.bind(settings),
+        hosts,
+        EvalDeployment.bind(settings),
+        settings,
+    )
 
 
 def app_builder(args: dict):
@@ -30,6 +36,8 @@ def app_builder(args: dict):
         args["allowed_roots"] = tuple(p for p in args["allowed_roots"].split(os.pathsep) if p)
     settings = Settings.from_env(**args)
     if not settings.api_key and not open_ok:
-        raise ValueError("COMPOSER_API_KEY is not set: a Serve config binds beyond loopback, so Composer needs a key "
-                         "(or args.allow_no_key: true on a network you trust)")
+        raise ValueError(
+            "COMPOSER_API_KEY is not set: a Serve config binds beyond loopback, so Composer needs a key "
+            "(or args.allow_no_key: true on a network you trust)"
+        )
     return build(settings)

@@ -9,6 +9,7 @@ so the HTTP layer maps them to the same 4xx as in-process. A replica that died u
 request, or a deployment with no replica to take it, is `Unavailable` (503, Retry-After):
 Serve restarts the replica and the client retries (OpenAI clients do so by themselves).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,14 +42,22 @@ async def call(response):
 
 class RayBackend:
     def __init__(self, router, models, hosts: dict, evals, settings: Settings):
-        self.router, self.models, self.hosts, self.evals, self.settings = router, models, hosts, evals, settings
+        self.router, self.models, self.hosts, self.evals, self.settings = (
+            router,
+            models,
+            hosts,
+            evals,
+            settings,
+        )
         self.registry = settings.registry()
 
     def _host(self, base: str | None):
         base = base or self.registry.default_base(self.settings.base).name
         if base not in self.hosts:
-            raise ComposerError(f"base model {base!r} has no host deployment (bases registered after the "
-                                "service started need a restart)")
+            raise ComposerError(
+                f"base model {base!r} has no host deployment (bases registered after the "
+                "service started need a restart)"
+            )
         return self.hosts[base]
 
     async def route(self, base, queries, router, config):
@@ -62,8 +71,16 @@ class RayBackend:
 
     async def execute(self, base, prompts, plans, settings):
         groups = group(plans, self._models())
-        done = await asyncio.gather(*(call(self._deployment(base, where).execute.remote(
-            [prompts[i] for i in idx], [plans[i] for i in idx], settings)) for where, idx in groups.items()))
+        done = await asyncio.gather(
+            *(
+                call(
+                    self._deployment(base, where).execute.remote(
+                        [prompts[i] for i in idx], [plans[i] for i in idx], settings
+                    )
+                )
+                for where, idx in groups.items()
+            )
+        )
         return scatter(len(plans), groups, dict(zip(groups, done)))
 
     async def stream(self, base, prompt, plan, settings):
@@ -92,10 +109,14 @@ class RayBackend:
 
     async def stats(self):
         hosts = await asyncio.gather(*(call(h.stats.remote()) for h in self.hosts.values()))
-        return {"adapters_resident": {b: s["adapters"] for b, s in zip(self.hosts, hosts)},
-                "batches": {b: {k: v for k, v in s.items() if k not in ("adapters", "pid")}
-                            for b, s in zip(self.hosts, hosts)},
-                "models_resident": await call(self.models.resident.remote())}
+        return {
+            "adapters_resident": {b: s["adapters"] for b, s in zip(self.hosts, hosts)},
+            "batches": {
+                b: {k: v for k, v in s.items() if k not in ("adapters", "pid")}
+                for b, s in zip(self.hosts, hosts)
+            },
+            "models_resident": await call(self.models.resident.remote()),
+        }
 
     async def ready(self):
         async def ping(name, coro):
@@ -104,6 +125,7 @@ class RayBackend:
                 return name, True
             except Exception:  # noqa: BLE001 - any failure means "not ready"
                 return name, False
+
         checks = [ping("router", self.router.ready.remote()), ping("models", self.models.resident.remote())]
         checks += [ping(f"host:{b}", h.stats.remote()) for b, h in self.hosts.items()]
         return dict(await asyncio.gather(*checks))

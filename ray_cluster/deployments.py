@@ -17,6 +17,7 @@ exposes the part of it that its role needs, so Ray adds placement and batching, 
 Torch threads per replica: `settings.threads`, else every core (the router: half of them,
 so post-hoc fitting during a registration leaves the hosts room; bench/registration.py).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,6 +38,7 @@ from ray_cluster.backend import RayBackend
 def _threads(settings: Settings, share: float = 1.0) -> None:
     """A replica's process setup from its settings: torch threads, progress bars."""
     import torch
+
     torch.set_num_threads(settings.threads or max(1, int((os.cpu_count() or 1) * share)))
     set_quiet(settings.quiet)
 
@@ -99,22 +101,33 @@ class HostDeployment:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02)
     async def _batch(self, items: list[tuple]) -> list:
         b = self.batches
-        b["batches"], b["rows"], b["max_rows"] = b["batches"] + 1, b["rows"] + len(items), max(b["max_rows"], len(items))
+        b["batches"], b["rows"], b["max_rows"] = (
+            b["batches"] + 1,
+            b["rows"] + len(items),
+            max(b["max_rows"], len(items)),
+        )
         b["shared"] += len({request for *_, request in items}) > 1
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, (_, _, key, _) in enumerate(items):
             groups[key].append(i)
         out: list = [None] * len(items)
         for key, idx in groups.items():  # one batch per decoding-settings group; a bad row fails only itself
-            done = await asyncio.to_thread(execute_each, self.composer.execute, [items[i][0] for i in idx],
-                                           [items[i][1] for i in idx], dict(key))
+            done = await asyncio.to_thread(
+                execute_each,
+                self.composer.execute,
+                [items[i][0] for i in idx],
+                [items[i][1] for i in idx],
+                dict(key),
+            )
             for i, c in zip(idx, done):
                 out[i] = c
         return out
 
     async def execute(self, prompts, plans, settings):
         key, request = tuple(sorted(settings.items())), next(self._requests)
-        done = await asyncio.gather(*(self._batch((p, plan, key, request)) for p, plan in zip(prompts, plans)))
+        done = await asyncio.gather(
+            *(self._batch((p, plan, key, request)) for p, plan in zip(prompts, plans))
+        )
         for c in done:
             if isinstance(c, Exception):
                 raise c

@@ -9,6 +9,7 @@ sleeps until Ctrl-C / SIGTERM and shuts Serve and Ray down (a joined cluster kee
 running; only the app is deleted). `shutdown(own_ray)` does the same for callers that
 passed `block=False` (`own_ray`: no `address` was given).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -46,21 +47,41 @@ def wait_ready(url: str, timeout_s: float = 300) -> None:
     raise TimeoutError(f"Composer did not become ready at {url} in {timeout_s:.0f}s ({last})")
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
-          on_ready=None, block: bool = True, num_cpus: int | None = None) -> str:
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    address: str | None = None,
+    on_ready=None,
+    block: bool = True,
+    num_cpus: int | None = None,
+) -> str:
     if not is_loopback(host) and not settings.api_key:
-        raise UnsafeBind(f"refusing to bind {host}: without COMPOSER_API_KEY the server binds loopback only "
-                         "(set the key, or use --host 127.0.0.1)")
+        raise UnsafeBind(
+            f"refusing to bind {host}: without COMPOSER_API_KEY the server binds loopback only "
+            "(set the key, or use --host 127.0.0.1)"
+        )
     import ray
     from ray import serve as rserve
 
     from ray_cluster.app import build
+
     own = address is None  # our embedded Ray: shut it all down at the end; a joined cluster keeps running
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, num_cpus=num_cpus if own else None,
-                 namespace="composer", log_to_driver=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                                           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}})
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            num_cpus=num_cpus if own else None,
+            namespace="composer",
+            log_to_driver=False,
+            runtime_env={
+                "env_vars": {
+                    "HF_HUB_OFFLINE": "1",
+                    "TOKENIZERS_PARALLELISM": "false",
+                    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                }
+            },
+        )
     rserve.start(http_options={"host": host, "port": port})
     rserve.run(build(settings), name="composer", route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -84,6 +105,7 @@ def shutdown(own_ray: bool) -> None:
     """Stop Serve and the embedded Ray (`own_ray`), or delete only our app from a joined cluster."""
     import ray
     from ray import serve as rserve
+
     try:
         if own_ray:
             rserve.shutdown()
@@ -95,8 +117,12 @@ def shutdown(own_ray: bool) -> None:
 
 def examples(url: str) -> str:
     """Ready-to-paste curl and OpenAI-client snippets for a running server."""
-    body = json.dumps({"model": "composer", "messages": [{"role": "user", "content": "Write these letters "
-                                                            "backwards: c a t"}]})
+    body = json.dumps(
+        {
+            "model": "composer",
+            "messages": [{"role": "user", "content": "Write these letters backwards: c a t"}],
+        }
+    )
     return f"""curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'
 curl -s {url}/v1/route -H 'Content-Type: application/json' -d '{{"prompt": "Count down from 5", "routing": {{"router": "coe"}}}}'
 curl -s {url}/v1/models

@@ -16,13 +16,13 @@ from .registry import DEFAULT_HOME, Registry
 from .validate import NAME_RE
 
 __all__ = [
-           "DEFAULT_HOME",
-           "NAME_RE",
-           "ArtifactRecord",
-           "ConflictError",
-           "ExpertRecord",
-           "NotFoundError",
-           "Registry",
-           "RegistryError",
-           "ValidationError",
+    "DEFAULT_HOME",
+    "NAME_RE",
+    "ArtifactRecord",
+    "ConflictError",
+    "ExpertRecord",
+    "NotFoundError",
+    "Registry",
+    "RegistryError",
+    "ValidationError",
 ]

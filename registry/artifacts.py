@@ -34,8 +34,9 @@ class ArtifactsMixin:
     def _check_artifact(self, router, key, data, meta=None) -> tuple[str, str, bytes, dict]:
         for what, v in (("router", router), ("key", key)):
             if not isinstance(v, str) or not SLUG_RE.match(v):
-                raise ValidationError(f"artifact {what} {v!r} is invalid: use 1-128 chars of "
-                                      "A-Z a-z 0-9 . _ -")
+                raise ValidationError(
+                    f"artifact {what} {v!r} is invalid: use 1-128 chars of A-Z a-z 0-9 . _ -"
+                )
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ValidationError(f"artifact {router}/{key}: data must be bytes, got {type(data).__name__}")
         if meta is not None and not isinstance(meta, dict):
@@ -55,14 +56,22 @@ class ArtifactsMixin:
 
     @staticmethod
     def _art_query(expert_id: int, router: str, key: str):
-        return select(Artifact).where(Artifact.expert_id == expert_id, Artifact.router == router,
-                                      Artifact.key == key)
+        return select(Artifact).where(
+            Artifact.expert_id == expert_id, Artifact.router == router, Artifact.key == key
+        )
 
     def _art(self, row: Artifact, exp: Expert) -> ArtifactRecord:
         return ArtifactRecord.from_row(row, exp, self.store.path(row.uri))
 
-    def put_artifact(self, name: str, router: str, key: str, data: bytes, meta: dict | None = None,
-                     version: int | None = None) -> ArtifactRecord:
+    def put_artifact(
+        self,
+        name: str,
+        router: str,
+        key: str,
+        data: bytes,
+        meta: dict | None = None,
+        version: int | None = None,
+    ) -> ArtifactRecord:
         router, key, data, meta = self._check_artifact(router, key, data, meta)
         with self._tx() as s:
             exp_id = self._find(s, name, version).id
@@ -86,15 +95,17 @@ class ArtifactsMixin:
         except BaseException as e:
             self.store.remove(rel)
             if isinstance(e, IntegrityError):
-                raise ConflictError(f"artifact {router}/{key} of '{name}' was written concurrently; "
-                                    "retry") from None
+                raise ConflictError(
+                    f"artifact {router}/{key} of '{name}' was written concurrently; retry"
+                ) from None
             raise
         if old and old != rel:
             self.store.remove(old)
         return rec
 
-    def get_artifact(self, name: str, router: str, key: str,
-                     version: int | None = None) -> tuple[ArtifactRecord, bytes]:
+    def get_artifact(
+        self, name: str, router: str, key: str, version: int | None = None
+    ) -> tuple[ArtifactRecord, bytes]:
         for attempt in range(3):  # a concurrent put may replace the file between row and read
             with self._tx() as s:
                 exp = self._find(s, name, version)
@@ -106,16 +117,18 @@ class ArtifactsMixin:
                 data = rec.path.read_bytes()
             except FileNotFoundError:
                 if attempt == 2:
-                    raise RegistryError(f"artifact {router}/{key} of '{name}': file {rec.uri} "
-                                        "is missing") from None
+                    raise RegistryError(
+                        f"artifact {router}/{key} of '{name}': file {rec.uri} is missing"
+                    ) from None
                 continue
             if sha256_bytes(data) != rec.sha256:
                 raise RegistryError(f"artifact {router}/{key} of '{name}' is corrupt (sha256 mismatch)")
             return rec, data
         raise AssertionError("unreachable")
 
-    def artifacts(self, name: str | None = None, router: str | None = None,
-                  version: int | None = None) -> list[ArtifactRecord]:
+    def artifacts(
+        self, name: str | None = None, router: str | None = None, version: int | None = None
+    ) -> list[ArtifactRecord]:
         with self._tx() as s:
             exps = [self._find(s, name, version)] if name is not None else s.scalars(self._latest()).all()
             by_id = {e.id: e for e in exps}

@@ -83,7 +83,8 @@ class Expert(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     artifacts: Mapped[list[Artifact]] = relationship(
-        back_populates="expert", cascade="all, delete-orphan", passive_deletes=True)
+        back_populates="expert", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class Artifact(Base):

@@ -45,7 +45,8 @@ def refuse_pickles(path: Path, files: list[Path], want: str) -> None:
     if pickles:
         raise ValidationError(
             f"pickle weights are refused ({', '.join(pickles[:3])} in {path}); convert to safetensors "
-            f"(load it and save_pretrained(dir, safe_serialization=True)), then register again")
+            f"(load it and save_pretrained(dir, safe_serialization=True)), then register again"
+        )
     raise ValidationError(f"{want} is missing in {path}")
 
 
@@ -85,8 +86,9 @@ def finite_tensor(f, key: str, file: Path):
     t = f.get_tensor(key)
     if not (t.is_floating_point() or t.is_complex()):
         return t
-    ok = torch.isfinite(t if t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-                        else t.float()).all()
+    ok = torch.isfinite(
+        t if t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) else t.float()
+    ).all()
     if not bool(ok):
         raise ValidationError(f"tensor {key!r} in {file.name} contains NaN or Inf values")
     return t

@@ -7,6 +7,7 @@ follows PEFT: lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA. Only safetens
 read; anything the registry's validation refuses (DoRA, rank patterns, ...) is refused here
 too, so a path that did not come through the registry cannot smuggle it in.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,9 @@ def read_lora(path: str | Path) -> LoraWeights:
     path = Path(path)
     cfg_file, weights_file = path / "adapter_config.json", path / "adapter_model.safetensors"
     if not cfg_file.is_file() or not weights_file.is_file():
-        raise ValueError(f"{path}: not a PEFT LoRA directory (adapter_config.json + adapter_model.safetensors)")
+        raise ValueError(
+            f"{path}: not a PEFT LoRA directory (adapter_config.json + adapter_model.safetensors)"
+        )
     cfg = json.loads(cfg_file.read_text())
     if cfg.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"{path}: peft_type {cfg.get('peft_type')!r} is not LORA")

@@ -24,8 +24,10 @@ from .errors import ValidationError
 
 
 def _jsonable(d: dict) -> dict:
-    return {k: (v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, Path) else v)
-            for k, v in d.items()}
+    return {
+        k: (v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, Path) else v)
+        for k, v in d.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,26 @@ class ExpertRecord:
 
     @classmethod
     def from_row(cls, row: Expert, path: Path) -> ExpertRecord:
-        return cls(id=row.id, name=row.name, version=row.version, kind=row.kind, base_model=row.base_model,
-                   source=row.source or "", uri=row.uri, sha256=row.sha256 or {}, digest=row.digest or "",
-                   description=row.description or "", tags=row.tags or [], domains=row.domains or [],
-                   examples=row.examples or [], scores=row.scores or {}, config=row.config or {},
-                   status=row.status, created_at=as_utc(row.created_at), path=path)
+        return cls(
+            id=row.id,
+            name=row.name,
+            version=row.version,
+            kind=row.kind,
+            base_model=row.base_model,
+            source=row.source or "",
+            uri=row.uri,
+            sha256=row.sha256 or {},
+            digest=row.digest or "",
+            description=row.description or "",
+            tags=row.tags or [],
+            domains=row.domains or [],
+            examples=row.examples or [],
+            scores=row.scores or {},
+            config=row.config or {},
+            status=row.status,
+            created_at=as_utc(row.created_at),
+            path=path,
+        )
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
@@ -77,9 +94,19 @@ class ArtifactRecord:
 
     @classmethod
     def from_row(cls, row: Artifact, expert: Expert, path: Path) -> ArtifactRecord:
-        return cls(id=row.id, expert_id=row.expert_id, expert=expert.name, version=expert.version,
-                   router=row.router, key=row.key, uri=row.uri, sha256=row.sha256,
-                   meta=copy.deepcopy(row.meta or {}), created_at=as_utc(row.created_at), path=path)
+        return cls(
+            id=row.id,
+            expert_id=row.expert_id,
+            expert=expert.name,
+            version=expert.version,
+            router=row.router,
+            key=row.key,
+            uri=row.uri,
+            sha256=row.sha256,
+            meta=copy.deepcopy(row.meta or {}),
+            created_at=as_utc(row.created_at),
+            path=path,
+        )
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
@@ -105,8 +132,10 @@ def norm_examples(examples) -> list[dict]:
         if isinstance(e, str):
             e = {"prompt": e}
         if not isinstance(e, dict) or set(e) - {"prompt", "completion"}:
-            raise ValidationError(f"example {i} must be a string or a dict with 'prompt' and optional "
-                                  f"'completion', got {e!r:.80}")
+            raise ValidationError(
+                f"example {i} must be a string or a dict with 'prompt' and optional "
+                f"'completion', got {e!r:.80}"
+            )
         p, c = e.get("prompt"), e.get("completion")
         if not isinstance(p, str) or not p.strip():
             raise ValidationError(f"example {i}: prompt must be a non-empty string")

@@ -61,9 +61,20 @@ def stale(row: Expert, grace_s: float, now: datetime) -> bool:
 
 
 class RegisterMixin:
-    def register(self, path: str | Path, name: str, kind: str = "lora", base: str | None = None,
-                 description: str = "", tags=(), domains=(), examples=(), new_version: bool = False,
-                 source: str | None = None, fit=None) -> ExpertRecord:
+    def register(
+        self,
+        path: str | Path,
+        name: str,
+        kind: str = "lora",
+        base: str | None = None,
+        description: str = "",
+        tags=(),
+        domains=(),
+        examples=(),
+        new_version: bool = False,
+        source: str | None = None,
+        fit=None,
+    ) -> ExpertRecord:
         V.validate_name(name)
         if kind not in KINDS:
             raise ValidationError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -74,9 +85,13 @@ class RegisterMixin:
             raise ValidationError(f"base applies to kind 'lora' only, not {kind!r}")
         if not isinstance(description, str) or "\x00" in description:
             raise ValidationError("description must be a string without NUL characters")
-        meta = {"description": description, "tags": norm_strings(tags, "tags"),
-                "domains": norm_strings(domains, "domains"), "examples": norm_examples(examples),
-                "source": str(source) if source else str(src.resolve())}
+        meta = {
+            "description": description,
+            "tags": norm_strings(tags, "tags"),
+            "domains": norm_strings(domains, "domains"),
+            "examples": norm_examples(examples),
+            "source": str(source) if source else str(src.resolve()),
+        }
         if kind == "lora":  # cheap checks on the source first: no copy of a directory bound to fail
             V.check_lora_files(src)
         else:
@@ -100,8 +115,11 @@ class RegisterMixin:
                 rel = self._artifact_uri(rid, router, key, ameta)
                 self.store.write_file_atomic(rel, data)
                 written.append(rel)
-                rows.append(Artifact(expert_id=rid, router=router, key=key, uri=rel,
-                                     sha256=sha256_bytes(data), meta=ameta))
+                rows.append(
+                    Artifact(
+                        expert_id=rid, router=router, key=key, uri=rel, sha256=sha256_bytes(data), meta=ameta
+                    )
+                )
             self._finalize(rid, cfg, sha, rows, new_version)
         except BaseException:
             self._undo(rid, [staged.relative_to(self.store.root).as_posix(), *written])
@@ -123,7 +141,9 @@ class RegisterMixin:
         try:
             rec = self.get(name)
         except NotFoundError:
-            raise ValidationError(f"base model '{name}' is not registered; {BASE_HINT.format(name)}") from None
+            raise ValidationError(
+                f"base model '{name}' is not registered; {BASE_HINT.format(name)}"
+            ) from None
         if rec.kind != "base":
             raise ValidationError(f"'{name}' is a {rec.kind} expert, not a base model (kind 'base')")
         return rec
@@ -134,23 +154,33 @@ class RegisterMixin:
             return self.base(name)
         bases = self.list(kind="base")
         if len(bases) != 1:
-            raise ValidationError("no base model is registered" if not bases else
-                                  f"several base models are registered ({', '.join(b.name for b in bases)}): "
-                                  "name one (base=..., COMPOSER_BASE or --base)")
+            raise ValidationError(
+                "no base model is registered"
+                if not bases
+                else f"several base models are registered ({', '.join(b.name for b in bases)}): "
+                "name one (base=..., COMPOSER_BASE or --base)"
+            )
         return bases[0]
 
     def _resolve_base(self, src: Path, base: str | None) -> ExpertRecord:
         if base is None:
             want = V.read_adapter_config(src).get("base_model_name_or_path")
             if not want or not isinstance(want, str):
-                raise ValidationError("adapter_config.json has no base_model_name_or_path; "
-                                      "pass base=NAME (--base)")
+                raise ValidationError(
+                    "adapter_config.json has no base_model_name_or_path; pass base=NAME (--base)"
+                )
             p = Path(want).expanduser()
-            found = [b for b in self.list(kind="base") if want in (b.name, b.source)
-                     or (p.is_absolute() and p.exists() and Path(b.source).exists() and p.samefile(b.source))]
+            found = [
+                b
+                for b in self.list(kind="base")
+                if want in (b.name, b.source)
+                or (p.is_absolute() and p.exists() and Path(b.source).exists() and p.samefile(b.source))
+            ]
             if len(found) > 1:
-                raise ValidationError(f"base model '{want}' matches several registered bases "
-                                      f"({', '.join(b.name for b in found)}); pass base=NAME (--base)")
+                raise ValidationError(
+                    f"base model '{want}' matches several registered bases "
+                    f"({', '.join(b.name for b in found)}); pass base=NAME (--base)"
+                )
             if not found:
                 slug = re.sub(r"[^a-z0-9._-]+", "-", Path(want).name.lower()).strip("-._")[:64] or "base"
                 raise ValidationError(f"base model '{want}' is not registered; {BASE_HINT.format(slug)}")
@@ -166,19 +196,33 @@ class RegisterMixin:
                 busy = [r for r in rows if r.status == "registering" and not stale(r, BUSY_GRACE_S, now)]
                 if ready and not new_version:
                     latest = max(r.version for r in ready)
-                    raise ConflictError(f"expert '{name}' already exists (version {latest}); "
-                                        "pass new_version=True (--new-version) to add a version")
+                    raise ConflictError(
+                        f"expert '{name}' already exists (version {latest}); "
+                        "pass new_version=True (--new-version) to add a version"
+                    )
                 if busy and not new_version:
                     raise ConflictError(f"expert '{name}' is being registered right now; try again later")
                 if ready and ready[0].kind != kind:
-                    raise ConflictError(f"expert '{name}' is of kind {ready[0].kind!r}; "
-                                        f"a new version cannot be {kind!r}")
+                    raise ConflictError(
+                        f"expert '{name}' is of kind {ready[0].kind!r}; a new version cannot be {kind!r}"
+                    )
                 version = max((r.version for r in rows), default=0) + 1
                 uri = f"objects/{kind}/{name}/v{version}-{uuid.uuid4().hex[:8]}"
                 owner = {"owner": OWNER, "staging": staged.relative_to(self.store.root).as_posix()}
-                row = Expert(name=name, version=version, kind=kind, uri=uri, status="registering",
-                             base_model=base_rec.name if base_rec else None, config={"_registering": owner},
-                             sha256={}, digest="", scores={}, created_at=now, **meta)
+                row = Expert(
+                    name=name,
+                    version=version,
+                    kind=kind,
+                    uri=uri,
+                    status="registering",
+                    base_model=base_rec.name if base_rec else None,
+                    config={"_registering": owner},
+                    sha256={},
+                    digest="",
+                    scores={},
+                    created_at=now,
+                    **meta,
+                )
                 s.add(row)
                 s.flush()
                 return row.id, version, uri
@@ -188,10 +232,22 @@ class RegisterMixin:
     def _fit(self, fit, staged, rid, version, uri, name, kind, base_rec, cfg, sha, meta) -> list[tuple]:
         if fit is None:
             return []
-        draft = ExpertRecord(id=rid, name=name, version=version, kind=kind,
-                             base_model=base_rec.name if base_rec else None,
-                             uri=uri, sha256=sha, digest=tree_digest(sha), scores={}, config=cfg,
-                             status="registering", created_at=utcnow(), path=staged, **meta)
+        draft = ExpertRecord(
+            id=rid,
+            name=name,
+            version=version,
+            kind=kind,
+            base_model=base_rec.name if base_rec else None,
+            uri=uri,
+            sha256=sha,
+            digest=tree_digest(sha),
+            scores={},
+            config=cfg,
+            status="registering",
+            created_at=utcnow(),
+            path=staged,
+            **meta,
+        )
         return [self._check_artifact(*item) for item in fit(staged, draft) or ()]
 
     def _finalize(self, rid: int, cfg: dict, sha: dict, arts: list[Artifact], new_version: bool) -> None:
@@ -199,8 +255,13 @@ class RegisterMixin:
             row = s.get(Expert, rid)
             if row is None or row.status != "registering":
                 raise RegistryError(f"registration {rid} was cancelled (its row was recovered)")
-            if not new_version and s.scalars(select(Expert.id).where(
-                    Expert.name == row.name, Expert.status == "ready")).first() is not None:
+            if (
+                not new_version
+                and s.scalars(
+                    select(Expert.id).where(Expert.name == row.name, Expert.status == "ready")
+                ).first()
+                is not None
+            ):
                 raise ConflictError(f"expert '{row.name}' was registered concurrently")
             row.config, row.sha256, row.digest = cfg, sha, tree_digest(sha)
             row.status, row.created_at = "ready", utcnow()
@@ -220,4 +281,3 @@ class RegisterMixin:
                 self.store.remove(rel)
             except Exception:
                 log.exception("could not remove %s", rel)
-

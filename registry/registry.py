@@ -60,8 +60,9 @@ DEFAULT_HOME = "~/.composer"
 
 
 class Registry(RegisterMixin, ArtifactsMixin):
-    def __init__(self, home: str | Path | None = None, db_url: str | None = None,
-                 store_dir: str | Path | None = None):
+    def __init__(
+        self, home: str | Path | None = None, db_url: str | None = None, store_dir: str | Path | None = None
+    ):
         self.home = Path(home if home is not None else DEFAULT_HOME).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
         default_db = f"sqlite:///{self.home.resolve()}/registry.db"
@@ -74,8 +75,9 @@ class Registry(RegisterMixin, ArtifactsMixin):
         self._lists: dict[tuple, tuple[str, list[ExpertRecord]]] = {}
         self.owns_store = self.store.claim(db_identity(self.engine))
         if not self.owns_store:
-            log.warning("store %s belongs to another registry database; it will not be swept",
-                        self.store.root)
+            log.warning(
+                "store %s belongs to another registry database; it will not be swept", self.store.root
+            )
         self.recover()
 
     def __repr__(self) -> str:
@@ -92,7 +94,9 @@ class Registry(RegisterMixin, ArtifactsMixin):
             yield s
             s.flush()
             if s.info.get("wrote"):
-                s.execute(update(RegistryInfo).where(RegistryInfo.key == REVISION).values(value=uuid.uuid4().hex))
+                s.execute(
+                    update(RegistryInfo).where(RegistryInfo.key == REVISION).values(value=uuid.uuid4().hex)
+                )
 
     def revision(self) -> str:
         """A token that changes whenever any process writes to this registry's database."""
@@ -105,7 +109,9 @@ class Registry(RegisterMixin, ArtifactsMixin):
     # ---------------------------------------------------------------- queries
     def _find(self, s: Session, name: str, version: int | None = None) -> Expert:
         q = select(Expert).where(Expert.name == name, Expert.status == "ready")
-        if version is not None and not 1 <= version <= MAX_VERSION:  # the database cannot hold it: none stored
+        if (
+            version is not None and not 1 <= version <= MAX_VERSION
+        ):  # the database cannot hold it: none stored
             q = q.where(false())
         q = q.where(Expert.version == version) if version is not None else q.order_by(Expert.version.desc())
         row = s.scalars(q.limit(1)).first()
@@ -118,23 +124,28 @@ class Registry(RegisterMixin, ArtifactsMixin):
         return row
 
     def _latest(self):
-        sub = (select(Expert.name, func.max(Expert.version).label("v")).where(Expert.status == "ready")
-               .group_by(Expert.name).subquery())
+        sub = (
+            select(Expert.name, func.max(Expert.version).label("v"))
+            .where(Expert.status == "ready")
+            .group_by(Expert.name)
+            .subquery()
+        )
         return select(Expert).join(sub, and_(Expert.name == sub.c.name, Expert.version == sub.c.v))
 
     def get(self, name: str, version: int | None = None) -> ExpertRecord:
         with self._tx() as s:
             return self._rec(self._find(s, name, version))
 
-    def list(self, kind: str | None = None, base: str | None = None,
-             include_removed: bool = False) -> list[ExpertRecord]:
+    def list(
+        self, kind: str | None = None, base: str | None = None, include_removed: bool = False
+    ) -> list[ExpertRecord]:
         """Latest ready version per name; with include_removed, every version of every status."""
         key, revision = (kind, base, include_removed), self.revision()
         hit = self._lists.get(key)
         if hit is not None and revision is not None and hit[0] == revision:
             return list(hit[1])
         with self._tx() as s:  # read after the token: the cache never keeps rows older than their token
-            q = (select(Expert).where(Expert.status != "registering") if include_removed else self._latest())
+            q = select(Expert).where(Expert.status != "registering") if include_removed else self._latest()
             if kind is not None:
                 q = q.where(Expert.kind == kind)
             if base is not None:
@@ -145,8 +156,11 @@ class Registry(RegisterMixin, ArtifactsMixin):
 
     def versions(self, name: str) -> list[ExpertRecord]:
         with self._tx() as s:
-            rows = s.scalars(select(Expert).where(Expert.name == name, Expert.status != "registering")
-                             .order_by(Expert.version)).all()
+            rows = s.scalars(
+                select(Expert)
+                .where(Expert.name == name, Expert.status != "registering")
+                .order_by(Expert.version)
+            ).all()
             if not rows:
                 self._find(s, name)
             return [self._rec(r) for r in rows]
@@ -156,8 +170,10 @@ class Registry(RegisterMixin, ArtifactsMixin):
 
     def counts(self) -> dict:
         with self._tx() as s:
-            return {"experts": s.scalar(select(func.count()).select_from(Expert)),
-                    "artifacts": s.scalar(select(func.count()).select_from(Artifact))}
+            return {
+                "experts": s.scalar(select(func.count()).select_from(Expert)),
+                "artifacts": s.scalar(select(func.count()).select_from(Artifact)),
+            }
 
     def set_scores(self, name: str, scores: dict, version: int | None = None) -> ExpertRecord:
         """Merge ``scores`` into the record's scores (a None value deletes that benchmark)."""
@@ -171,19 +187,27 @@ class Registry(RegisterMixin, ArtifactsMixin):
     # --------------------------------------------------------------- removal
     def remove(self, name: str, version: int | None = None) -> ExpertRecord:
         with self._tx() as s:
-            rows = [self._find(s, name, version)] if version is not None else s.scalars(
-                select(Expert).where(Expert.name == name, Expert.status == "ready")).all()
+            rows = (
+                [self._find(s, name, version)]
+                if version is not None
+                else s.scalars(select(Expert).where(Expert.name == name, Expert.status == "ready")).all()
+            )
             if not rows:
                 self._find(s, name)
-            others = s.scalars(select(Expert.id).where(Expert.name == name, Expert.status == "ready",
-                                                       Expert.id.not_in([r.id for r in rows]))).first()
+            others = s.scalars(
+                select(Expert.id).where(
+                    Expert.name == name, Expert.status == "ready", Expert.id.not_in([r.id for r in rows])
+                )
+            ).first()
             if rows[0].kind == "base" and others is None:
-                users = s.scalars(select(Expert.name)
-                                  .where(Expert.base_model == name, Expert.status == "ready")
-                                  .distinct()).all()
+                users = s.scalars(
+                    select(Expert.name).where(Expert.base_model == name, Expert.status == "ready").distinct()
+                ).all()
                 if users:
-                    raise ConflictError(f"base '{name}' is used by {len(users)} adapter(s) "
-                                        f"({', '.join(sorted(users)[:5])}); remove them first")
+                    raise ConflictError(
+                        f"base '{name}' is used by {len(users)} adapter(s) "
+                        f"({', '.join(sorted(users)[:5])}); remove them first"
+                    )
             rels = []
             for r in rows:
                 r.status = "removed"

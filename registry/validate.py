@@ -32,17 +32,21 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 # adapter_config.json fields that change what an adapter computes beyond plain A/B deltas.
 UNSUPPORTED = {
     "modules_to_save": "full copies of base modules",
-    "rank_pattern": "per-module ranks", "alpha_pattern": "per-module alphas",
-    "lora_bias": "LoRA bias terms", "target_parameters": "LoRA on raw parameters",
+    "rank_pattern": "per-module ranks",
+    "alpha_pattern": "per-module alphas",
+    "lora_bias": "LoRA bias terms",
+    "target_parameters": "LoRA on raw parameters",
     "trainable_token_indices": "trainable token embeddings",
-    "layer_replication": "layer replication", "alora_invocation_tokens": "activated LoRA",
+    "layer_replication": "layer replication",
+    "alora_invocation_tokens": "activated LoRA",
 }
 
 
 def validate_name(name: object) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ValidationError(
-            f"invalid name {name!r}: use 1-64 chars of a-z 0-9 . _ - starting with a letter or digit")
+            f"invalid name {name!r}: use 1-64 chars of a-z 0-9 . _ - starting with a letter or digit"
+        )
     return name
 
 
@@ -55,8 +59,9 @@ def check_lora_files(path: str | Path) -> dict:
     path = Path(path)
     cfg = read_adapter_config(path)
     if cfg.get("peft_type") != "LORA":
-        raise ValidationError(f"adapter_config.json: peft_type is {cfg.get('peft_type')!r}; "
-                              "only 'LORA' is supported")
+        raise ValidationError(
+            f"adapter_config.json: peft_type is {cfg.get('peft_type')!r}; only 'LORA' is supported"
+        )
     if cfg.get("use_dora"):
         raise ValidationError("DoRA adapters (use_dora=true) are not supported; only plain LoRA")
     for field, what in UNSUPPORTED.items():
@@ -98,45 +103,58 @@ def validate_lora_dir(path: str | Path, base_model_dir: str | Path) -> dict:
                 raise ValidationError(f"tensor {k!r} adapts an embedding; only Linear layers are supported")
             m = LORA_KEY.match(k)
             if not m:
-                raise ValidationError(f"unexpected tensor {k!r} in adapter_model.safetensors "
-                                      "(expected <module>.lora_A.weight / <module>.lora_B.weight)")
+                raise ValidationError(
+                    f"unexpected tensor {k!r} in adapter_model.safetensors "
+                    "(expected <module>.lora_A.weight / <module>.lora_B.weight)"
+                )
             mod, ab = m["module"], m["ab"]
             layer = modules.get(mod)
             if layer is None:
                 raise ValidationError(f"tensor {k!r} targets module {mod!r}, which is not in the base model")
             if not isinstance(layer, nn.Linear):
-                raise ValidationError(f"tensor {k!r} targets {mod!r} ({type(layer).__name__}); "
-                                      "only Linear layers are supported")
+                raise ValidationError(
+                    f"tensor {k!r} targets {mod!r} ({type(layer).__name__}); only Linear layers are supported"
+                )
             fi, fo = layer.in_features, layer.out_features
             if r > min(fi, fo):
                 raise ValidationError(f"r={r} exceeds min(in, out)={min(fi, fo)} of base module {mod!r}")
             want = (r, fi) if ab == "A" else (fo, r)
             got = tuple(f.get_slice(k).get_shape())
             if got != want:
-                raise ValidationError(f"shape mismatch for {k!r}: expected {list(want)} (r={r}, base {mod!r} "
-                                      f"is Linear {fi}->{fo}), got {list(got)}")
+                raise ValidationError(
+                    f"shape mismatch for {k!r}: expected {list(want)} (r={r}, base {mod!r} "
+                    f"is Linear {fi}->{fo}), got {list(got)}"
+                )
             t = finite_tensor(f, k, weights)
             if not t.is_floating_point():
-                raise ValidationError(f"tensor {k!r} has dtype {t.dtype}; LoRA weights must be "
-                                      "floating point")
+                raise ValidationError(
+                    f"tensor {k!r} has dtype {t.dtype}; LoRA weights must be floating point"
+                )
             n_params += t.numel()
             dtypes.add(str(t.dtype).removeprefix("torch."))
             found.setdefault(mod, set()).add(ab)
     for mod, abs_ in sorted(found.items()):
         if abs_ != {"A", "B"}:
             have, miss = min(abs_), ({"A", "B"} - abs_).pop()
-            raise ValidationError(f"module {mod!r} has lora_{have} but no lora_{miss} in "
-                                  "adapter_model.safetensors")
+            raise ValidationError(
+                f"module {mod!r} has lora_{have} but no lora_{miss} in adapter_model.safetensors"
+            )
     _check_coverage(targets, sorted(found))
     return {
-        "peft_type": "LORA", "r": r, "lora_alpha": alpha, "use_rslora": bool(cfg.get("use_rslora")),
+        "peft_type": "LORA",
+        "r": r,
+        "lora_alpha": alpha,
+        "use_rslora": bool(cfg.get("use_rslora")),
         "scaling": alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r,
         "target_modules": targets if isinstance(targets, str) else sorted(targets),
-        "modules": sorted(found), "lora_dropout": cfg.get("lora_dropout", 0.0),
-        "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")), "task_type": cfg.get("task_type"),
+        "modules": sorted(found),
+        "lora_dropout": cfg.get("lora_dropout", 0.0),
+        "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")),
+        "task_type": cfg.get("task_type"),
         "base_model_name_or_path": cfg.get("base_model_name_or_path"),
         "peft_version": cfg.get("peft_version"),
-        "num_params": n_params, "dtype": sorted(dtypes),
+        "num_params": n_params,
+        "dtype": sorted(dtypes),
     }
 
 
@@ -151,8 +169,10 @@ def _check_coverage(targets: str | list, found: list[str]) -> None:
         return
     for t in targets:
         if not any(m == t or m.endswith("." + t) for m in found):
-            raise ValidationError(f"target module {t!r} is listed in adapter_config.json but "
-                                  "adapter_model.safetensors has no tensors for it")
+            raise ValidationError(
+                f"target module {t!r} is listed in adapter_config.json but "
+                "adapter_model.safetensors has no tensors for it"
+            )
     stray = [m for m in found if not any(m == t or m.endswith("." + t) for t in targets)]
     if stray:
         raise ValidationError(f"tensors for module {stray[0]!r} but target_modules does not list it")
@@ -183,14 +203,18 @@ def check_model_files(path: str | Path) -> tuple[dict, list[Path]]:
     path = Path(path)
     cfg = read_json_object(path / "config.json")
     if "auto_map" in cfg:
-        raise ValidationError(f"config.json in {path} has auto_map: this model requires remote code; "
-                              "trust_remote_code is never set")
+        raise ValidationError(
+            f"config.json in {path} has auto_map: this model requires remote code; "
+            "trust_remote_code is never set"
+        )
     mt = cfg.get("model_type")
     if not isinstance(mt, str) or not mt:
         raise ValidationError(f"config.json in {path} has no model_type")
     if mt not in CONFIG_MAPPING:
-        raise ValidationError(f"model_type {mt!r} is unknown to transformers {tf_version}: it requires "
-                              "remote code; trust_remote_code is never set")
+        raise ValidationError(
+            f"model_type {mt!r} is unknown to transformers {tf_version}: it requires "
+            "remote code; trust_remote_code is never set"
+        )
     shards = _model_shards(path)
     if not any((path / t).is_file() for t in TOKENIZER_FILES):
         raise ValidationError(f"no tokenizer in {path} (expected tokenizer.json or tokenizer_config.json)")
@@ -210,18 +234,36 @@ def validate_model_dir(path: str | Path) -> dict:
                 got = tuple(f.get_slice(k).get_shape())
                 if k in expected:
                     if got != expected[k]:
-                        raise ValidationError(f"shape mismatch for {k!r} in {shard.name}: config.json "
-                                              f"implies {list(expected[k])}, got {list(got)}")
+                        raise ValidationError(
+                            f"shape mismatch for {k!r} in {shard.name}: config.json "
+                            f"implies {list(expected[k])}, got {list(got)}"
+                        )
                     matched.add(k)
                 t = finite_tensor(f, k, shard)
                 n_params, n_tensors = n_params + t.numel(), n_tensors + 1
                 dtypes.add(str(t.dtype).removeprefix("torch."))
     if not matched:
-        raise ValidationError(f"no tensor in {path} matches a parameter of the {mt} model that "
-                              "config.json describes")
-    keys = ("architectures", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "vocab_size", "max_position_embeddings", "tie_word_embeddings")
-    return {"model_type": mt, **{k: cfg[k] for k in keys if k in cfg},
-            "num_params": n_params, "num_tensors": n_tensors, "dtype": sorted(dtypes),
-            "weights": [s.name for s in shards], "missing_tensors": sorted(set(expected) - matched)[:20],
-            "tokenizer": [t for t in TOKENIZER_FILES if (path / t).is_file()]}
+        raise ValidationError(
+            f"no tensor in {path} matches a parameter of the {mt} model that config.json describes"
+        )
+    keys = (
+        "architectures",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+        "max_position_embeddings",
+        "tie_word_embeddings",
+    )
+    return {
+        "model_type": mt,
+        **{k: cfg[k] for k in keys if k in cfg},
+        "num_params": n_params,
+        "num_tensors": n_tensors,
+        "dtype": sorted(dtypes),
+        "weights": [s.name for s in shards],
+        "missing_tensors": sorted(set(expected) - matched)[:20],
+        "tokenizer": [t for t in TOKENIZER_FILES if (path / t).is_file()],
+    }

@@ -39,5 +39,19 @@ for _folder in pkgutil.iter_modules(__path__):
     if _folder.ispkg:
         importlib.import_module(f"{__name__}.{_folder.name}")
 
-__all__ = ["GateSpec", "Method", "Query", "Router", "RouterConfig", "RouterContext", "RouterError", "RoutingPlan",
-           "build", "method", "methods", "names", "parse_config", "schemas"]
+__all__ = [
+    "GateSpec",
+    "Method",
+    "Query",
+    "Router",
+    "RouterConfig",
+    "RouterContext",
+    "RouterError",
+    "RoutingPlan",
+    "build",
+    "method",
+    "methods",
+    "names",
+    "parse_config",
+    "schemas",
+]

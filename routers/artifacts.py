@@ -63,8 +63,10 @@ def fit_expert(ctx, record, path: str | Path, options: dict[str, dict] | None = 
     todo = [a for a in artifacts() if record.kind in a.kinds]
     known = {a.name for a in artifacts()}
     if set(options) - known:
-        raise RouterError(f"fit options for unknown fitter(s) {', '.join(sorted(set(options) - known))}; "
-                          f"known: {', '.join(sorted(known))}")
+        raise RouterError(
+            f"fit options for unknown fitter(s) {', '.join(sorted(set(options) - known))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
     idle = set(options) - {a.name for a in todo}
     if idle:
         raise RouterError(f"fit options for {', '.join(sorted(idle))} do not apply to a {record.kind} expert")
@@ -77,8 +79,9 @@ def fit_expert(ctx, record, path: str | Path, options: dict[str, dict] | None = 
 
 def load(ctx, record, artifact: Artifact) -> bytes | None:
     try:
-        return ctx.registry.get_artifact(record.name, artifact.router, artifact.key_for(ctx),
-                                         version=record.version)[1]
+        return ctx.registry.get_artifact(
+            record.name, artifact.router, artifact.key_for(ctx), version=record.version
+        )[1]
     except NotFoundError:
         return None
 
@@ -92,7 +95,9 @@ def backfill(ctx, name: str, experts: Sequence[str] | None = None, **options) ->
     if experts is not None:
         unknown = sorted(set(experts) - {r.name for r in records})
         if unknown:
-            raise RouterError(f"{name}: unknown expert(s) {', '.join(unknown)} (or of a kind it does not apply to)")
+            raise RouterError(
+                f"{name}: unknown expert(s) {', '.join(unknown)} (or of a kind it does not apply to)"
+            )
         records = [r for r in records if r.name in set(experts)]
     fitted, present = [], []
     for rec in ctx.progress(records, desc=f"backfilling {name}"):
@@ -100,7 +105,9 @@ def backfill(ctx, name: str, experts: Sequence[str] | None = None, **options) ->
             present.append(rec.name)
             continue
         data, meta = artifact.fit(ctx, rec, rec.path, **options)
-        ctx.registry.put_artifact(rec.name, artifact.router, artifact.key_for(ctx), data, meta, version=rec.version)
+        ctx.registry.put_artifact(
+            rec.name, artifact.router, artifact.key_for(ctx), data, meta, version=rec.version
+        )
         log.info("backfilled %s/%s of %s v%d", artifact.router, artifact.key_for(ctx), rec.name, rec.version)
         fitted.append(rec.name)
     return {"artifact": name, "fitted": fitted, "present": present}

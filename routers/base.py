@@ -20,6 +20,7 @@ Contract:
   when the router abstained.
 Routers only *load* fitted artifacts through `ctx`; fitting lives in each method's `fit.py`.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -38,6 +39,7 @@ class RouterError(ValueError):
 
 class Query(BaseModel):
     """One request as routers see it. `task`/`category` are known only in evaluations (oracle)."""
+
     prompt: str
     task: str | None = None
     category: str | None = None
@@ -46,6 +48,7 @@ class Query(BaseModel):
 class GateSpec(BaseModel):
     """Per-token routing inside the host (mode "token"): a registered gate kind, top-k,
     temperature and a per-expert logit bias."""
+
     kind: str
     top_k: int = Field(2, ge=1)
     temperature: float = Field(1.0, gt=0)
@@ -82,7 +85,13 @@ class RoutingPlan(BaseModel):
         """No routing: the request named an expert (or, `base=True`, the base model)."""
         if base:
             return cls(router="direct", mode="base", explanation=f"requested the base model {name}")
-        return cls(router="direct", mode="select", experts=[name], weights=[1.0], explanation=f"requested expert {name}")
+        return cls(
+            router="direct",
+            mode="select",
+            experts=[name],
+            weights=[1.0],
+            explanation=f"requested expert {name}",
+        )
 
 
 class RouterConfig(BaseModel):
@@ -101,23 +110,34 @@ class Router(ABC):
         """One plan per query, in order."""
 
     # helpers shared by the query-level routers
-    def plan(self, mode: Mode, experts: Sequence[str], weights: Sequence[float] | None = None,
-             **kw: Any) -> RoutingPlan:
+    def plan(
+        self, mode: Mode, experts: Sequence[str], weights: Sequence[float] | None = None, **kw: Any
+    ) -> RoutingPlan:
         experts = list(experts)
-        weights = list(weights) if weights is not None else [1.0 / len(experts)] * len(experts) if experts else []
-        return RoutingPlan(router=self.name, mode=mode if experts else "base", experts=experts, weights=weights, **kw)
+        weights = (
+            list(weights) if weights is not None else [1.0 / len(experts)] * len(experts) if experts else []
+        )
+        return RoutingPlan(
+            router=self.name, mode=mode if experts else "base", experts=experts, weights=weights, **kw
+        )
 
     def fallback(self, reason: str, scores: dict[str, float] | None = None) -> RoutingPlan:
         """Abstain: the configured fallback expert (`config.fallback`) or the base model."""
         target = getattr(self.config, "fallback", None)
         where = f"fell back to expert {target}" if target else "fell back to the base model"
-        return self.plan("select", [target] if target else [], scores=scores or {},
-                         explanation=f"{reason}: {where}", fallback=reason)
+        return self.plan(
+            "select",
+            [target] if target else [],
+            scores=scores or {},
+            explanation=f"{reason}: {where}",
+            fallback=reason,
+        )
 
 
 @dataclass(frozen=True)
 class Method:
     """One routing method as registered by its folder (see the module contract)."""
+
     name: str
     router: type[Router]
     config: type[RouterConfig]
@@ -129,8 +149,15 @@ class Method:
 _METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, router: type[Router], config: type[RouterConfig], *, artifacts: Sequence = (),
-                    gate: Any = None, fit: Callable[..., dict] | None = None) -> Method:
+def register_method(
+    name: str,
+    router: type[Router],
+    config: type[RouterConfig],
+    *,
+    artifacts: Sequence = (),
+    gate: Any = None,
+    fit: Callable[..., dict] | None = None,
+) -> Method:
     if name in _METHODS:
         raise RuntimeError(f"router {name!r} registered twice")
     router.name, router.config_cls = name, config
@@ -155,8 +182,13 @@ def names() -> list[str]:
 
 def schemas() -> dict[str, dict]:
     """Router name → (docstring, JSON schema of its config); served by `composer routers`."""
-    return {m.name: {"description": (m.router.__doc__ or "").strip().splitlines()[0] if m.router.__doc__ else "",
-                     "config": m.config.model_json_schema()} for m in methods()}
+    return {
+        m.name: {
+            "description": (m.router.__doc__ or "").strip().splitlines()[0] if m.router.__doc__ else "",
+            "config": m.config.model_json_schema(),
+        }
+        for m in methods()
+    }
 
 
 def parse_config(name: str, **config: Any) -> RouterConfig:
@@ -164,7 +196,9 @@ def parse_config(name: str, **config: Any) -> RouterConfig:
     try:
         return cls(**config)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors()
+        )
         raise RouterError(f"bad config for router {name!r}: {problems}") from None
 
 

@@ -46,10 +46,17 @@ def _no_progress(iterable, **_):
 
 
 class RouterContext:
-    def __init__(self, registry: Registry, base: str, encoder: Encoder | None = None,
-                 experts: Callable[[], list[ExpertRecord]] | None = None, writer=None,
-                 fitting_host: Callable[[], object] | None = None, progress: Callable | None = None,
-                 score: Callable[[list[dict]], list[dict]] | None = None):
+    def __init__(
+        self,
+        registry: Registry,
+        base: str,
+        encoder: Encoder | None = None,
+        experts: Callable[[], list[ExpertRecord]] | None = None,
+        writer=None,
+        fitting_host: Callable[[], object] | None = None,
+        progress: Callable | None = None,
+        score: Callable[[list[dict]], list[dict]] | None = None,
+    ):
         self.registry, self.base = registry, base
         self._encoder, self.writer = encoder, writer
         self._load_fit_host, self._fit_host = fitting_host, None
@@ -83,8 +90,10 @@ class RouterContext:
     def fitting_host(self):
         if self._fit_host is None:
             if self._load_fit_host is None:
-                raise RouterError("this router context has no fitting host (fitters that run the base model "
-                                  "need one: build the context with fitting_host=...)")
+                raise RouterError(
+                    "this router context has no fitting host (fitters that run the base model "
+                    "need one: build the context with fitting_host=...)"
+                )
             self._fit_host = self._load_fit_host()
         return self._fit_host
 
@@ -93,8 +102,13 @@ class RouterContext:
         if key not in self._emb:
             data = load(self, record, EMBEDDINGS)
             if data is None:
-                log.warning("expert %s v%d has no %s embeddings: semantic routers skip it until "
-                            "`composer fit embeddings`", record.name, record.version, self.encoder.name)
+                log.warning(
+                    "expert %s v%d has no %s embeddings: semantic routers skip it until "
+                    "`composer fit embeddings`",
+                    record.name,
+                    record.version,
+                    self.encoder.name,
+                )
             self._emb[key] = None if data is None else read_embeddings(data)
         return self._emb[key]
 

@@ -28,8 +28,12 @@ def _fit(ctx, record: ExpertRecord, path) -> tuple[bytes, dict]:
     texts = expert_texts(record) or [record.name]
     buf = io.BytesIO()
     np.save(buf, ctx.encoder.encode(texts).astype(np.float32), allow_pickle=False)
-    meta = {"format": "npy", "encoder": ctx.encoder.name, "rows": len(texts),
-            "has_description": bool(record.description)}
+    meta = {
+        "format": "npy",
+        "encoder": ctx.encoder.name,
+        "rows": len(texts),
+        "has_description": bool(record.description),
+    }
     return buf.getvalue(), meta
 
 
@@ -37,5 +41,6 @@ def read_embeddings(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-EMBEDDINGS = Artifact("embeddings", "embeddings", lambda ctx: f"{ctx.encoder.name}.npy", _fit,
-                      kinds=("lora", "model"))
+EMBEDDINGS = Artifact(
+    "embeddings", "embeddings", lambda ctx: f"{ctx.encoder.name}.npy", _fit, kinds=("lora", "model")
+)

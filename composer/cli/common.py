@@ -13,6 +13,7 @@ Contract:
 - The `Enum`s are the typed choices of the command line (`--kind`, `experts ACTION`, ...).
 Nothing heavy is imported at module level: `composer --help` stays instant.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,6 +85,7 @@ def load_settings(ctx: typer.Context, **overrides) -> Settings:
 def open_composer(settings: Settings, registry: Registry | None = None, base: str | None = None) -> Composer:
     """A Composer on the settings' registry (or `registry`); `base` overrides `settings.base`."""
     from composer.api import Composer
+
     return Composer(registry or settings.registry(), base=base, settings=settings)
 
 

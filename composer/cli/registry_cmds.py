@@ -11,6 +11,7 @@ Contract:
 Errors propagate (`RegistryError`, `ComposerError`, `RouterError`, `CommandError`): `main`
 prints them as one line and exits 1; nothing was changed.
 """
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -34,28 +35,48 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of a 
 
 def register(
     ctx: typer.Context,
-    path: Annotated[str, typer.Argument(
-        metavar="PATH", help="directory of the model or adapter (PEFT format)", show_default=False)],
+    path: Annotated[
+        str,
+        typer.Argument(
+            metavar="PATH", help="directory of the model or adapter (PEFT format)", show_default=False
+        ),
+    ],
     name: Annotated[str, typer.Option("--name", help="name to register under", show_default=False)],
     kind: Annotated[Kind, typer.Option("--kind", help="what PATH holds")] = Kind.lora,
     base: Annotated[str | None, typer.Option("--base", help="registered base model (LoRA only)")] = None,
     description: Annotated[str, typer.Option("--description", help="what the expert is good at")] = "",
     tags: Annotated[str, typer.Option("--tags", help="comma-separated")] = "",
     domains: Annotated[str, typer.Option("--domains", help="comma-separated")] = "",
-    examples: Annotated[str | None, typer.Option(
-        "--examples", help="example prompts: .jsonl ({prompt, completion}), .json or one per line")] = None,
-    new_version: Annotated[bool, typer.Option(
-        "--new-version", help="add a version to an existing name")] = False,
-    fit_option: Annotated[list[str] | None, typer.Option(
-        "--fit-option", metavar="FITTER.KEY=VALUE",
-        help="post-hoc fitting option, e.g. phatgoose.steps=200 (LoRA of a registered base); repeatable"),
+    examples: Annotated[
+        str | None,
+        typer.Option(
+            "--examples", help="example prompts: .jsonl ({prompt, completion}), .json or one per line"
+        ),
+    ] = None,
+    new_version: Annotated[
+        bool, typer.Option("--new-version", help="add a version to an existing name")
+    ] = False,
+    fit_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fit-option",
+            metavar="FITTER.KEY=VALUE",
+            help="post-hoc fitting option, e.g. phatgoose.steps=200 (LoRA of a registered base); repeatable",
+        ),
     ] = None,
 ) -> None:
     """Register a base model, a LoRA adapter or a whole-model expert."""
     settings = load_settings(ctx)
     reg = settings.registry()
-    kw = {"kind": kind.value, "base": base, "description": description, "tags": split_csv(tags),
-          "domains": split_csv(domains), "examples": load_examples(examples), "new_version": new_version}
+    kw = {
+        "kind": kind.value,
+        "base": base,
+        "description": description,
+        "tags": split_csv(tags),
+        "domains": split_csv(domains),
+        "examples": load_examples(examples),
+        "new_version": new_version,
+    }
     bases = [r.name for r in reg.list(kind="base")]
     if kind is Kind.lora and base in bases:
         host_base = base  # through Composer: its post-hoc router artifacts commit with it
@@ -76,10 +97,16 @@ def register(
 def experts(
     ctx: typer.Context,
     action: Annotated[ExpertAction, typer.Argument(metavar="ACTION", help="what to do", show_default=False)],
-    name: Annotated[str | None, typer.Argument(metavar="NAME", help="expert name (show, versions, remove)",
-                                                  show_default=False)] = None,
-    version: Annotated[int | None, typer.Option("--version", help="one version (show, remove); "
-                                                   "default: the latest (show), all (remove)")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(metavar="NAME", help="expert name (show, versions, remove)", show_default=False),
+    ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version", help="one version (show, remove); default: the latest (show), all (remove)"
+        ),
+    ] = None,
     kind: Annotated[Kind | None, typer.Option("--kind", help="list only this kind")] = None,
     as_json: JsonFlag = False,
 ) -> None:

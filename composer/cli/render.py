@@ -6,6 +6,7 @@ follows `sys.stdout` at print time (so capture works). `print_json` prints plain
 JSON with `print` (no colours, no wrapping), so `--json` output is machine-readable.
 Nothing here reads settings or the registry.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,12 @@ def skill_table(rows: list[dict]) -> None:
     for col in ("skill", "domain", "LoRA", "base", "expert", "base tok", "expert tok"):
         t.add_column(col, justify="left" if col in ("skill", "domain", "LoRA") else "right")
     for r in rows:
-        t.add_row(r["skill"], r["domain"], r["lora"],
-                  *(f"{r[k]:.1%}" for k in ("base_acc", "expert_acc", "base_tok", "expert_tok")))
+        t.add_row(
+            r["skill"],
+            r["domain"],
+            r["lora"],
+            *(f"{r[k]:.1%}" for k in ("base_acc", "expert_acc", "base_tok", "expert_tok")),
+        )
     out.print(t)
 
 
@@ -71,8 +76,10 @@ def route_reports(reports: list[dict]) -> None:
         weights = ", ".join(f"{e} {w:.2f}" for e, w in zip(r["experts"], r["weights"])) or "(base model)"
         if r["mode"] == "token":
             weights = f"per token among {len(r['experts'])} experts"
-        out.print(f"[bold]{escape(r['prompt'])}[/bold]\n  {r['router']} -> {r['mode']}: {weights}\n"
-                  f"  {escape(r['explanation'])}")
+        out.print(
+            f"[bold]{escape(r['prompt'])}[/bold]\n  {r['router']} -> {r['mode']}: {weights}\n"
+            f"  {escape(r['explanation'])}"
+        )
         if r["per_token"]:
             layers_table(r["per_token"])
 
@@ -92,8 +99,10 @@ def layers_table(report: dict) -> None:
 
 def completions(prompts: list[str], outs: list) -> None:
     for prompt, o in zip(prompts, outs):
-        out.print(f"[bold]{escape(prompt)}[/bold]\n  {escape(o.text)}\n"
-                  f"  [dim]{o.plan.router}: {escape(o.plan.explanation)}[/dim]")
+        out.print(
+            f"[bold]{escape(prompt)}[/bold]\n  {escape(o.text)}\n"
+            f"  [dim]{o.plan.router}: {escape(o.plan.explanation)}[/dim]"
+        )
 
 
 def routers_table(schemas: dict[str, dict]) -> None:
@@ -113,6 +122,12 @@ def eval_table(title: str, rows: list[dict]) -> None:
     for col in ("router", "held-in", "held-out", "overall", "oracle agr.", "experts/req"):
         t.add_column(col, justify="left" if col == "router" else "right")
     for r in rows:
-        t.add_row(r["router"], _pct(r["held_in"]), _pct(r["held_out"]), _pct(r["overall"]),
-                  _pct(r["oracle_agreement"]), f"{r['experts_per_request']:.2f}")
+        t.add_row(
+            r["router"],
+            _pct(r["held_in"]),
+            _pct(r["held_out"]),
+            _pct(r["overall"]),
+            _pct(r["oracle_agreement"]),
+            f"{r['experts_per_request']:.2f}",
+        )
     out.print(t)

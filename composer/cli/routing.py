@@ -13,6 +13,7 @@ Contract:
   registered examples. Prints the JSON summary `Composer.fit` returns.
 Errors propagate to `main` (one line, exit 1).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,19 +34,34 @@ from composer.cli.common import (
     parse_config,
 )
 
-Prompts = Annotated[list[str], typer.Argument(
-    metavar="PROMPT", help="one or more prompts (served as one batch)", show_default=False)]
-RouterOpt = Annotated[str | None, typer.Option(
-    "--router", help="router name", show_default="$COMPOSER_DEFAULT_ROUTER or retrieval")]
-ConfigOpt = Annotated[list[str] | None, typer.Option(
-    "-c", "--config", metavar="KEY=VALUE", help="router config, JSON values (e.g. -c top_k=2); repeatable")]
-BaseOpt = Annotated[str | None, typer.Option(
-    "--base", help="base model", show_default="the only one registered")]
+Prompts = Annotated[
+    list[str],
+    typer.Argument(metavar="PROMPT", help="one or more prompts (served as one batch)", show_default=False),
+]
+RouterOpt = Annotated[
+    str | None,
+    typer.Option("--router", help="router name", show_default="$COMPOSER_DEFAULT_ROUTER or retrieval"),
+]
+ConfigOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-c", "--config", metavar="KEY=VALUE", help="router config, JSON values (e.g. -c top_k=2); repeatable"
+    ),
+]
+BaseOpt = Annotated[
+    str | None, typer.Option("--base", help="base model", show_default="the only one registered")
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
-def route(ctx: typer.Context, prompt: Prompts, router: RouterOpt = None, config: ConfigOpt = None,
-          base: BaseOpt = None, as_json: JsonFlag = False) -> None:
+def route(
+    ctx: typer.Context,
+    prompt: Prompts,
+    router: RouterOpt = None,
+    config: ConfigOpt = None,
+    base: BaseOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Show which experts a router picks for each prompt, and why."""
     settings = load_settings(ctx, base=base, default_router=router)
     cfg = parse_config(config)
@@ -58,10 +74,15 @@ def route(ctx: typer.Context, prompt: Prompts, router: RouterOpt = None, config:
 
 
 def generate(
-    ctx: typer.Context, prompt: Prompts, router: RouterOpt = None, config: ConfigOpt = None,
-    base: BaseOpt = None, as_json: JsonFlag = False,
-    expert: Annotated[str | None, typer.Option(
-        "--expert", help="serve this expert (or the base model's name), no routing")] = None,
+    ctx: typer.Context,
+    prompt: Prompts,
+    router: RouterOpt = None,
+    config: ConfigOpt = None,
+    base: BaseOpt = None,
+    as_json: JsonFlag = False,
+    expert: Annotated[
+        str | None, typer.Option("--expert", help="serve this expert (or the base model's name), no routing")
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="tokens to generate at most")] = 32,
     temperature: Annotated[float, typer.Option("--temperature", help="0: greedy")] = 0.0,
 ) -> None:
@@ -70,19 +91,23 @@ def generate(
         raise CommandError("give either --expert or --router/--config, not both")
     settings = load_settings(ctx, base=base, default_router=router)
     cfg = parse_config(config)
-    outs = open_composer(settings).generate(prompt, expert=expert, max_new_tokens=max_new_tokens,
-                                            temperature=temperature, **cfg)
+    outs = open_composer(settings).generate(
+        prompt, expert=expert, max_new_tokens=max_new_tokens, temperature=temperature, **cfg
+    )
     if as_json:
         render.print_json([o.to_dict() for o in outs])
     else:
         render.completions(prompt, outs)
 
 
-def routers(ctx: typer.Context,
-            as_json: Annotated[bool, typer.Option("--json", help="print the JSON schemas")] = False) -> None:
+def routers(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON schemas")] = False,
+) -> None:
     """List the routers and their config schemas."""
     load_settings(ctx)
     import routers as zoo
+
     schemas = zoo.schemas()
     if as_json:
         render.print_json(schemas)
@@ -100,17 +125,30 @@ def from_eval(path: str, category: CategoryField) -> tuple[list[dict], list[dict
     def label(r: dict) -> str:
         return r["task"] if category is CategoryField.task else r.get("category") or r["task"]
 
-    results = [{"prompt": r["prompt"], "expert": r["router"][7:], "score": float(r["correct"]),
-                "category": label(r)} for r in recs if r["router"].startswith("expert:")]
+    results = [
+        {"prompt": r["prompt"], "expert": r["router"][7:], "score": float(r["correct"]), "category": label(r)}
+        for r in recs
+        if r["router"].startswith("expert:")
+    ]
     if not results:
-        raise CommandError("the evaluation has no pinned-expert runs to fit from: run `composer eval` with "
-                           "--routers all (or experts)")
+        raise CommandError(
+            "the evaluation has no pinned-expert runs to fit from: run `composer eval` with "
+            "--routers all (or experts)"
+        )
     rows = list({r["prompt"]: {"prompt": r["prompt"], "category": r["category"]} for r in results}.values())
     return rows, results
 
 
-def _fit_kwargs(router: str, data: str | None, map_: str | None, results: str | None, eval_dir: str | None,
-                by: FitBy, level: Level, category: CategoryField) -> dict:
+def _fit_kwargs(
+    router: str,
+    data: str | None,
+    map_: str | None,
+    results: str | None,
+    eval_dir: str | None,
+    by: FitBy,
+    level: Level,
+    category: CategoryField,
+) -> dict:
     """`Composer.fit` keyword arguments for coe and bench_coe; none for the other fitters."""
     files = {"--data": data, "--map": map_, "--results": results, "--from-eval": eval_dir}
     if router not in ("coe", "bench_coe"):
@@ -136,28 +174,51 @@ def _fit_kwargs(router: str, data: str | None, map_: str | None, results: str | 
 
 def fit(
     ctx: typer.Context,
-    router: Annotated[str, typer.Argument(
-        metavar="ROUTER",
-        help="coe, bench_coe (fitted over all experts) or a per-expert artifact (embeddings, phatgoose, "
-             "arrow, glider: backfills experts that lack it)", show_default=False)],
-    expert: Annotated[list[str] | None, typer.Option(
-        "--expert", metavar="NAME", help="fit for (or over) these experts only; repeatable")] = None,
-    data: Annotated[str | None, typer.Option(
-        "--data", help="coe: labelled prompts .jsonl ({prompt, category}); default: registered examples"),
+    router: Annotated[
+        str,
+        typer.Argument(
+            metavar="ROUTER",
+            help="coe, bench_coe (fitted over all experts) or a per-expert artifact (embeddings, phatgoose, "
+            "arrow, glider: backfills experts that lack it)",
+            show_default=False,
+        ),
+    ],
+    expert: Annotated[
+        list[str] | None,
+        typer.Option("--expert", metavar="NAME", help="fit for (or over) these experts only; repeatable"),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help="coe: labelled prompts .jsonl ({prompt, category}); default: registered examples"
+        ),
     ] = None,
     map_: Annotated[str | None, typer.Option("--map", help="coe: category -> expert .json")] = None,
-    results: Annotated[str | None, typer.Option(
-        "--results", help="evaluation results .jsonl ({prompt, expert, score, category}); bench_coe default: "
-                          "score every expert on the registered examples")] = None,
+    results: Annotated[
+        str | None,
+        typer.Option(
+            "--results",
+            help="evaluation results .jsonl ({prompt, expert, score, category}); bench_coe default: "
+            "score every expert on the registered examples",
+        ),
+    ] = None,
     by: Annotated[FitBy, typer.Option("--by", help="coe: default labels")] = FitBy.expert,
     level: Annotated[Level, typer.Option("--level", help="bench_coe")] = Level.query,
-    eval_dir: Annotated[str | None, typer.Option(
-        "--from-eval", metavar="DIR",
-        help="fit from `composer eval` results: per-category best expert (coe), per-query correctness of "
-             "every expert (bench_coe)")] = None,
-    category: Annotated[CategoryField, typer.Option(
-        "--category",
-        help="with --from-eval: what a category is (the benchmark's task, or its category field)")
+    eval_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--from-eval",
+            metavar="DIR",
+            help="fit from `composer eval` results: per-category best expert (coe), per-query correctness of "
+            "every expert (bench_coe)",
+        ),
+    ] = None,
+    category: Annotated[
+        CategoryField,
+        typer.Option(
+            "--category",
+            help="with --from-eval: what a category is (the benchmark's task, or its category field)",
+        ),
     ] = CategoryField.task,
     base: BaseOpt = None,
 ) -> None:

@@ -11,6 +11,7 @@ Contract:
   held-back paraphrases, then (unless `--no-serve`) calls `serve_app` on its base model.
 Each command reads its settings once (`load_settings`) and passes them down.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,16 +31,22 @@ if TYPE_CHECKING:
 
 Host = Annotated[str, typer.Option("--host", help="bind address (non-loopback needs COMPOSER_API_KEY)")]
 Port = Annotated[int, typer.Option("--port", help="HTTP port")]
-Address = Annotated[str | None, typer.Option(
-    "--address", help="join this Ray cluster", show_default="start a local Ray")]
-Threads = Annotated[int | None, typer.Option(
-    "--threads", help="torch threads per model replica", show_default="$COMPOSER_THREADS, else all cores")]
+Address = Annotated[
+    str | None, typer.Option("--address", help="join this Ray cluster", show_default="start a local Ray")
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads", help="torch threads per model replica", show_default="$COMPOSER_THREADS, else all cores"
+    ),
+]
 SHOWN_ROUTER = "retrieval"  # the router `demo` shows answering held-back paraphrases
 
 
 def build(registry: Registry, out_dir: Path, fast: bool, seed: int) -> None:
     """Train and register the demo ocean into `out_dir`, then print its skill table."""
     from composer.demo.build import build_demo
+
     results = build_demo(registry, out_dir, fast=fast, seed=seed)
     render.skill_table([r.__dict__ for r in results])
 
@@ -47,21 +54,27 @@ def build(registry: Registry, out_dir: Path, fast: bool, seed: int) -> None:
 def serve_app(settings: Settings, host: str, port: int, address: str | None, in_process: bool) -> None:
     """Serve the registry of `settings` until Ctrl-C (see the module contract)."""
     from ray_cluster.launch import UnsafeBind, examples, is_loopback, serve
+
     if not settings.registry().list(kind="base"):
-        raise CommandError("nothing to serve: no base model is registered (run `composer demo` or "
-                           "`composer register PATH --kind base --name NAME`)")
+        raise CommandError(
+            "nothing to serve: no base model is registered (run `composer demo` or "
+            "`composer register PATH --kind base --name NAME`)"
+        )
     settings = dataclasses.replace(settings, home=str(settings.home_dir.resolve()))  # replicas run elsewhere
 
     def ready(url: str) -> None:
-        out.print(f"[bold green]Composer is serving at {url}[/bold green]  (OpenAPI: {url}/docs)  "
-                  "Ctrl-C stops.\n")
+        out.print(
+            f"[bold green]Composer is serving at {url}[/bold green]  (OpenAPI: {url}/docs)  Ctrl-C stops.\n"
+        )
         print(examples(url), flush=True)
 
     if in_process:
         if not is_loopback(host) and not settings.api_key:
-            raise CommandError(f"refusing to bind {host}: without COMPOSER_API_KEY the server binds "
-                               "loopback only")
+            raise CommandError(
+                f"refusing to bind {host}: without COMPOSER_API_KEY the server binds loopback only"
+            )
         from composer.serving.local import serve_local
+
         serve_local(settings, host, port, on_ready=ready)
     else:
         try:
@@ -75,8 +88,9 @@ def build_demo_cmd(
     ctx: typer.Context,
     fast: Annotated[bool, typer.Option("--fast", help="small budget (tests): < 2 minutes")] = False,
     seed: Annotated[int, typer.Option("--seed", help="random seed of the data and the training")] = 0,
-    out_dir: Annotated[str | None, typer.Option(
-        "--out", help="output directory", show_default="$COMPOSER_HOME/demo")] = None,
+    out_dir: Annotated[
+        str | None, typer.Option("--out", help="output directory", show_default="$COMPOSER_HOME/demo")
+    ] = None,
 ) -> None:
     """Train the demo ocean (base LM + one LoRA expert per skill) and register it."""
     settings = load_settings(ctx)
@@ -87,8 +101,10 @@ def show_routing(settings: Settings, registry: Registry, demo_dir: Path, base: s
     """A few held-back paraphrases (never seen at registration), routed and answered."""
     lines = (demo_dir / "benchmark.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines if line.strip()]
-    picked = [next(r for r in rows if r["task"] == t and r["phrasing"] == "held-back")
-              for t in ("reverse", "add", "max", "countdown")]
+    picked = [
+        next(r for r in rows if r["task"] == t and r["phrasing"] == "held-back")
+        for t in ("reverse", "add", "max", "countdown")
+    ]
     c = open_composer(dataclasses.replace(settings, default_router=SHOWN_ROUTER), registry, base=base)
     outs = c.generate([r["prompt"] for r in picked], max_new_tokens=16)
     render.routed_answers(picked, outs, SHOWN_ROUTER)
@@ -105,6 +121,7 @@ def demo(
 ) -> None:
     """Build the demo ocean if missing, show it, then serve it over HTTP (Ctrl-C stops)."""
     from composer.demo.build import BASE_NAME
+
     settings = load_settings(ctx, threads=threads)
     reg = settings.registry()
     demo_dir = settings.home_dir / "demo"
@@ -117,8 +134,10 @@ def demo(
     render.experts_table(reg.list())
     show_routing(settings, reg, demo_dir, BASE_NAME)
     out.print(f"registry: {reg.home}   benchmark: {demo_dir / 'benchmark.jsonl'}")
-    out.print('try: composer route "Write these letters backwards: c a t" --router coe   '
-              '|  composer generate "Count down from 5"')
+    out.print(
+        'try: composer route "Write these letters backwards: c a t" --router coe   '
+        '|  composer generate "Count down from 5"'
+    )
     if not no_serve:
         serve_app(dataclasses.replace(settings, base=BASE_NAME), host, port, address, in_process=False)
 
@@ -129,12 +148,17 @@ def serve_cmd(
     port: Port = 8000,
     address: Address = None,
     threads: Threads = None,
-    base: Annotated[str | None, typer.Option(
-        "--base", help="base model of model=composer", show_default="the only one registered")] = None,
-    router: Annotated[str | None, typer.Option(
-        "--router", help="default router", show_default="$COMPOSER_DEFAULT_ROUTER or retrieval")] = None,
-    in_process: Annotated[bool, typer.Option(
-        "--in-process", help="no Ray: one process serves the same API (one box, dev)")] = False,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="base model of model=composer", show_default="the only one registered"),
+    ] = None,
+    router: Annotated[
+        str | None,
+        typer.Option("--router", help="default router", show_default="$COMPOSER_DEFAULT_ROUTER or retrieval"),
+    ] = None,
+    in_process: Annotated[
+        bool, typer.Option("--in-process", help="no Ray: one process serves the same API (one box, dev)")
+    ] = False,
 ) -> None:
     """Serve the registry on Ray Serve: OpenAI-compatible REST API (Ctrl-C stops)."""
     settings = load_settings(ctx, base=base, default_router=router, threads=threads)

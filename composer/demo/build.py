@@ -16,6 +16,7 @@ and fits the all-expert routers (coe on the registered examples, bench_coe on th
 scores on each other's examples), so every router works on the ocean out of the box. The same seed gives the same
 corpus, tokenizer and (on the same torch thread count) the same weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,10 +38,22 @@ _ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pr
 LORA = {
     "wide": {"r": 8, "lora_alpha": 16, "target_modules": _ALL},
     "rslora": {"r": 16, "lora_alpha": 16, "use_rslora": True, "target_modules": _ALL},
-    "narrow": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]},
+    "narrow": {
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+    },
 }
-EXPERT_LORA = {"reverse": "wide", "uppercase": "narrow", "caesar": "wide", "atbash": "rslora",
-               "add": "rslora", "max": "narrow", "length": "wide", "countdown": "rslora"}
+EXPERT_LORA = {
+    "reverse": "wide",
+    "uppercase": "narrow",
+    "caesar": "wide",
+    "atbash": "rslora",
+    "add": "rslora",
+    "max": "narrow",
+    "length": "wide",
+    "countdown": "rslora",
+}
 
 
 @dataclass(frozen=True)
@@ -81,13 +94,24 @@ def benchmark_rows(seed: int, held_in: int = 40, held_back: int = 20, per_pair: 
     for i, ex in enumerate(rows):
         split = "held-in" if ex.phrasing == "seen" else "held-out"
         domain = S.SKILLS[ex.skills[0]].domain if len(ex.skills) == 1 else "composition"
-        out.append({"id": f"demo-{i:05d}", "prompt": ex.prompt, "answer": ex.answer, "task": ex.task,
-                    "split": split, "category": domain, "phrasing": ex.phrasing, "skills": list(ex.skills)})
+        out.append(
+            {
+                "id": f"demo-{i:05d}",
+                "prompt": ex.prompt,
+                "answer": ex.answer,
+                "task": ex.task,
+                "split": split,
+                "category": domain,
+                "phrasing": ex.phrasing,
+                "skills": list(ex.skills),
+            }
+        )
     return out
 
 
-def build_demo(registry: Registry, out_dir: str | Path, fast: bool = False, seed: int = 0,
-               log=print) -> list[SkillResult]:
+def build_demo(
+    registry: Registry, out_dir: str | Path, fast: bool = False, seed: int = 0, log=print
+) -> list[SkillResult]:
     budget = FAST if fast else FULL
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +120,9 @@ def build_demo(registry: Registry, out_dir: str | Path, fast: bool = False, seed
 
     base_train = [S.make_example(s, rng) for s in S.BASE_SKILLS.values() for _ in range(2000)]
     expert_train = {n: [S.make_example(s, rng) for _ in range(2000)] for n, s in S.SKILLS.items()}
-    eval_sets = {n: [S.make_example(s, rng) for _ in range(budget.eval_per_skill)] for n, s in S.SKILLS.items()}
+    eval_sets = {
+        n: [S.make_example(s, rng) for _ in range(budget.eval_per_skill)] for n, s in S.SKILLS.items()
+    }
     texts = [f"{e.prompt}\n {e.answer}" for e in base_train + [e for v in expert_train.values() for e in v]]
     tok = T.train_tokenizer(texts)
 
@@ -115,22 +141,44 @@ def build_demo(registry: Registry, out_dir: str | Path, fast: bool = False, seed
         torch.manual_seed(seed + 1 + i)
         model = get_peft_model(base, cfg)
         t1 = time.time()
-        T.fit(model, tok, expert_train[name], steps=budget.expert_steps, lr=budget.expert_lr,
-              seed=seed + 1 + i, desc=f"expert {name}")
+        T.fit(
+            model,
+            tok,
+            expert_train[name],
+            steps=budget.expert_steps,
+            lr=budget.expert_lr,
+            seed=seed + 1 + i,
+            desc=f"expert {name}",
+        )
         train_s = time.time() - t1
-        acc, acc_tok = T.exact_match(model, tok, eval_sets[name]), T.token_accuracy(model, tok, eval_sets[name])
+        acc, acc_tok = (
+            T.exact_match(model, tok, eval_sets[name]),
+            T.token_accuracy(model, tok, eval_sets[name]),
+        )
         model.save_pretrained(out / "experts" / name)
         base = model.unload()  # drop the LoRA layers, keep the untouched base weights
-        results.append(SkillResult(name, skill.domain, EXPERT_LORA[name], base_acc, acc, base_tok, acc_tok,
-                                   train_s))
-        log(f"  {name:10s} exact match: base {base_acc:6.1%} expert {acc:6.1%}   "
-            f"answer tokens: base {base_tok:6.1%} expert {acc_tok:6.1%}   ({train_s:.0f}s)")
+        results.append(
+            SkillResult(name, skill.domain, EXPERT_LORA[name], base_acc, acc, base_tok, acc_tok, train_s)
+        )
+        log(
+            f"  {name:10s} exact match: base {base_acc:6.1%} expert {acc:6.1%}   "
+            f"answer tokens: base {base_tok:6.1%} expert {acc_tok:6.1%}   ({train_s:.0f}s)"
+        )
 
     rows = benchmark_rows(seed)
     (out / "benchmark.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "report.json").write_text(json.dumps(
-        {"seed": seed, "fast": fast, "budget": asdict(budget), "seconds": round(time.time() - t0, 1),
-         "skills": [asdict(r) for r in results]}, indent=2))
+    (out / "report.json").write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "fast": fast,
+                "budget": asdict(budget),
+                "seconds": round(time.time() - t0, 1),
+                "skills": [asdict(r) for r in results],
+            },
+            indent=2,
+        )
+    )
     _register(registry, out, expert_train, results)
     return results
 
@@ -140,17 +188,31 @@ def _register(registry: Registry, out: Path, expert_train: dict, results: list[S
         registry.remove(rec.name)
     if any(r.name == BASE_NAME for r in registry.list(kind="base")):
         registry.remove(BASE_NAME)
-    registry.register(out / "base", BASE_NAME, kind="base", description="Demo ocean base LM (Llama, ~0.7M params)",
-                      tags=["demo"], source=f"composer-demo:{BASE_NAME}")
+    registry.register(
+        out / "base",
+        BASE_NAME,
+        kind="base",
+        description="Demo ocean base LM (Llama, ~0.7M params)",
+        tags=["demo"],
+        source=f"composer-demo:{BASE_NAME}",
+    )
     from composer.api import Composer  # the routers' post-hoc fitting runs at registration
+
     composer = Composer(registry, base=BASE_NAME)
     for r in results:
         skill = S.SKILLS[r.skill]
         # completions follow the rendered prompt verbatim (OpenAI prompt/completion convention: leading space)
         examples = [{"prompt": e.prompt, "completion": " " + e.answer} for e in expert_train[r.skill][:64]]
-        composer.register(out / "experts" / r.skill, r.skill, kind="lora", base=BASE_NAME,
-                          description=skill.description, tags=["demo", skill.domain], domains=[skill.domain],
-                          examples=examples)
+        composer.register(
+            out / "experts" / r.skill,
+            r.skill,
+            kind="lora",
+            base=BASE_NAME,
+            description=skill.description,
+            tags=["demo", skill.domain],
+            domains=[skill.domain],
+            examples=examples,
+        )
         registry.set_scores(r.skill, {"demo/held-in": r.expert_acc})
     composer.fit("coe")
     composer.fit("bench_coe")

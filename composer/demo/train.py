@@ -12,6 +12,7 @@ Contract:
   teacher-forced share of answer tokens predicted right (finer, for short trainings).
 Prompts are formatted by `format_prompt`, the same rendering as the chat template.
 """
+
 from __future__ import annotations
 
 import random
@@ -39,22 +40,35 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024) -> PreTrainedT
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS.values()),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIALS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     raw.train_from_iterator(texts, trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, **SPECIALS, model_max_length=128)
     tok.chat_template = CHAT_TEMPLATE
     return tok
 
 
-def make_base(tok: PreTrainedTokenizerFast, hidden: int = 128, layers: int = 4, heads: int = 4,
-              seed: int = 0) -> LlamaForCausalLM:
+def make_base(
+    tok: PreTrainedTokenizerFast, hidden: int = 128, layers: int = 4, heads: int = 4, seed: int = 0
+) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
-                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                      max_position_embeddings=128, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return LlamaForCausalLM(cfg)
 
 
@@ -73,13 +87,22 @@ def _batch(tok, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": (ids != pad).long(), "labels": lab}
 
 
-def fit(model, tok, examples: Sequence[Example], steps: int, batch_size: int = 64, lr: float = 3e-3,
-        seed: int = 0, desc: str = "train") -> float:
+def fit(
+    model,
+    tok,
+    examples: Sequence[Example],
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    desc: str = "train",
+) -> float:
     rng = random.Random(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / max(1, steps // 10)) * max(0.05, 1 - i / steps))
+        opt, lambda i: min(1.0, (i + 1) / max(1, steps // 10)) * max(0.05, 1 - i / steps)
+    )
     model.train()
     ema = None
     bar = progress(range(steps), desc=desc)
@@ -97,16 +120,23 @@ def fit(model, tok, examples: Sequence[Example], steps: int, batch_size: int = 6
 
 
 @torch.no_grad()
-def generate(model, tok, prompts: Sequence[str], max_new_tokens: int = 12, batch_size: int = 128) -> list[str]:
+def generate(
+    model, tok, prompts: Sequence[str], max_new_tokens: int = 12, batch_size: int = 128
+) -> list[str]:
     """Greedy decoding, left-padded batches, stop at eos."""
     out: list[str] = []
     tok.padding_side = "left"
     for i in range(0, len(prompts), batch_size):
-        chunk = [format_prompt(p, tok) for p in prompts[i:i + batch_size]]
+        chunk = [format_prompt(p, tok) for p in prompts[i : i + batch_size]]
         enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        gen = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        out += tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return [o.strip() for o in out]
 
 
@@ -115,7 +145,7 @@ def token_accuracy(model, tok, examples: Sequence[Example], batch_size: int = 25
     """Teacher-forced accuracy on answer tokens (and eos): finer-grained than exact match."""
     hit = total = 0
     for i in range(0, len(examples), batch_size):
-        b = _batch(tok, examples[i:i + batch_size])
+        b = _batch(tok, examples[i : i + batch_size])
         pred = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].argmax(-1)
         lab = b["labels"][:, 1:]
         mask = lab != -100

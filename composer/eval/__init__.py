@@ -10,10 +10,20 @@ per-expert runs), cache.py keeps outputs per (example, execution, decoding setti
 runner.py routes and executes, report.py summarises and plots. `ray_cluster.eval` runs the
 same shards on Ray actors.
 """
+
 from composer.eval.benchmark import BenchmarkError, Example, load_benchmark
 from composer.eval.report import summarise, write_report
 from composer.eval.runner import EvalRun, evaluate
 from composer.eval.specs import RouterSpec, parse_specs
 
-__all__ = ["BenchmarkError", "EvalRun", "Example", "RouterSpec", "evaluate", "load_benchmark", "parse_specs",
-           "summarise", "write_report"]
+__all__ = [
+    "BenchmarkError",
+    "EvalRun",
+    "Example",
+    "RouterSpec",
+    "evaluate",
+    "load_benchmark",
+    "parse_specs",
+    "summarise",
+    "write_report",
+]

@@ -9,6 +9,7 @@ whitespace normalisation) or `choices` + `label` (multiple choice, by log-likeli
 examples *per split*, taken round-robin over its tasks, so a small run still covers both
 splits and every task.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,23 +54,40 @@ def _example(row, where: str) -> Example:
         raise BenchmarkError(f"{where}: split must be one of {', '.join(SPLITS)}, got {row['split']!r}")
     has_answer, has_choices = "answer" in row, "choices" in row
     if has_answer == has_choices:
-        raise BenchmarkError(f"{where}: give either 'answer' (generation) or 'choices' + 'label' (multiple choice)")
+        raise BenchmarkError(
+            f"{where}: give either 'answer' (generation) or 'choices' + 'label' (multiple choice)"
+        )
     if has_answer and not isinstance(row["answer"], str):
         raise BenchmarkError(f"{where}: 'answer' must be a string")
     choices, label = (), None
     if has_choices:
         choices, label = row["choices"], row.get("label")
-        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+        if (
+            not isinstance(choices, list)
+            or len(choices) < 2
+            or not all(isinstance(c, str) and c for c in choices)
+        ):
             raise BenchmarkError(f"{where}: 'choices' must be a list of at least two non-empty strings")
         if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
-            raise BenchmarkError(f"{where}: 'label' must be the index of the right choice (0..{len(choices) - 1})")
+            raise BenchmarkError(
+                f"{where}: 'label' must be the index of the right choice (0..{len(choices) - 1})"
+            )
         choices = tuple(choices)
     category = row.get("category")
     if category is not None and not isinstance(category, str):
         raise BenchmarkError(f"{where}: 'category' must be a string")
     known = {"id", "prompt", "task", "split", "answer", "choices", "label", "category"}
-    return Example(row["id"], row["prompt"], row["task"], row["split"], row.get("answer"), choices, label,
-                   category, {k: v for k, v in row.items() if k not in known})
+    return Example(
+        row["id"],
+        row["prompt"],
+        row["task"],
+        row["split"],
+        row.get("answer"),
+        choices,
+        label,
+        category,
+        {k: v for k, v in row.items() if k not in known},
+    )
 
 
 def _rows(source, registry) -> list[tuple[object, str]]:
@@ -77,11 +95,14 @@ def _rows(source, registry) -> list[tuple[object, str]]:
         return [(row, f"examples[{i}]") for i, row in enumerate(source)]
     if source == "demo":
         from registry import DEFAULT_HOME
+
         home = registry.home if registry is not None else Path(DEFAULT_HOME).expanduser()
         source = Path(home) / "demo" / "benchmark.jsonl"
         if not source.is_file():
-            raise BenchmarkError("this registry has no demo benchmark (demo/benchmark.jsonl in its home): "
-                                 "run `composer build-demo` first")
+            raise BenchmarkError(
+                "this registry has no demo benchmark (demo/benchmark.jsonl in its home): "
+                "run `composer build-demo` first"
+            )
     path = Path(source)
     if not path.is_file():
         raise BenchmarkError(f"benchmark file not found: {path}")

@@ -8,6 +8,7 @@ Two routers that send an example to the same expert share its output, as RouteLL
 expert answers. `get_many(keys)` / `put_many({key: value})`; `hits`/`misses` count lookups.
 Safe for several processes (Ray actors) on one machine.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,9 @@ from pathlib import Path
 
 
 def key(prompt: str, kind: str, choices, execution: dict, settings: dict) -> str:
-    blob = json.dumps([prompt, kind, list(choices), execution, settings], sort_keys=True, separators=(",", ":"))
+    blob = json.dumps(
+        [prompt, kind, list(choices), execution, settings], sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -40,7 +43,7 @@ class OutputCache:
         found: dict[str, dict] = {}
         with self._lock, self._db() as db:
             for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
+                chunk = keys[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 for k, v in db.execute(f"select key, value from outputs where key in ({marks})", chunk):
                     found[k] = json.loads(v)
@@ -50,5 +53,7 @@ class OutputCache:
 
     def put_many(self, values: dict[str, dict]) -> None:
         with self._lock, self._db() as db:
-            db.executemany("insert or replace into outputs values (?, ?)",
-                           [(k, json.dumps(v)) for k, v in values.items()])
+            db.executemany(
+                "insert or replace into outputs values (?, ?)",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )

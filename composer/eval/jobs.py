@@ -10,6 +10,7 @@ failed: a request error's message, never internals), records (if asked)}. Each f
 job also writes its report under `out_root/<id>/` (results.json, report.md, plots), so
 `composer fit ... --from-eval` can use it. `KeyError` for an unknown id.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,17 +49,24 @@ class EvalJobs:
         self._lock = threading.Lock()
         threading.Thread(target=self._loop, daemon=True, name="composer-eval").start()
 
-    def start(self, source, routers, limit: int | None = None, settings: dict | None = None,
-              base: str | None = None) -> dict:
+    def start(
+        self, source, routers, limit: int | None = None, settings: dict | None = None, base: str | None = None
+    ) -> dict:
         composer = self.composer_for(base)
         examples = load_benchmark(source, composer.registry, limit)
         specs = parse_specs(routers, [r.name for r in composer.experts()])
         job_id = uuid.uuid4().hex[:16]
-        job = {"id": job_id, "status": "queued", "created": int(time.time()),
-               "benchmark": source if isinstance(source, str) else f"{len(source)} inline examples",
-               "routers": [s.label for s in specs], "examples": len(examples),
-               "progress": {s.label: {"done": 0, "total": len(examples)} for s in specs},
-               "done": 0, "total": len(examples) * len(specs)}
+        job = {
+            "id": job_id,
+            "status": "queued",
+            "created": int(time.time()),
+            "benchmark": source if isinstance(source, str) else f"{len(source)} inline examples",
+            "routers": [s.label for s in specs],
+            "examples": len(examples),
+            "progress": {s.label: {"done": 0, "total": len(examples)} for s in specs},
+            "done": 0,
+            "total": len(examples) * len(specs),
+        }
         with self._lock:
             self.jobs[job_id] = job
         self._work.put((job_id, composer, examples, specs, dict(settings or {})))
@@ -91,12 +99,23 @@ class EvalJobs:
             with self._lock:
                 self.jobs[job_id]["status"] = "running"
             try:
-                run = evaluate(composer, examples, specs, settings, self.cache, benchmark=self.jobs[job_id]["benchmark"],
-                               on_progress=lambda label, d, t, j=job_id: self._progress(j, label, d, t))
+                run = evaluate(
+                    composer,
+                    examples,
+                    specs,
+                    settings,
+                    self.cache,
+                    benchmark=self.jobs[job_id]["benchmark"],
+                    on_progress=lambda label, d, t, j=job_id: self._progress(j, label, d, t),
+                )
                 summary = write_report(run, self.out_root / job_id)
                 with self._lock:
-                    self.jobs[job_id].update(status="done", summary=summary, records=run.records,
-                                             cache={"generated": run.generated, "cached": run.cached})
+                    self.jobs[job_id].update(
+                        status="done",
+                        summary=summary,
+                        records=run.records,
+                        cache={"generated": run.generated, "cached": run.cached},
+                    )
             except Exception as e:
                 log.exception("evaluation %s failed", job_id)
                 with self._lock:

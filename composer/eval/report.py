@@ -11,6 +11,7 @@ of the spec, cache hits included) and the best pinned expert flagged `best_singl
 usage), report.md (the table, with the pinned experts apart) and PNGs:
 accuracy_by_split.png, accuracy_by_task.png and usage_<router>.png per token-level router.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,16 @@ from composer.eval.benchmark import SPLITS
 from composer.eval.runner import EvalRun
 from composer.introspect import plot_usage
 
-COLUMNS = [("router", "router"), ("held_in", "held-in"), ("held_out", "held-out"), ("overall", "overall"),
-           ("oracle_agreement", "agrees w/ oracle"), ("experts_per_request", "experts/req"),
-           ("active_params", "active adapter params"), ("examples_per_s", "examples/s")]
+COLUMNS = [
+    ("router", "router"),
+    ("held_in", "held-in"),
+    ("held_out", "held-out"),
+    ("overall", "overall"),
+    ("oracle_agreement", "agrees w/ oracle"),
+    ("experts_per_request", "experts/req"),
+    ("active_params", "active adapter params"),
+    ("examples_per_s", "examples/s"),
+]
 
 
 def _mean(xs) -> float | None:
@@ -54,12 +62,24 @@ def summarise(run: EvalRun) -> list[dict]:
     for spec in run.specs:
         recs = by_spec[spec.label]
         acc = {s: _mean(r["correct"] for r in recs if r["split"] == s) for s in SPLITS}
-        agree = _mean(r["served_by"] == run.oracle[r["id"]] for r in recs if run.oracle.get(r["id"]) and _picks(r))
+        agree = _mean(
+            r["served_by"] == run.oracle[r["id"]] for r in recs if run.oracle.get(r["id"]) and _picks(r)
+        )
         active = [_active(r, run.params) for r in recs]
-        rows.append({"router": spec.label, "kind": spec.kind, "held_in": acc["held-in"], "held_out": acc["held-out"],
-                     "overall": _mean(r["correct"] for r in recs), "oracle_agreement": agree,
-                     "experts_per_request": _mean(a for a, _ in active), "active_params": _mean(p for _, p in active),
-                     "examples_per_s": len(recs) / max(run.seconds.get(spec.label, 0.0), 1e-9), "n": len(recs)})
+        rows.append(
+            {
+                "router": spec.label,
+                "kind": spec.kind,
+                "held_in": acc["held-in"],
+                "held_out": acc["held-out"],
+                "overall": _mean(r["correct"] for r in recs),
+                "oracle_agreement": agree,
+                "experts_per_request": _mean(a for a, _ in active),
+                "active_params": _mean(p for _, p in active),
+                "examples_per_s": len(recs) / max(run.seconds.get(spec.label, 0.0), 1e-9),
+                "n": len(recs),
+            }
+        )
     pinned = [r for r in rows if r["kind"] == "expert"]
     if pinned:
         max(pinned, key=lambda r: (r["overall"] or 0, r["router"]))["best_single"] = True
@@ -99,14 +119,20 @@ def main_rows(rows: list[dict]) -> list[dict]:
 
 def _plots(run: EvalRun, rows: list[dict], out: Path) -> list[Path]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     shown = main_rows(rows)
     names = [r["router"] for r in shown]
     fig, ax = plt.subplots(figsize=(8, 1 + 0.4 * len(names)))
     for k, (split, key) in enumerate([("held-in", "held_in"), ("held-out", "held_out")]):
-        ax.barh([i + 0.4 * k for i in range(len(names))], [(r[key] or 0) * 100 for r in shown], height=0.4,
-                label=split)
+        ax.barh(
+            [i + 0.4 * k for i in range(len(names))],
+            [(r[key] or 0) * 100 for r in shown],
+            height=0.4,
+            label=split,
+        )
     ax.set_yticks([i + 0.2 for i in range(len(names))], names)
     ax.invert_yaxis()
     ax.set_xlabel("exact match / accuracy (%)")
@@ -135,7 +161,9 @@ def _plots(run: EvalRun, rows: list[dict], out: Path) -> list[Path]:
     plt.close(fig)
     for label, layers in run.usage.items():
         safe = re.sub(r"[^a-z0-9_.=-]+", "_", label.lower())
-        paths.append(plot_usage(layers, out / f"usage_{safe}.png", f"{label}: expert usage per layer (held-out)"))
+        paths.append(
+            plot_usage(layers, out / f"usage_{safe}.png", f"{label}: expert usage per layer (held-out)")
+        )
     return paths
 
 
@@ -143,19 +171,37 @@ def write_report(run: EvalRun, out_dir: str | Path, command: str = "") -> list[d
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = summarise(run)
-    (out / "results.json").write_text(json.dumps({
-        "benchmark": run.benchmark, "settings": run.settings, "command": command,
-        "specs": [s.__dict__ for s in run.specs], "summary": rows, "usage": run.usage,
-        "oracle": run.oracle, "cache": {"generated": run.generated, "cached": run.cached},
-        "records": run.records}, indent=1))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "benchmark": run.benchmark,
+                "settings": run.settings,
+                "command": command,
+                "specs": [s.__dict__ for s in run.specs],
+                "summary": rows,
+                "usage": run.usage,
+                "oracle": run.oracle,
+                "cache": {"generated": run.generated, "cached": run.cached},
+                "records": run.records,
+            },
+            indent=1,
+        )
+    )
     plots = _plots(run, rows, out)
     pinned = [r for r in rows if r["kind"] == "expert"]
     md = [f"# Evaluation: {run.benchmark}", ""]
     if command:
         md += ["Reproduce: `" + command + "`", ""]
     n_ex = len({r["id"] for r in run.records})
-    md += [(f"{n_ex} examples; decoding {json.dumps(run.settings)}; {run.generated} rows executed, "
-           f"{run.cached} answered from the output cache."), "", table(main_rows(rows)), ""]
+    md += [
+        (
+            f"{n_ex} examples; decoding {json.dumps(run.settings)}; {run.generated} rows executed, "
+            f"{run.cached} answered from the output cache."
+        ),
+        "",
+        table(main_rows(rows)),
+        "",
+    ]
     if pinned:
         md += ["## Every expert pinned", "", table(pinned), ""]
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]

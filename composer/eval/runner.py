@@ -11,6 +11,7 @@ specs also get a layer x expert usage summary over a few held-out examples (`usa
 skips it: shards). `specs` may be a string ("all", "a,b(k=v)"). `EvalRun.generated`
 counts rows actually executed, `cached` those answered from the cache.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,8 +45,13 @@ class EvalRun:
 def execution(plan: RoutingPlan, digests: dict[str, str], base: str) -> dict:
     """What determines the output of a plan, independent of which router made it."""
     weights = plan.weights or [None] * len(plan.experts)
-    sig = {"base": digests.get(base), "mode": plan.mode,
-           "experts": [[e, None if w is None else round(w, 6), digests.get(e)] for e, w in zip(plan.experts, weights)]}
+    sig = {
+        "base": digests.get(base),
+        "mode": plan.mode,
+        "experts": [
+            [e, None if w is None else round(w, 6), digests.get(e)] for e, w in zip(plan.experts, weights)
+        ],
+    }
     if plan.mode == "ensemble":
         sig["experts"] = sorted([e, None, digests.get(e)] for e in plan.experts)
     if plan.gate is not None:
@@ -65,16 +71,26 @@ def _run_chunk(composer, examples: list[Example], plans: list[RoutingPlan], sett
     out: list[dict | None] = [None] * len(examples)
     gen = [i for i, e in enumerate(examples) if e.kind == "generate"]
     if gen:
-        for i, c in zip(gen, composer.execute([examples[i].prompt for i in gen], [plans[i] for i in gen], **settings)):
+        for i, c in zip(
+            gen, composer.execute([examples[i].prompt for i in gen], [plans[i] for i in gen], **settings)
+        ):
             out[i] = {"prediction": c.text, "served_by": c.expert, "tokens": len(c.token_ids)}
     mc = [i for i, e in enumerate(examples) if e.kind == "choice"]
     if mc:
-        scores = composer.choose([examples[i].prompt for i in mc], [plans[i] for i in mc],
-                                 [examples[i].choices for i in mc], chat=settings.get("chat", True))
+        scores = composer.choose(
+            [examples[i].prompt for i in mc],
+            [plans[i] for i in mc],
+            [examples[i].choices for i in mc],
+            chat=settings.get("chat", True),
+        )
         for i, s in zip(mc, scores):
             best = max(range(len(s)), key=s.__getitem__)
-            out[i] = {"prediction": examples[i].choices[best], "choice": best, "scores": [round(x, 4) for x in s],
-                      "served_by": plans[i].selected()}
+            out[i] = {
+                "prediction": examples[i].choices[best],
+                "choice": best,
+                "scores": [round(x, 4) for x in s],
+                "served_by": plans[i].selected(),
+            }
     return out
 
 
@@ -86,8 +102,9 @@ def _correct(e: Example, out: dict) -> bool:
 
 def _usage(composer, spec: RouterSpec, examples: list[Example]) -> dict:
     """Layer -> expert -> mean share of routing weight, over a few held-out prompts."""
-    sample = [e.prompt for e in examples if e.split == "held-out"][:USAGE_SAMPLES] or \
-        [e.prompt for e in examples][:USAGE_SAMPLES]
+    sample = [e.prompt for e in examples if e.split == "held-out"][:USAGE_SAMPLES] or [
+        e.prompt for e in examples
+    ][:USAGE_SAMPLES]
     totals: dict[str, dict[str, float]] = {}
     reports = [r["per_token"] for r in composer.inspect(sample, spec.router, **spec.config) if r["per_token"]]
     for rep in reports:
@@ -98,23 +115,35 @@ def _usage(composer, spec: RouterSpec, examples: list[Example]) -> dict:
     return totals
 
 
-def evaluate(composer, examples: Sequence[Example], specs: str | list[RouterSpec], settings: dict | None = None,
-             cache: C.OutputCache | None = None, on_progress: Callable[[str, int, int], None] | None = None,
-             benchmark: str = "", batch_size: int = 64, usage: bool = True) -> EvalRun:
+def evaluate(
+    composer,
+    examples: Sequence[Example],
+    specs: str | list[RouterSpec],
+    settings: dict | None = None,
+    cache: C.OutputCache | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    benchmark: str = "",
+    batch_size: int = 64,
+    usage: bool = True,
+) -> EvalRun:
     examples = list(examples)
     experts = composer.experts()
     if isinstance(specs, str):
         specs = parse_specs(specs, [r.name for r in experts])
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
-    run = EvalRun(benchmark, settings, list(specs), params={r.name: int(r.config.get("num_params", 0)) for r in experts})
+    run = EvalRun(
+        benchmark, settings, list(specs), params={r.name: int(r.config.get("num_params", 0)) for r in experts}
+    )
     digests = {r.name: r.digest for r in composer.registry.list()}
     queries = [Query(prompt=e.prompt, task=e.task, category=e.category) for e in examples]
     run.oracle = {e.id: p.selected() for e, p in zip(examples, composer.route(queries, "oracle"))}
     for spec in run.specs:
         t0 = time.perf_counter()
         plans = _plans(composer, spec, queries)
-        keys = [C.key(e.prompt, e.kind, e.choices, execution(p, digests, composer.base), settings)
-                for e, p in zip(examples, plans)]
+        keys = [
+            C.key(e.prompt, e.kind, e.choices, execution(p, digests, composer.base), settings)
+            for e, p in zip(examples, plans)
+        ]
         found = cache.get_many(keys) if cache else {}
         todo = [i for i, k in enumerate(keys) if k not in found]
         bar = progress(desc=spec.label, total=len(examples), unit="ex")
@@ -122,7 +151,7 @@ def evaluate(composer, examples: Sequence[Example], specs: str | list[RouterSpec
         if on_progress:
             on_progress(spec.label, len(examples) - len(todo), len(examples))
         for s in range(0, len(todo), batch_size):
-            idx = todo[s:s + batch_size]
+            idx = todo[s : s + batch_size]
             outs = _run_chunk(composer, [examples[i] for i in idx], [plans[i] for i in idx], settings)
             new = {keys[i]: o for i, o in zip(idx, outs)}
             found.update(new)
@@ -137,12 +166,25 @@ def evaluate(composer, examples: Sequence[Example], specs: str | list[RouterSpec
         run.seconds[spec.label] = time.perf_counter() - t0
         for e, p, k in zip(examples, plans, keys):
             out = found[k]
-            run.records.append({"id": e.id, "router": spec.label, "task": e.task, "split": e.split,
-                                "category": e.category, "prompt": e.prompt, "mode": p.mode, "experts": p.experts,
-                                "weights": [round(w, 4) for w in p.weights], "top_k": p.gate.top_k if p.gate else None,
-                                "fallback": p.fallback, "served_by": out.get("served_by"),
-                                "prediction": out["prediction"], "answer": e.answer if e.kind == "generate"
-                                else e.choices[e.label], "correct": _correct(e, out)})
+            run.records.append(
+                {
+                    "id": e.id,
+                    "router": spec.label,
+                    "task": e.task,
+                    "split": e.split,
+                    "category": e.category,
+                    "prompt": e.prompt,
+                    "mode": p.mode,
+                    "experts": p.experts,
+                    "weights": [round(w, 4) for w in p.weights],
+                    "top_k": p.gate.top_k if p.gate else None,
+                    "fallback": p.fallback,
+                    "served_by": out.get("served_by"),
+                    "prediction": out["prediction"],
+                    "answer": e.answer if e.kind == "generate" else e.choices[e.label],
+                    "correct": _correct(e, out),
+                }
+            )
         if usage and any(p.mode == "token" for p in plans):
             run.usage[spec.label] = _usage(composer, spec, examples)
     return run

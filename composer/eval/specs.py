@@ -9,6 +9,7 @@ report then names the best one). "all" = base, oracle, every expert pinned (best
 expert), uniform merge, every other registered router, and GLIDER at alpha 3 (held-out
 leaning) and alpha 100 (held-in leaning). Unknown names raise `RouterError`.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,13 +63,19 @@ def _expert_specs(names: list[str]) -> list[RouterSpec]:
 
 
 def _all(experts: list[str]) -> list[RouterSpec]:
-    specs = [RouterSpec("base", "base"), RouterSpec("oracle", "router", "oracle"), *_expert_specs(experts),
-             RouterSpec("uniform", "router", "uniform")]
+    specs = [
+        RouterSpec("base", "base"),
+        RouterSpec("oracle", "router", "oracle"),
+        *_expert_specs(experts),
+        RouterSpec("uniform", "router", "uniform"),
+    ]
     for name in routers.names():
         if name in ("oracle", "uniform"):
             continue
         if name == "glider":
-            specs += [RouterSpec(f"glider(alpha={a:g})", "router", "glider", {"alpha": a}) for a in GLIDER_ALPHAS]
+            specs += [
+                RouterSpec(f"glider(alpha={a:g})", "router", "glider", {"alpha": a}) for a in GLIDER_ALPHAS
+            ]
         else:
             specs.append(RouterSpec(name, "router", name))
     return specs
@@ -98,5 +105,7 @@ def parse_specs(text: str | list[str], experts: list[str]) -> list[RouterSpec]:
             specs.append(RouterSpec(item.strip().replace(" ", ""), "router", name, config))
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
-        raise RouterError(f"router specs repeat: {', '.join(sorted({x for x in labels if labels.count(x) > 1}))}")
+        raise RouterError(
+            f"router specs repeat: {', '.join(sorted({x for x in labels if labels.count(x) > 1}))}"
+        )
     return specs

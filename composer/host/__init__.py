@@ -7,11 +7,24 @@
 
 It imports nothing of Composer's routers or core: what a gate kind scores comes in the `Gate`.
 """
+
 from composer.host.gates import Gate, MixedRouting, RoutingTrace
 from composer.host.host import Generation, Host
 from composer.host.layer import MoLoRALinear
 from composer.host.routing import Routing, SequenceRouting, current_routing, use_routing
 from registry.lora import LoraWeights, read_lora
 
-__all__ = ["Gate", "Generation", "Host", "LoraWeights", "MixedRouting", "MoLoRALinear", "Routing",
-           "RoutingTrace", "SequenceRouting", "current_routing", "read_lora", "use_routing"]
+__all__ = [
+    "Gate",
+    "Generation",
+    "Host",
+    "LoraWeights",
+    "MixedRouting",
+    "MoLoRALinear",
+    "Routing",
+    "RoutingTrace",
+    "SequenceRouting",
+    "current_routing",
+    "read_lora",
+    "use_routing",
+]

@@ -14,6 +14,7 @@ Contract:
   forward pass. With a `RoutingTrace`, every gated decision (module, token, slots, weights)
   is recorded for introspection.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -46,7 +47,9 @@ class RoutingTrace:
     """Gated decisions of one forward pass (or a whole generation), per module path."""
 
     def __init__(self):
-        self.calls: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # path, rows, slots, weights
+        self.calls: list[
+            tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]
+        ] = []  # path, rows, slots, weights
 
     def record(self, path: str, rows: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor) -> None:
         self.calls.append((path, rows, slots.clone(), weights.detach().float().clone()))
@@ -56,8 +59,10 @@ class MixedRouting(SequenceRouting):
     def __init__(self, rows: Sequence[Sequence[tuple[int, float]] | Gate], trace: RoutingTrace | None = None):
         self.rows, self.trace = list(rows), trace
         self.gated = [b for b, r in enumerate(self.rows) if isinstance(r, Gate)]
-        super().__init__([[] if isinstance(r, Gate) else r for r in self.rows],
-                         width=max((self.rows[b].top_k for b in self.gated), default=1))
+        super().__init__(
+            [[] if isinstance(r, Gate) else r for r in self.rows],
+            width=max((self.rows[b].top_k for b in self.gated), default=1),
+        )
         self.empty = self.empty and not self.gated
 
     def per_row(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -108,5 +113,6 @@ class MixedRouting(SequenceRouting):
         slots[tok, :k], weights[tok, :k] = idx, w.to(weights.dtype)
         weights[tok, k:] = 0
         if self.trace is not None:
-            self.trace.record(getattr(layer, "path", "?"), row_idx, idx.view(len(rows), T, k),
-                              w.view(len(rows), T, k))
+            self.trace.record(
+                getattr(layer, "path", "?"), row_idx, idx.view(len(rows), T, k), w.view(len(rows), T, k)
+            )

@@ -27,6 +27,7 @@ Contract:
 A re-entrant lock serialises model use with adapter changes, so a registration never
 lands half-way through a request.
 """
+
 from __future__ import annotations
 
 import threading
@@ -74,7 +75,9 @@ class Host:
 
     @classmethod
     def load(cls, path: str | Path, name: str = "base", dtype: torch.dtype = torch.float32) -> Host:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False, use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=False, use_safetensors=True
+        )
         return cls(model, AutoTokenizer.from_pretrained(path, trust_remote_code=False), name)
 
     @property
@@ -84,8 +87,10 @@ class Host:
     @property
     def context(self) -> int | None:
         """Tokens the model attends over (prompt + completion), when its config or tokenizer says."""
-        limits = [getattr(self.model.config, "max_position_embeddings", None),
-                  getattr(self.tokenizer, "model_max_length", None)]
+        limits = [
+            getattr(self.model.config, "max_position_embeddings", None),
+            getattr(self.tokenizer, "model_max_length", None),
+        ]
         limits = [n for n in limits if isinstance(n, int) and 0 < n < 10**8]  # tokenizers say 1e30 for "none"
         return min(limits, default=None)
 
@@ -95,9 +100,11 @@ class Host:
         longest = int(enc["attention_mask"].sum(1).max())
         if ctx is None or longest + max_new_tokens <= ctx or (fit and longest < ctx):
             return max_new_tokens if ctx is None else min(max_new_tokens, ctx - longest)
-        raise ContextTooLong(f"this model's maximum context length is {ctx} tokens; the request asks for "
-                             f"{longest + max_new_tokens} ({longest} in the prompt, {max_new_tokens} to generate): "
-                             "shorten the prompt or max_tokens")
+        raise ContextTooLong(
+            f"this model's maximum context length is {ctx} tokens; the request asks for "
+            f"{longest + max_new_tokens} ({longest} in the prompt, {max_new_tokens} to generate): "
+            "shorten the prompt or max_tokens"
+        )
 
     # -- adapters -------------------------------------------------------------------------
     def _target(self, module: str, A: torch.Tensor, B: torch.Tensor) -> nn.Module:
@@ -108,8 +115,10 @@ class Host:
         if not isinstance(m, (nn.Linear, MoLoRALinear)):
             raise ValueError(f"module {module!r} is {type(m).__name__}, not nn.Linear")  # noqa: TRY004
         if A.shape[1] != m.in_features or B.shape[0] != m.out_features or A.shape[0] != B.shape[1]:
-            raise ValueError(f"adapter shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit {module!r} "
-                             f"({m.in_features} -> {m.out_features})")
+            raise ValueError(
+                f"adapter shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit {module!r} "
+                f"({m.in_features} -> {m.out_features})"
+            )
         return m
 
     def _wrap(self, module: str) -> MoLoRALinear:
@@ -154,8 +163,10 @@ class Host:
                 if layer is None or slot >= len(layer.rank) or layer.rank[slot] == 0:
                     raise ValueError(f"{kind} vector for {module!r}, which expert {name!r} does not adapt")
                 if tuple(v.shape) != (layer.in_features,):
-                    raise ValueError(f"{kind} vector for {module!r} has shape {tuple(v.shape)}, "
-                                     f"expected ({layer.in_features},)")
+                    raise ValueError(
+                        f"{kind} vector for {module!r} has shape {tuple(v.shape)}, "
+                        f"expected ({layer.in_features},)"
+                    )
             for module, v in vectors.items():
                 self.layers[module].set_vector(kind, slot, v)
 
@@ -165,12 +176,19 @@ class Host:
             raise KeyError(f"expert not loaded on host {self.name!r}: {name}")
         return self.slots[name]
 
-    def routing(self, rows: Sequence[Row], trace: RoutingTrace | None = None) -> SequenceRouting | MixedRouting:
+    def routing(
+        self, rows: Sequence[Row], trace: RoutingTrace | None = None
+    ) -> SequenceRouting | MixedRouting:
         out: list = []
         for row in rows:
             if isinstance(row, Gate):
-                out.append(replace(row, bias={self._slot(e): float(b) for e, b in row.bias.items()},
-                                   experts=None if row.experts is None else [self._slot(e) for e in row.experts]))
+                out.append(
+                    replace(
+                        row,
+                        bias={self._slot(e): float(b) for e, b in row.bias.items()},
+                        experts=None if row.experts is None else [self._slot(e) for e in row.experts],
+                    )
+                )
                 continue
             unknown = [e for e in row if e not in self.slots]
             if unknown:
@@ -180,8 +198,9 @@ class Host:
             return SequenceRouting(out)
         return MixedRouting(out, trace)
 
-    def _resolve(self, n: int, rows: Sequence[Row] | None, routing: Routing | None,
-                 trace: RoutingTrace | None = None) -> Routing | None:
+    def _resolve(
+        self, n: int, rows: Sequence[Row] | None, routing: Routing | None, trace: RoutingTrace | None = None
+    ) -> Routing | None:
         if routing is not None:
             return routing
         rows = list(rows) if rows is not None else [{}] * n
@@ -191,15 +210,25 @@ class Host:
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               mixtures: Sequence[Row] | None = None, routing: Routing | None = None,
-               trace: RoutingTrace | None = None) -> torch.Tensor:
+    def logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mixtures: Sequence[Row] | None = None,
+        routing: Routing | None = None,
+        trace: RoutingTrace | None = None,
+    ) -> torch.Tensor:
         with self.lock, use_routing(self._resolve(len(input_ids), mixtures, routing, trace)):
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     @torch.no_grad()
-    def loglik(self, prompts: Sequence[Prompt], continuations: Sequence[str], mixtures: Sequence[Row] | None = None,
-               chat: bool = True) -> list[float]:
+    def loglik(
+        self,
+        prompts: Sequence[Prompt],
+        continuations: Sequence[str],
+        mixtures: Sequence[Row] | None = None,
+        chat: bool = True,
+    ) -> list[float]:
         """Sum log-probability of each continuation right after its rendered prompt (multiple choice)."""
         tok = self.tokenizer
         special = not (chat and tok.chat_template)
@@ -214,18 +243,24 @@ class Host:
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
         logp = self.logits(ids, mask, mixtures).float().log_softmax(-1)[:, :-1]
         tok_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
-        return [float(tok_logp[b, width - 1 - n:].sum()) for b, n in enumerate(n_cont)]
+        return [float(tok_logp[b, width - 1 - n :].sum()) for b, n in enumerate(n_cont)]
 
     def encode(self, prompts: Sequence[Prompt], chat: bool = True):
         """Token ids of the rendered prompts, left-padded (what generation and gating see)."""
         tok = self.tokenizer
         tok.padding_side = "left"
-        return tok([self.render(p, chat) for p in prompts], return_tensors="pt", padding=True,
-                   add_special_tokens=not (chat and tok.chat_template))
+        return tok(
+            [self.render(p, chat) for p in prompts],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=not (chat and tok.chat_template),
+        )
 
     def render(self, prompt: Prompt, chat: bool = True) -> str:
         tok = self.tokenizer
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+        messages = (
+            [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+        )
         if chat and tok.chat_template:
             return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if isinstance(prompt, str):
@@ -233,11 +268,20 @@ class Host:
         return "\n".join(m["content"] for m in messages)  # no template: the turns as plain text
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[Prompt], mixtures: Sequence[Row] | None = None,
-                 routing: Routing | None = None, max_new_tokens: int = 32, temperature: float = 0.0,
-                 top_p: float = 1.0, chat: bool = True, seed: int | None = None,
-                 trace: RoutingTrace | None = None, on_step: Callable[[list[int]], None] | None = None,
-                 fit_context: bool = True) -> list[Generation]:
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        mixtures: Sequence[Row] | None = None,
+        routing: Routing | None = None,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        chat: bool = True,
+        seed: int | None = None,
+        trace: RoutingTrace | None = None,
+        on_step: Callable[[list[int]], None] | None = None,
+        fit_context: bool = True,
+    ) -> list[Generation]:
         if not prompts:
             return []
         tok = self.tokenizer
@@ -247,12 +291,20 @@ class Host:
         if seed is not None:
             torch.manual_seed(seed)
         with self.lock, use_routing(self._resolve(len(prompts), mixtures, routing, trace)):
-            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample,
-                                      temperature=temperature if sample else None, top_p=top_p if sample else None,
-                                      top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                      return_dict_in_generate=True, output_logits=True,
-                                      streamer=_StepStreamer(on_step) if on_step else None)
-        new = out.sequences[:, enc["input_ids"].shape[1]:]
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=sample,
+                temperature=temperature if sample else None,
+                top_p=top_p if sample else None,
+                top_k=None,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+                streamer=_StepStreamer(on_step) if on_step else None,
+            )
+        new = out.sequences[:, enc["input_ids"].shape[1] :]
         logp = torch.stack(out.logits, 1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
         results = []
         for b in range(len(prompts)):
@@ -260,8 +312,15 @@ class Host:
             stop = tok.eos_token_id in ids
             n = ids.index(tok.eos_token_id) + 1 if stop else len(ids)
             text = tok.decode(ids[:n], skip_special_tokens=True).strip()
-            results.append(Generation(text, ids[:n], float(logp[b, :n].mean()) if n else 0.0,
-                                      "stop" if stop else "length", int(enc["attention_mask"][b].sum())))
+            results.append(
+                Generation(
+                    text,
+                    ids[:n],
+                    float(logp[b, :n].mean()) if n else 0.0,
+                    "stop" if stop else "length",
+                    int(enc["attention_mask"][b].sum()),
+                )
+            )
         return results
 
 

@@ -17,6 +17,7 @@ PEFT's own single-adapter output. `set_slot`/`clear_slot` install or drop one ex
 Token-level gates read per-expert vectors of a kind ("phatgoose", "arrow") stored here by
 `set_vector` (already prepared for their kind's score) through `gate_vectors(kind)`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -61,14 +62,18 @@ class MoLoRALinear(nn.Module):
         self.rank += [0] * (slots - len(self.rank))
         for kind, V in self.vectors.items():
             self.vectors[kind] = torch.cat([V, V.new_zeros(slots - V.shape[0], self.in_features)])
-            self.has_vector[kind] = torch.cat([self.has_vector[kind], torch.zeros(slots - V.shape[0], dtype=torch.bool)])
+            self.has_vector[kind] = torch.cat(
+                [self.has_vector[kind], torch.zeros(slots - V.shape[0], dtype=torch.bool)]
+            )
 
     @torch.no_grad()
     def set_slot(self, slot: int, A: torch.Tensor, B: torch.Tensor, scale: float) -> None:
         r = A.shape[0]
         if A.shape != (r, self.in_features) or B.shape != (self.out_features, r):
-            raise ValueError(f"LoRA shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit "
-                             f"Linear({self.in_features} -> {self.out_features})")
+            raise ValueError(
+                f"LoRA shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit "
+                f"Linear({self.in_features} -> {self.out_features})"
+            )
         self._grow(slot + 1, r)
         self.lora_A[slot].zero_()
         self.lora_B[slot].zero_()
@@ -91,7 +96,9 @@ class MoLoRALinear(nn.Module):
         if slot >= len(self.rank) or self.rank[slot] == 0:
             raise ValueError(f"expert slot {slot} does not adapt this module; a {kind} vector needs its LoRA")
         if v.shape != (self.in_features,):
-            raise ValueError(f"{kind} vector of shape {tuple(v.shape)} does not fit in_features={self.in_features}")
+            raise ValueError(
+                f"{kind} vector of shape {tuple(v.shape)} does not fit in_features={self.in_features}"
+            )
         if kind not in self.vectors:
             n = len(self.rank)
             self.vectors[kind] = self.lora_A.new_zeros(n, self.in_features)
@@ -117,7 +124,9 @@ class MoLoRALinear(nn.Module):
         S = len(self.rank)
         x2, y2 = x.reshape(-1, self.in_features), y.view(-1, self.out_features)
         flat = slots.reshape(-1)
-        pairs = ((flat >= 0) & (flat < S)).nonzero(as_tuple=True)[0]  # (token, position) pairs on an expert here
+        pairs = ((flat >= 0) & (flat < S)).nonzero(as_tuple=True)[
+            0
+        ]  # (token, position) pairs on an expert here
         if pairs.numel() == 0:
             return y
         pairs = pairs[torch.argsort(flat[pairs], stable=True)]  # grouped by expert
@@ -139,11 +148,15 @@ class MoLoRALinear(nn.Module):
             tok, wt = tokens[idx], w[idx]  # [groups, b]
             e = experts[g]
             h = torch.bmm(x2[tok], self.lora_A[e, :r].transpose(1, 2))  # [groups, b, r]
-            delta = torch.bmm(h * wt.unsqueeze(-1), self.lora_B[e, :, :r].transpose(1, 2))  # [groups, b, d_out]
+            delta = torch.bmm(
+                h * wt.unsqueeze(-1), self.lora_B[e, :, :r].transpose(1, 2)
+            )  # [groups, b, d_out]
             y2.index_add_(0, tok.reshape(-1), delta.reshape(-1, self.out_features).to(y2.dtype))
         return y  # y is this call's fresh base output: updated in place
 
-    def _per_row(self, x: torch.Tensor, y: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _per_row(
+        self, x: torch.Tensor, y: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         """Rows routed alike at every token (select, merge): per mixture position, gather each
         row's A and B and run two batched matmuls over the rows — no per-token gathers."""
         if x.shape[0] != slots.shape[0]:

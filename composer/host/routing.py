@@ -11,6 +11,7 @@ experts and weights for every token, in every layer, at every decoding step; its
 `per_row()` hands layers that [batch, k] assignment directly (no per-token dispatch). Token-level
 gates (PHATGOOSE, Arrow, GLIDER) implement the same `assign` method from the activations.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -65,5 +66,7 @@ class SequenceRouting:
         if x.shape[0] != self.slots.shape[0]:
             raise ValueError(f"routing has {self.slots.shape[0]} rows but the batch has {x.shape[0]}")
         per_row = x[0].numel() // x.shape[-1]  # tokens per row
-        return (self.slots.repeat_interleave(per_row, dim=0),
-                self.weights.to(x.dtype).repeat_interleave(per_row, dim=0))
+        return (
+            self.slots.repeat_interleave(per_row, dim=0),
+            self.weights.to(x.dtype).repeat_interleave(per_row, dim=0),
+        )

@@ -7,6 +7,7 @@ held back until more text follows, as `generate` strips both. Decoding runs in a
 thread; an exception there is re-raised in the caller. Closing the iterator early lets the
 worker finish its generation in the background (the host lock serialises it).
 """
+
 from __future__ import annotations
 
 import queue
@@ -45,5 +46,5 @@ def stream(host: Host, prompt: Prompt, row: Row, **generate_kw) -> Iterator[str 
             continue
         text = tok.decode(ids, skip_special_tokens=True).strip()
         if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
-            yield text[len(sent):]
+            yield text[len(sent) :]
             sent = text

@@ -5,6 +5,7 @@ compatible completions, routing, the registry, metrics. It talks to an injected 
 (backend.py): `LocalBackend` runs everything in this process (no Ray: tests, one-box use);
 `ray_cluster.backend.RayBackend` calls Ray Serve deployments. Nothing here imports Ray.
 """
+
 from composer.serving.app import create_app
 from composer.serving.backend import Backend, LocalBackend
 

@@ -12,6 +12,7 @@ included), each item due before the deadline; `await stream.prime()` waits for t
 item, so an error before any output is still an HTTP error. Everything runs on one event
 loop: no locks.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,8 +46,13 @@ class Admission:
     async def slot(self):
         if self.active >= self.limit:
             self.rejected += 1
-            raise ApiError(429, "overloaded", f"the server has {self.active} requests in flight, its limit "
-                           "(COMPOSER_MAX_QUEUE); retry shortly", headers={"Retry-After": "1"})
+            raise ApiError(
+                429,
+                "overloaded",
+                f"the server has {self.active} requests in flight, its limit "
+                "(COMPOSER_MAX_QUEUE); retry shortly",
+                headers={"Retry-After": "1"},
+            )
         self.active += 1
         place = Place(self)
         try:
@@ -59,8 +65,10 @@ class Admission:
         try:
             return await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
-            raise Unavailable(f"the request did not finish within {self.timeout_s:g}s "
-                              "(COMPOSER_REQUEST_TIMEOUT_S); retry later") from None
+            raise Unavailable(
+                f"the request did not finish within {self.timeout_s:g}s "
+                "(COMPOSER_REQUEST_TIMEOUT_S); retry later"
+            ) from None
 
     def hand_over(self, place: Place, items: AsyncIterator, deadline: float) -> AsyncIterator:
         place.handed_over = True

@@ -9,6 +9,7 @@ middleware (each request counted and timed per route template), and includes the
 routers of `routes/` (endpoints, auth and limits are documented there and in policy.py).
 Several apps may live in one process: nothing is global.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,14 +30,18 @@ async def observe(request: Request, call_next):
     t0 = time.perf_counter()
     response = await call_next(request)
     route = request.scope.get("route")
-    request.app.state.metrics.observe(getattr(route, "path", "(unmatched)"), response.status_code,
-                                      time.perf_counter() - t0)
+    request.app.state.metrics.observe(
+        getattr(route, "path", "(unmatched)"), response.status_code, time.perf_counter() - t0
+    )
     return response
 
 
 def create_app(backend: Backend, settings: Settings, registry: Registry | None = None) -> FastAPI:
-    app = FastAPI(title="Composer", summary="Route prompts to specialised experts (OpenAI-compatible).",
-                  responses=ERROR_RESPONSES)
+    app = FastAPI(
+        title="Composer",
+        summary="Route prompts to specialised experts (OpenAI-compatible).",
+        responses=ERROR_RESPONSES,
+    )
     app.state.backend = backend
     app.state.settings = settings
     app.state.registry = registry or settings.registry()

@@ -9,6 +9,7 @@ files, more than `MAX_MEMBERS` members, and a total unpacked size over `max_byte
 marks size limits, so HTTP can answer 413. `pack(directory)` makes such an archive (one
 top folder), for clients and tests.
 """
+
 from __future__ import annotations
 
 import io

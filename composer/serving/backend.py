@@ -19,6 +19,7 @@ on worker threads (the event loop never blocks on torch); registrations run one 
 on a thread at the lowest CPU priority, so fitting yields the cores to serving. Ray's implementation is
 `ray_cluster.backend.RayBackend`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,7 +38,9 @@ from routers import Query, RoutingPlan
 
 
 class Backend(Protocol):
-    async def route(self, base: str, queries: list[Query], router: str | None, config: dict) -> list[RoutingPlan]: ...
+    async def route(
+        self, base: str, queries: list[Query], router: str | None, config: dict
+    ) -> list[RoutingPlan]: ...
     async def execute(self, base: str, prompts: list, plans: list[RoutingPlan], settings: dict) -> list: ...
     def stream(self, base: str, prompt: Any, plan: RoutingPlan, settings: dict) -> AsyncIterator: ...
     async def register(self, request: RegisterRequest, archive: bytes | None) -> ExpertRecord: ...
@@ -69,10 +72,13 @@ class LocalBackend:
 
     def composer(self, base: str | None = None):
         from composer.api import Composer  # torch loads with the first model, not with the app
+
         base = base or self.registry.default_base(self.settings.base).name
         with self._lock:
             if base not in self._composers:
-                self._composers[base] = Composer(self.registry, base, encoder=self.encoder, settings=self.settings)
+                self._composers[base] = Composer(
+                    self.registry, base, encoder=self.encoder, settings=self.settings
+                )
             return self._composers[base]
 
     async def route(self, base, queries, router, config):
@@ -94,6 +100,7 @@ class LocalBackend:
             for c in list(self._composers.values()):
                 c.sync()
             return rec
+
         with self._lock:
             if self._registrar is None:
                 self._registrar = ThreadPoolExecutor(1, "composer-register", initializer=lower_priority)
@@ -106,11 +113,13 @@ class LocalBackend:
                 c.models.drop(name)
                 c.sync()
             return rec
+
         return await asyncio.to_thread(work)
 
     @property
     def jobs(self):
         from composer.eval.jobs import EvalJobs
+
         with self._lock:
             if self._jobs is None:
                 home = self.registry.home
@@ -118,8 +127,14 @@ class LocalBackend:
             return self._jobs
 
     async def start_evaluation(self, request):
-        return await asyncio.to_thread(self.jobs.start, request.source(), request.routers, request.limit,
-                                       {"max_new_tokens": request.max_tokens}, request.base)
+        return await asyncio.to_thread(
+            self.jobs.start,
+            request.source(),
+            request.routers,
+            request.limit,
+            {"max_new_tokens": request.max_tokens},
+            request.base,
+        )
 
     async def evaluation(self, job_id, records):
         return self.jobs.get(job_id, records)
@@ -129,8 +144,10 @@ class LocalBackend:
 
     async def stats(self):
         cs = list(self._composers.items())
-        return {"adapters_resident": {b: len(c.resident()) for b, c in cs},
-                "models_resident": sorted({m for _, c in cs for m in c.models.resident()})}
+        return {
+            "adapters_resident": {b: len(c.resident()) for b, c in cs},
+            "models_resident": sorted({m for _, c in cs for m in c.models.resident()}),
+        }
 
     async def ready(self):
         return {"registry": bool(self.registry.list(kind="base"))}

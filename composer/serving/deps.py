@@ -7,6 +7,7 @@ route modules hold no globals and one process may run several apps. `require_key
 the mutating endpoints: with `settings.api_key` set, it wants `Authorization: Bearer <key>`
 (compared in constant time) and answers 401 with `WWW-Authenticate: Bearer` otherwise.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -43,5 +44,9 @@ async def require_key(request: Request, authorization: str | None = Header(None)
         return
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-        raise ApiError(401, "unauthorized", "this endpoint needs a valid API key: Authorization: Bearer <key>",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this endpoint needs a valid API key: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -7,6 +7,7 @@ timed out) and anything unexpected (500, message without internals: no stack tra
 filesystem path) to that JSON shape. `error_status(exc)` is the same mapping for errors
 that surface inside a stream. `ERROR_RESPONSES` documents the shape in the OpenAPI schema.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,6 +40,7 @@ class PathNotAllowed(PermissionError):
 
 class Unavailable(RuntimeError):
     """The service cannot answer this request now (a replica died, the request timed out); retry."""
+
     headers: ClassVar[dict] = {"Retry-After": "5"}
 
 
@@ -51,19 +53,34 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-ERROR_RESPONSES: dict = {code: {"model": ErrorBody, "description": what} for code, what in [
-    (400, "invalid request"), (401, "missing or wrong API key"), (403, "forbidden"), (404, "not found"),
-    (409, "conflict"), (413, "too large"), (415, "unsupported media type"),
-    (429, "too many requests in flight (bounded queue): retry after Retry-After seconds"),
-    (500, "internal error"), (503, "unavailable (a replica restarting, a timeout): retry")]}
+ERROR_RESPONSES: dict = {
+    code: {"model": ErrorBody, "description": what}
+    for code, what in [
+        (400, "invalid request"),
+        (401, "missing or wrong API key"),
+        (403, "forbidden"),
+        (404, "not found"),
+        (409, "conflict"),
+        (413, "too large"),
+        (415, "unsupported media type"),
+        (429, "too many requests in flight (bounded queue): retry after Retry-After seconds"),
+        (500, "internal error"),
+        (503, "unavailable (a replica restarting, a timeout): retry"),
+    ]
+}
 
 
 KNOWN: list[tuple[type, int, str]] = [  # most specific first
-    (TooLarge, 413, "request_too_large"), (UploadError, 400, "invalid_upload"),
-    (PathNotAllowed, 403, "forbidden"), (NotFoundError, 404, "not_found"),
-    (ConflictError, 409, "conflict"), (RegistryError, 400, "invalid_expert"),
-    (RouterError, 400, "invalid_routing"), (ComposerError, 400, "invalid_request_error"),
-    (BenchmarkError, 400, "invalid_benchmark"), (Unavailable, 503, "unavailable"),
+    (TooLarge, 413, "request_too_large"),
+    (UploadError, 400, "invalid_upload"),
+    (PathNotAllowed, 403, "forbidden"),
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (RegistryError, 400, "invalid_expert"),
+    (RouterError, 400, "invalid_routing"),
+    (ComposerError, 400, "invalid_request_error"),
+    (BenchmarkError, 400, "invalid_benchmark"),
+    (Unavailable, 503, "unavailable"),
 ]
 
 
@@ -100,8 +117,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
         type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(body(type_, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            body(type_, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     async def _known(request: Request, exc: Exception):
         status, type_, message = error_status(exc)

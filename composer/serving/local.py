@@ -6,6 +6,7 @@ connections, and returns when it stops (Ctrl-C / SIGTERM: uvicorn finishes the r
 flight first). For one box and development; a cluster uses `ray_cluster.launch.serve`. The
 caller enforces the loopback-without-key rule (the CLI does, as for Ray).
 """
+
 from __future__ import annotations
 
 import threading
@@ -18,12 +19,21 @@ from composer.settings import Settings
 
 def serve_local(settings: Settings, host: str = "127.0.0.1", port: int = 8000, on_ready=None) -> None:
     import uvicorn
+
     if settings.threads:
         import torch
+
         torch.set_num_threads(settings.threads)
     backend = LocalBackend(settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(backend, settings, backend.registry), host=host, port=port,
-                                           log_level="warning", timeout_graceful_shutdown=30))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(backend, settings, backend.registry),
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=30,
+        )
+    )
 
     def announce() -> None:
         while not server.started and not server.should_exit:

@@ -8,6 +8,7 @@ experts each count; token-level plans count as expert "per-token", base as "(bas
 batching gauges from a backend's `stats()` and the admitted requests in flight (rejections
 are the 429s of `composer_requests`).
 """
+
 from __future__ import annotations
 
 from prometheus_client import (
@@ -30,17 +31,29 @@ class Metrics:
     def __init__(self):
         self.registry = r = CollectorRegistry()
         self.requests = Counter("composer_requests", "HTTP requests", ["endpoint", "status"], registry=r)
-        self.latency = Histogram("composer_request_seconds", "HTTP request latency", ["endpoint"],
-                                 buckets=BUCKETS, registry=r)
-        self.decisions = Counter("composer_routing_decisions", "routing decisions",
-                                 ["router", "expert"], registry=r)
+        self.latency = Histogram(
+            "composer_request_seconds", "HTTP request latency", ["endpoint"], buckets=BUCKETS, registry=r
+        )
+        self.decisions = Counter(
+            "composer_routing_decisions", "routing decisions", ["router", "expert"], registry=r
+        )
         self.tokens = Counter("composer_completion_tokens", "generated tokens", ["router"], registry=r)
-        self.adapters = Gauge("composer_adapters_resident", "LoRA adapters loaded in the host", ["base"], registry=r)
+        self.adapters = Gauge(
+            "composer_adapters_resident", "LoRA adapters loaded in the host", ["base"], registry=r
+        )
         self.models = Gauge("composer_models_resident", "whole-model experts resident", registry=r)
-        self.batching = Gauge("composer_host_batching", "host batches since start: batches, rows, max_rows, "
-                              "shared (batches mixing requests); one replica", ["base", "stat"], registry=r)
-        self.in_flight = Gauge("composer_requests_in_flight", "admitted model requests in flight (this ingress; "
-                               "429 beyond COMPOSER_MAX_QUEUE)", registry=r)
+        self.batching = Gauge(
+            "composer_host_batching",
+            "host batches since start: batches, rows, max_rows, "
+            "shared (batches mixing requests); one replica",
+            ["base", "stat"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "composer_requests_in_flight",
+            "admitted model requests in flight (this ingress; 429 beyond COMPOSER_MAX_QUEUE)",
+            registry=r,
+        )
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()

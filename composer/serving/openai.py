@@ -8,6 +8,7 @@ the `Completion`) into server-sent events in OpenAI's chunk format, ending with
 `cut(text, stops)` and `StopScanner` apply `stop` sequences (OpenAI: the stop string is
 not returned).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ def usage(completions) -> dict:
 
 def cut(text: str, stops: list[str]) -> tuple[str, bool]:
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return (text[:min(hits)], True) if hits else (text, False)
+    return (text[: min(hits)], True) if hits else (text, False)
 
 
 class StopScanner:
@@ -46,8 +47,8 @@ class StopScanner:
         if hit:
             self.buf = ""
             return text, True
-        emit = self.buf[:len(self.buf) - self.hold] if self.hold else self.buf
-        self.buf = self.buf[len(emit):]
+        emit = self.buf[: len(self.buf) - self.hold] if self.hold else self.buf
+        self.buf = self.buf[len(emit) :]
         return emit, False
 
     def flush(self) -> str:
@@ -62,10 +63,22 @@ def _ids(prefix: str) -> tuple[str, int]:
 def chat_response(model: str, c, stops: list[str]) -> dict:
     text, hit = cut(c.text, stops)
     rid, created = _ids("chatcmpl")
-    return {"id": rid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": None, "finish_reason": "stop" if hit else c.finish_reason}],
-            "usage": usage([c]), "routing": routing_view(c)}
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": "stop" if hit else c.finish_reason,
+            }
+        ],
+        "usage": usage([c]),
+        "routing": routing_view(c),
+    }
 
 
 def text_response(model: str, completions, stops: list[str]) -> dict:
@@ -73,18 +86,33 @@ def text_response(model: str, completions, stops: list[str]) -> dict:
     choices = []
     for i, c in enumerate(completions):
         text, hit = cut(c.text, stops)
-        choices.append({"index": i, "text": text, "logprobs": None,
-                        "finish_reason": "stop" if hit else c.finish_reason, "routing": routing_view(c)})
-    return {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": choices,
-            "usage": usage(completions), "routing": choices[0]["routing"]}
+        choices.append(
+            {
+                "index": i,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": "stop" if hit else c.finish_reason,
+                "routing": routing_view(c),
+            }
+        )
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": usage(completions),
+        "routing": choices[0]["routing"],
+    }
 
 
 def _event(obj) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
-async def _sse(stream: AsyncIterator, stops: list[str], chunk, first: dict | None,
-               include_usage: bool, routing: dict) -> AsyncIterator[str]:
+async def _sse(
+    stream: AsyncIterator, stops: list[str], chunk, first: dict | None, include_usage: bool, routing: dict
+) -> AsyncIterator[str]:
     """Shared SSE loop; `chunk(delta_text | None, finish_reason | None, **extra)` makes one event body."""
     scanner, final, finish = StopScanner(stops), None, None
     if first is not None:
@@ -121,14 +149,21 @@ async def _sse(stream: AsyncIterator, stops: list[str], chunk, first: dict | Non
     yield "data: [DONE]\n\n"
 
 
-def sse_chat(model: str, stream: AsyncIterator, plan, stops: list[str], include_usage: bool) -> AsyncIterator[str]:
+def sse_chat(
+    model: str, stream: AsyncIterator, plan, stops: list[str], include_usage: bool
+) -> AsyncIterator[str]:
     rid, created = _ids("chatcmpl")
     routing = plan.model_dump(exclude_none=True)
 
     def chunk(text, finish):
         delta = {} if text is None else {"content": text}
-        return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
 
     first = chunk(None, None)
     first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
@@ -136,12 +171,19 @@ def sse_chat(model: str, stream: AsyncIterator, plan, stops: list[str], include_
     return _sse(stream, stops, chunk, first, include_usage, routing)
 
 
-def sse_text(model: str, stream: AsyncIterator, plan, stops: list[str], include_usage: bool) -> AsyncIterator[str]:
+def sse_text(
+    model: str, stream: AsyncIterator, plan, stops: list[str], include_usage: bool
+) -> AsyncIterator[str]:
     rid, created = _ids("cmpl")
     routing = plan.model_dump(exclude_none=True)
 
     def chunk(text, finish):
-        return {"id": rid, "object": "text_completion", "created": created, "model": model,
-                "choices": [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]}
+        return {
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}],
+        }
 
     return _sse(stream, stops, chunk, None, include_usage, routing)

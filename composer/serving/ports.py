@@ -7,6 +7,7 @@ outbound connection (Ray starts dozens) may be given it: "Failed to bind to addr
 the ephemeral range only an explicit bind can take it. Ray's worker ports (10002-19999) lie
 below 20000. Where the ephemeral range leaves no room, it falls back to bind(0).
 """
+
 from __future__ import annotations
 
 import random

@@ -11,6 +11,7 @@ which must resolve (symlinks followed) inside one of `settings.allowed_roots`
 name the upload as `<upload>`, never the server's paths.
 `public_record(rec, examples=False)` is a record as the API shows it: no server paths.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,10 @@ def upload_dir(home: str | Path) -> tempfile.TemporaryDirectory:
 
 def confined(path: str, roots: tuple[str, ...]) -> Path:
     if not roots:
-        raise PathNotAllowed("server-side path registration is disabled: set COMPOSER_ALLOWED_ROOTS "
-                             "on the server, or upload an archive")
+        raise PathNotAllowed(
+            "server-side path registration is disabled: set COMPOSER_ALLOWED_ROOTS "
+            "on the server, or upload an archive"
+        )
     p = Path(path).expanduser()
     resolved = p.resolve()
     if not any(resolved.is_relative_to(Path(r).expanduser().resolve()) for r in roots):
@@ -62,14 +65,21 @@ def confined(path: str, roots: tuple[str, ...]) -> Path:
     return resolved
 
 
-def register_expert(composer, request: RegisterRequest, settings: Settings,
-                    archive: bytes | None = None) -> ExpertRecord:
+def register_expert(
+    composer, request: RegisterRequest, settings: Settings, archive: bytes | None = None
+) -> ExpertRecord:
     if (archive is None) == (request.path is None):
-        raise UploadError("give either an archive upload or a server-side path, not both" if archive is not None
-                          else "give an archive upload (multipart field 'archive') or a server-side 'path'")
+        raise UploadError(
+            "give either an archive upload or a server-side path, not both"
+            if archive is not None
+            else "give an archive upload (multipart field 'archive') or a server-side 'path'"
+        )
     with upload_dir(composer.registry.home) as tmp:
-        src = unpack(archive, tmp, settings.max_upload_bytes) if archive is not None \
+        src = (
+            unpack(archive, tmp, settings.max_upload_bytes)
+            if archive is not None
             else confined(request.path, settings.allowed_roots)
+        )
         try:
             return composer.register(src, request.name, **request.registry_kwargs())
         except (RegistryError, ValueError) as e:

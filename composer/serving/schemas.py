@@ -9,6 +9,7 @@ other keys are that router's config (validated by the router). Temperature defau
 `path`, or the `metadata` field of a multipart upload); `EvaluationRequest` starts a batch
 evaluation.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -22,6 +23,7 @@ class Strict(BaseModel):
 
 class RoutingOptions(BaseModel):
     """`router` picks the router; every other key goes to its config."""
+
     model_config = ConfigDict(extra="allow")
     router: str | None = None
 
@@ -131,6 +133,7 @@ class RouteRequest(Strict):
 class EvaluationRequest(Strict):
     """POST /v1/evaluations: a benchmark ("demo" or inline `examples` in the JSONL row format)
     and the routers to compare ("all" or a list of specs, as `composer eval --routers`)."""
+
     benchmark: Literal["demo"] | None = None
     examples: list[dict] | None = Field(None, min_length=1)
     routers: str | list[str] = "all"
@@ -167,8 +170,14 @@ class RegisterRequest(Strict):
 
     def registry_kwargs(self) -> dict:
         examples = [e if isinstance(e, str) else e.model_dump(exclude_none=True) for e in self.examples]
-        kw = {"kind": self.kind, "description": self.description, "tags": self.tags, "domains": self.domains,
-              "examples": examples, "new_version": self.new_version}
+        kw = {
+            "kind": self.kind,
+            "description": self.description,
+            "tags": self.tags,
+            "domains": self.domains,
+            "examples": examples,
+            "new_version": self.new_version,
+        }
         if self.fit_options:
             kw["fit_options"] = self.fit_options
         return kw

@@ -1,4 +1,5 @@
 """arrow (Ostapenko et al. 2024): training-free per-token routing by LoRA prototypes."""
+
 from routers.arrow.config import ArrowConfig
 from routers.arrow.fit import PROTOTYPES, fit_prototypes, prototype
 from routers.arrow.router import ARROW, ArrowRouter

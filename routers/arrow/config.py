@@ -1,4 +1,5 @@
 """Config of the Arrow router (defaults as PEFT's ArrowConfig: top_k=3, temperature 1)."""
+
 from pydantic import Field
 
 from routers.token import TokenConfig

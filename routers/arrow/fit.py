@@ -8,6 +8,7 @@ fixed (largest-magnitude entry positive); routing uses |x·p|, so it never matte
 `fit_prototypes(lora)` -> {module: p}. `PROTOTYPES` is the per-expert artifact (fitter
 "arrow", arrow/prototypes.safetensors; training-free: needs only the adapter).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,7 +35,11 @@ def fit_prototypes(lora) -> dict[str, torch.Tensor]:
 
 def _fit(ctx, record, path: Path) -> tuple[bytes, dict]:
     protos = fit_prototypes(read_lora(path))
-    return vectors_to_bytes(protos), {"format": "safetensors", "method": "qr+svd (exact)", "modules": len(protos)}
+    return vectors_to_bytes(protos), {
+        "format": "safetensors",
+        "method": "qr+svd (exact)",
+        "modules": len(protos),
+    }
 
 
 PROTOTYPES = Artifact("arrow", "arrow", "prototypes.safetensors", _fit)

@@ -4,6 +4,7 @@ Training-free: prototypes are the top right singular vectors of each expert's Δ
 registration, `arrow/prototypes.safetensors`); softmax(kept scores / temperature). Agrees
 with PEFT's `create_arrow_model` on the same adapters and settings (tests/test_token_routers).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

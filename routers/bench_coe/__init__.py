@@ -1,4 +1,5 @@
 """bench_coe (Bench-CoE): routers trained from benchmark results, at query or subject level."""
+
 from routers.base import register_method
 from routers.bench_coe.config import BenchCoEConfig
 from routers.bench_coe.fit import fit_bench_coe

@@ -5,6 +5,7 @@ Needs fitted: `bench_coe/query.safetensors` or `bench_coe/subject.safetensors` o
 base model (`composer fit bench_coe`). Below `threshold` (predicted score, or subject
 confidence) it falls back and says why; experts removed since fitting are skipped.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,15 +37,29 @@ class BenchCoERouter(Router):
         pred = knn.predict(knn.from_bytes(data), self.ctx.encoder.encode(prompts), c.k, c.temperature)
         plans = []
         for p in pred:
-            ranked = sorted(((e, float(s)) for e, s in zip(experts, p) if e in live and not np.isnan(s)), key=lambda es: -es[1])
+            ranked = sorted(
+                ((e, float(s)) for e, s in zip(experts, p) if e in live and not np.isnan(s)),
+                key=lambda es: -es[1],
+            )
             scores = dict(ranked[:5])
             if not ranked:
                 plans.append(self.fallback("none of the experts bench_coe was fitted on is registered"))
             elif ranked[0][1] < self.config.threshold:
-                plans.append(self.fallback(f"best predicted score {ranked[0][1]:.2f} ({ranked[0][0]}) < "
-                                           f"threshold {self.config.threshold:.2f}", scores))
+                plans.append(
+                    self.fallback(
+                        f"best predicted score {ranked[0][1]:.2f} ({ranked[0][0]}) < "
+                        f"threshold {self.config.threshold:.2f}",
+                        scores,
+                    )
+                )
             else:
                 e, s = ranked[0]
-                plans.append(self.plan("select", [e], scores=scores,
-                                       explanation=f"predicted score {s:.2f} for {e} is the highest"))
+                plans.append(
+                    self.plan(
+                        "select",
+                        [e],
+                        scores=scores,
+                        explanation=f"predicted score {s:.2f} for {e} is the highest",
+                    )
+                )
         return plans

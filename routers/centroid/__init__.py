@@ -1,4 +1,5 @@
 """centroid: the expert whose mean example embedding is closest to the query."""
+
 from routers.base import register_method
 from routers.centroid.config import CentroidConfig
 from routers.centroid.router import CentroidRouter

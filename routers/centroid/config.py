@@ -1,4 +1,5 @@
 """Config of the centroid router."""
+
 from routers.semantic import AbstainConfig
 
 

@@ -2,6 +2,7 @@
 
 Needs fitted: the per-expert `embeddings` artifact (made at registration).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

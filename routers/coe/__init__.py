@@ -1,4 +1,5 @@
 """coe (Composition of Experts): category classifier on prompt embeddings, then category -> expert."""
+
 from routers.base import register_method
 from routers.coe.config import CoEConfig
 from routers.coe.fit import derive_map, fit_coe

@@ -13,6 +13,7 @@ Contract:
 - `fit_classifier(...)` is the shared step, reused by Bench-CoE's subject level.
 Returns a summary dict (categories, map, rows, source).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -59,14 +60,17 @@ def _domain_map(ctx, categories: list[str]) -> dict[str, str]:
     return out
 
 
-def fit_classifier(ctx, rows: Sequence[dict], expert_map: dict[str, str], router: str, key: str,
-                   source: str) -> dict:
+def fit_classifier(
+    ctx, rows: Sequence[dict], expert_map: dict[str, str], router: str, key: str, source: str
+) -> dict:
     if not rows:
         raise RouterError(f"{router}: no labelled prompts to fit on")
     try:
         prompts, labels = [str(r["prompt"]) for r in rows], [str(r["category"]) for r in rows]
     except KeyError as e:
-        raise RouterError(f"{router}: every training row needs 'prompt' and 'category' (missing {e.args[0]!r})") from None
+        raise RouterError(
+            f"{router}: every training row needs 'prompt' and 'category' (missing {e.args[0]!r})"
+        ) from None
     categories = sorted(set(labels))
     unmapped = [c for c in categories if c not in expert_map]
     if unmapped:
@@ -77,15 +81,25 @@ def fit_classifier(ctx, rows: Sequence[dict], expert_map: dict[str, str], router
         raise RouterError(f"{router}: map points to unregistered expert(s) {', '.join(dead)}")
     X = ctx.encoder.encode(prompts)
     Y = np.eye(len(categories), dtype=np.float32)[[categories.index(c) for c in labels]]
-    meta = {"format": "safetensors", "categories": categories,
-            "map": {c: expert_map[c] for c in categories}, "encoder": ctx.encoder.name,
-            "rows": len(rows), "source": source}
+    meta = {
+        "format": "safetensors",
+        "categories": categories,
+        "map": {c: expert_map[c] for c in categories},
+        "encoder": ctx.encoder.name,
+        "rows": len(rows),
+        "source": source,
+    }
     ctx.save_artifact(router, key, knn.to_bytes(X, Y), meta)
     return {k: meta[k] for k in ("categories", "map", "rows", "source")}
 
 
-def fit_coe(ctx, rows: Sequence[dict] | None = None, expert_map: dict[str, str] | None = None,
-            results: Sequence[dict] | None = None, by: str = "expert") -> dict:
+def fit_coe(
+    ctx,
+    rows: Sequence[dict] | None = None,
+    expert_map: dict[str, str] | None = None,
+    results: Sequence[dict] | None = None,
+    by: str = "expert",
+) -> dict:
     if by not in ("expert", "domain"):
         raise RouterError(f"coe: by must be 'expert' or 'domain', not {by!r}")
     source = "labelled rows" if rows is not None else f"registered examples by {by}"

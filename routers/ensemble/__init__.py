@@ -1,4 +1,5 @@
 """ensemble: run the top-k experts separately and keep the most confident answer."""
+
 from routers.base import register_method
 from routers.embeddings import EMBEDDINGS
 from routers.ensemble.config import EnsembleConfig

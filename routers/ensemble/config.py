@@ -1,4 +1,5 @@
 """Config of the output-ensemble router."""
+
 from pydantic import Field
 
 from routers.semantic import AbstainConfig, Scorer

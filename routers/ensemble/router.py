@@ -3,6 +3,7 @@ of one heterogeneous batch); the executor keeps the answer with the highest mean
 log-likelihood under its own expert. The plan lists the candidates; the executor reports
 which one won. Needs fitted: the per-expert `embeddings` artifact.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """glider (Li et al. 2024): PHATGOOSE's local gates biased per request by a global task match."""
+
 from routers.base import register_method
 from routers.glider.config import GliderConfig
 from routers.glider.fit import TASK_EMBEDDING, task_embedding
@@ -8,4 +9,11 @@ from routers.phatgoose import GATES
 
 register_method("glider", GliderRouter, GliderConfig, artifacts=[GATES, TASK_EMBEDDING])
 
-__all__ = ["TASK_EMBEDDING", "EndpointWriter", "GliderRouter", "ModelWriter", "task_embedding", "writer_from_spec"]
+__all__ = [
+    "TASK_EMBEDDING",
+    "EndpointWriter",
+    "GliderRouter",
+    "ModelWriter",
+    "task_embedding",
+    "writer_from_spec",
+]

@@ -8,6 +8,7 @@ description and examples stand in: normalise(e(description) + mean(e(example pro
 `load_task_embedding(ctx, record)` reads it (cached per version; None when the expert has
 none). The local part reuses PHATGOOSE's gates.
 """
+
 from __future__ import annotations
 
 import io
@@ -50,4 +51,5 @@ def load_task_embedding(ctx, record) -> np.ndarray | None:
     def read():
         data = load(ctx, record, TASK_EMBEDDING)
         return None if data is None else np.load(io.BytesIO(data), allow_pickle=False)
+
     return ctx.memo(("glider", record.name, record.version), read)

@@ -7,6 +7,7 @@ alpha follows the global ranking. Needs fitted: phatgoose gates and glider task 
 (both made at registration); an expert without a task embedding gets no global term (the
 plan says how many; `composer fit glider` backfills them).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,8 +30,11 @@ class GliderRouter(Router):
         by_name = {r.name: r for r in ctx.experts}
         tasks = {n: load_task_embedding(ctx, by_name[n]) for n in names}
         names = [n for n in names if tasks[n] is not None]
-        unfitted = f"; {len(tasks) - len(names)} without a task embedding get no global term" \
-            if len(names) < len(tasks) else ""
+        unfitted = (
+            f"; {len(tasks) - len(names)} without a task embedding get no global term"
+            if len(names) < len(tasks)
+            else ""
+        )
         if not names:
             return [token_plan(self, "phatgoose", note=unfitted) for _ in batch]
         texts = [q.prompt for q in batch]
@@ -41,7 +45,13 @@ class GliderRouter(Router):
         for s in sims:
             scores = {n: round(float(c), 4) for n, c in zip(names, s)}
             best = max(scores, key=scores.get)
-            plans.append(token_plan(self, "phatgoose", bias={n: cfg.alpha * float(c) for n, c in zip(names, s)},
-                                    scores=scores, note=f" + {cfg.alpha:g} x global cosine (best: {best} "
-                                    f"{scores[best]:.3f}){unfitted}"))
+            plans.append(
+                token_plan(
+                    self,
+                    "phatgoose",
+                    bias={n: cfg.alpha * float(c) for n, c in zip(names, s)},
+                    scores=scores,
+                    note=f" + {cfg.alpha:g} x global cosine (best: {best} {scores[best]:.3f}){unfitted}",
+                )
+            )
         return plans

@@ -12,6 +12,7 @@ Contract: a writer has a `name` and `write(prompts) -> str`.
   (COMPOSER_INSTRUCTION_WRITER, COMPOSER_INSTRUCTION_WRITER_KEY).
 `PROMPT` asks for the instruction as in the GLIDER paper (the task, not the answers).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ from collections.abc import Sequence
 
 from routers.base import RouterError
 
-PROMPT = ("Here are some inputs of one task:\n{examples}\n"
-          "Write one sentence, an instruction that says what the task asks for. Instruction:")
+PROMPT = (
+    "Here are some inputs of one task:\n{examples}\n"
+    "Write one sentence, an instruction that says what the task asks for. Instruction:"
+)
 
 
 def render(prompts: Sequence[str]) -> str:
@@ -34,8 +37,14 @@ class EndpointWriter:
         self.name = f"{self.url}#{model}"
 
     def write(self, prompts: Sequence[str]) -> str:
-        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": render(prompts)}],
-                           "max_tokens": 64, "temperature": 0}).encode()
+        body = json.dumps(
+            {
+                "model": self.model,
+                "messages": [{"role": "user", "content": render(prompts)}],
+                "max_tokens": 64,
+                "temperature": 0,
+            }
+        ).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -64,7 +73,9 @@ def writer_from_spec(spec: str | None, registry=None, api_key: str | None = None
         url, _, model = spec.partition("#")
         return EndpointWriter(url, model or "default", api_key)
     if registry is None or load is None:
-        raise RouterError(f"instruction writer {spec!r} names a model but no registry and model loader were given")
+        raise RouterError(
+            f"instruction writer {spec!r} names a model but no registry and model loader were given"
+        )
     rec = registry.get(spec)
     if rec.kind not in ("base", "model"):
         raise RouterError(f"instruction writer {spec!r} is a {rec.kind} expert; give a base or whole model")

@@ -1,4 +1,5 @@
 """Config of the LoraRetriever router."""
+
 from typing import Literal
 
 from pydantic import Field
@@ -8,5 +9,9 @@ from routers.semantic import AbstainConfig, Scorer
 
 class LoraRetrieverConfig(AbstainConfig):
     top_k: int = Field(3, ge=1, le=64, description="experts retrieved per query")
-    combine: Literal["merge", "ensemble"] = Field("merge", description="mix LoRA deltas, or run each and pick")
-    scorer: Scorer = Field("centroid", description="'centroid' (LoraRetriever's mean of sample embeddings) or 'max'")
+    combine: Literal["merge", "ensemble"] = Field(
+        "merge", description="mix LoRA deltas, or run each and pick"
+    )
+    scorer: Scorer = Field(
+        "centroid", description="'centroid' (LoraRetriever's mean of sample embeddings) or 'max'"
+    )

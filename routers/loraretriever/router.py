@@ -5,6 +5,7 @@ and retrieves the top-k for the query; here that is the `centroid` scorer over t
 registered examples (MiniLM instead of the paper's instruction-tuned retriever).
 Needs fitted: the per-expert `embeddings` artifact.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

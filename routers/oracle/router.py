@@ -2,6 +2,7 @@
 to the expert named like the task. Tasks with no known best expert (e.g. compositions)
 fall back, and the plan says so. Needs nothing fitted.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,7 +21,9 @@ class OracleRouter(Router):
                 raise RouterError("oracle is for evaluation: every query needs its 'task'")
             expert = self.config.mapping.get(q.task, q.task)
             if expert in live:
-                plans.append(self.plan("select", [expert], explanation=f"oracle: task {q.task!r} -> {expert}"))
+                plans.append(
+                    self.plan("select", [expert], explanation=f"oracle: task {q.task!r} -> {expert}")
+                )
             else:
                 plans.append(self.fallback(f"oracle: no registered expert for task {q.task!r}"))
         return plans

@@ -1,4 +1,5 @@
 """phatgoose (Muqeeth et al. 2024): per-token, per-module gates fitted post-hoc per expert."""
+
 from routers.base import register_method
 from routers.phatgoose.config import PhatgooseConfig
 from routers.phatgoose.fit import GATES, fit_gates

@@ -1,4 +1,5 @@
 """Configs of PHATGOOSE: routing (per request) and gate fitting (per registration)."""
+
 from pydantic import Field
 
 from routers.base import RouterConfig

@@ -8,6 +8,7 @@ and returns ({module: v}, stats). Hooks are removed afterwards: no parameter or 
 the model or the adapter changes. `GATES` is the per-expert artifact (fitter "phatgoose",
 phatgoose/gates.safetensors), fitted on the context's frozen fitting host.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,10 +48,15 @@ def _batch(rows, pad: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
-def fit_gates(host, lora, examples: Sequence[dict], config: GateFitConfig | None = None,
-              progress=lambda steps, **_: steps) -> tuple[dict[str, torch.Tensor], dict]:
+def fit_gates(
+    host,
+    lora,
+    examples: Sequence[dict],
+    config: GateFitConfig | None = None,
+    progress=lambda steps, **_: steps,
+) -> tuple[dict[str, torch.Tensor], dict]:
     cfg = config or GateFitConfig()
-    rows = _rows(host, examples[:cfg.max_examples])
+    rows = _rows(host, examples[: cfg.max_examples])
     if not rows:
         raise RouterError("PHATGOOSE gates need at least one example of the expert")
     model = host.model
@@ -62,6 +68,7 @@ def fit_gates(host, lora, examples: Sequence[dict], config: GateFitConfig | None
         def hook(mod, inp, out, v=v, A=A32, B=B32):
             x = inp[0]
             return out + torch.sigmoid(x @ v).unsqueeze(-1) * (lora.scale * (x @ A.T) @ B.T)
+
         gates[module] = v
         hooks.append(model.get_submodule(module).register_forward_hook(hook))
     opt = torch.optim.AdamW(list(gates.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -77,8 +84,14 @@ def fit_gates(host, lora, examples: Sequence[dict], config: GateFitConfig | None
     finally:
         for h in hooks:
             h.remove()
-    stats = {"steps": cfg.steps, "lr": cfg.lr, "batch_size": cfg.batch_size, "examples": len(rows),
-             "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4)}
+    stats = {
+        "steps": cfg.steps,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "examples": len(rows),
+        "loss_first": round(losses[0], 4),
+        "loss_last": round(losses[-1], 4),
+    }
     return {m: v.detach().clone() for m, v in gates.items()}, stats
 
 
@@ -86,13 +99,19 @@ def _fit(ctx, record, path: Path, **options) -> tuple[bytes, dict]:
     try:
         cfg = GateFitConfig(**options)
     except ValidationError as e:
-        raise RouterError(f"bad PHATGOOSE fit options: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+        raise RouterError(
+            f"bad PHATGOOSE fit options: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}"
+        ) from None
     examples = [ex for ex in record.examples if ex.get("prompt")]
     if not examples:
         examples = [{"prompt": record.description or record.name, "completion": None}]
     with ctx.fit_lock:
         gates, stats = fit_gates(ctx.fitting_host(), read_lora(path), examples, cfg, progress=ctx.progress)
-    return vectors_to_bytes(gates), {"format": "safetensors", **stats, "config": json.loads(cfg.model_dump_json())}
+    return vectors_to_bytes(gates), {
+        "format": "safetensors",
+        **stats,
+        "config": json.loads(cfg.model_dump_json()),
+    }
 
 
 GATES = Artifact("phatgoose", "phatgoose", "gates.safetensors", _fit)

@@ -4,6 +4,7 @@ score_e = LN(x) · LN(v_e) / sqrt(d_in) (LN without affine), top-k (default 2), 
 the kept scores — computed inside the host (`composer.host.gates`) at every decoding step.
 Needs fitted: the per-expert `phatgoose/gates.safetensors` artifact (made at registration).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ def layer_norm(t: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(t, t.shape[-1:])
 
 
-PHATGOOSE = GateKind("phatgoose", GATES, prepare=layer_norm,
-                     score=lambda x, V: layer_norm(x) @ V.T / math.sqrt(x.shape[-1]))
+PHATGOOSE = GateKind(
+    "phatgoose", GATES, prepare=layer_norm, score=lambda x, V: layer_norm(x) @ V.T / math.sqrt(x.shape[-1])
+)
 
 
 class PhatgooseRouter(Router):

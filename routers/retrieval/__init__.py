@@ -1,4 +1,5 @@
 """retrieval (Jang et al. 2023): the expert whose examples hold the query's nearest neighbour."""
+
 from routers.base import register_method
 from routers.embeddings import EMBEDDINGS
 from routers.retrieval.config import RetrievalConfig

@@ -1,4 +1,5 @@
 """Config of the retrieval router."""
+
 from pydantic import Field
 
 from routers.semantic import AbstainConfig

@@ -3,6 +3,7 @@
 Needs fitted: the per-expert `embeddings` artifact (made at registration). Abstains below
 `threshold` to `fallback` or the base model.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,6 +1,7 @@
 """The demo ocean, checked from the outside: what `build-demo --fast` leaves behind must
 load with transformers and PEFT, make each expert better than the base at its own skill,
 and be registered with everything routers will need."""
+
 from __future__ import annotations
 
 import json
@@ -47,14 +48,18 @@ def test_benchmark_is_deterministic_and_well_formed():
     assert {r["phrasing"] for r in rows} == {"seen", "held-back", "composition"}
     for r in rows:
         assert {"id", "prompt", "answer", "task", "split", "category"} <= set(r)
-        held_back = any(r["prompt"].startswith(t.split("{x}")[0]) for s in S.SKILLS.values() for t in s.held_back)
+        held_back = any(
+            r["prompt"].startswith(t.split("{x}")[0]) for s in S.SKILLS.values() for t in s.held_back
+        )
         assert held_back == (r["phrasing"] == "held-back"), r
     assert len({r["id"] for r in rows}) == len(rows)
 
 
 def test_tokenizer_is_deterministic():
-    texts = [f"{e.prompt}\n {e.answer}" for e in
-             (S.make_example(s, random.Random(3)) for s in S.SKILLS.values() for _ in range(20))]
+    texts = [
+        f"{e.prompt}\n {e.answer}"
+        for e in (S.make_example(s, random.Random(3)) for s in S.SKILLS.values() for _ in range(20))
+    ]
     a, b = T.train_tokenizer(texts, 300), T.train_tokenizer(texts, 300)
     assert a.get_vocab() == b.get_vocab()
 
@@ -92,7 +97,9 @@ def test_models_load_and_experts_beat_base(demo_ocean):
     general = [S.make_example(s, rng) for s in S.BASE_SKILLS.values() for _ in range(10)]
     assert T.token_accuracy(base, tok, general) >= 0.75, "the base learned its general skills"
     evals = {name: [S.make_example(skill, rng) for _ in range(40)] for name, skill in S.SKILLS.items()}
-    base_scores = {n: (T.token_accuracy(base, tok, ex), T.exact_match(base, tok, ex)) for n, ex in evals.items()}
+    base_scores = {
+        n: (T.token_accuracy(base, tok, ex), T.exact_match(base, tok, ex)) for n, ex in evals.items()
+    }
     model = None  # PeftModel injects LoRA layers into `base` in place: base scores come first
     for name, ex in evals.items():
         if model is None:
@@ -103,5 +110,7 @@ def test_models_load_and_experts_beat_base(demo_ocean):
         expert_tok = T.token_accuracy(model, tok, ex)
         with model.disable_adapter():
             assert T.token_accuracy(model, tok, ex) == pytest.approx(base_scores[name][0])
-        assert expert_tok > base_scores[name][0] + 0.05, f"{name}: expert {expert_tok:.2f} vs base {base_scores[name]}"
+        assert expert_tok > base_scores[name][0] + 0.05, (
+            f"{name}: expert {expert_tok:.2f} vs base {base_scores[name]}"
+        )
         assert T.exact_match(model, tok, ex) >= base_scores[name][1]

@@ -1,5 +1,6 @@
 """Batch evaluation in-process on the fast demo ocean: exact accuracies, the output cache,
 multiple choice, malformed benchmarks, the report files, and fitting CoE/Bench-CoE from it."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,26 @@ from composer.cli import main
 from composer.eval import BenchmarkError, evaluate, load_benchmark, summarise, write_report
 from composer.eval.cache import OutputCache
 
-HELD_IN = ["Write these letters backwards: c a t", "Put the letters in reverse order: d o g",
-           "Write these letters backwards: a b c d", "Reverse the letters: q r s", "Reverse the letters: e f g h"]
-HELD_OUT = ["Flip the order of the letters: x y z", "Flip the order of the letters: m n o p",
-            "Put the letters in reverse order: k l", "Flip the order of the letters: u v w", "Mirror the order: i j"]
+HELD_IN = [
+    "Write these letters backwards: c a t",
+    "Put the letters in reverse order: d o g",
+    "Write these letters backwards: a b c d",
+    "Reverse the letters: q r s",
+    "Reverse the letters: e f g h",
+]
+HELD_OUT = [
+    "Flip the order of the letters: x y z",
+    "Flip the order of the letters: m n o p",
+    "Put the letters in reverse order: k l",
+    "Flip the order of the letters: u v w",
+    "Mirror the order: i j",
+]
 
 
 @pytest.fixture(scope="module")
 def composer(demo_ocean):
     from composer import Composer
+
     return Composer(demo_ocean.registry)
 
 
@@ -38,8 +50,15 @@ def known(composer):
         assert len(differ) >= 3, (expert, base)  # the expert changes what the base says
         for i in differ[:3]:
             answer = expert[i] if i in differ[:2] else "no such answer"
-            rows.append({"id": f"k{len(rows)}", "prompt": prompts[i], "answer": answer, "task": "reverse",
-                         "split": split})
+            rows.append(
+                {
+                    "id": f"k{len(rows)}",
+                    "prompt": prompts[i],
+                    "answer": answer,
+                    "task": "reverse",
+                    "split": split,
+                }
+            )
     return rows
 
 
@@ -64,13 +83,23 @@ def test_known_answers_give_exact_accuracies_and_the_cache_serves_a_rerun(compos
     finally:
         del composer.execute
     assert calls == [] and again.generated == 0 and again.cached == 18
-    assert [(r["prediction"], r["correct"]) for r in again.records] == [(r["prediction"], r["correct"])
-                                                                         for r in run.records]
+    assert [(r["prediction"], r["correct"]) for r in again.records] == [
+        (r["prediction"], r["correct"]) for r in run.records
+    ]
 
 
 def test_multiple_choice_picks_the_most_likely_choice(composer, known):
-    rows = [{"id": r["id"], "prompt": r["prompt"], "choices": ["t a c", "c a t", "a c t"], "label": 0,
-             "task": "reverse", "split": r["split"]} for r in known[:2]]
+    rows = [
+        {
+            "id": r["id"],
+            "prompt": r["prompt"],
+            "choices": ["t a c", "c a t", "a c t"],
+            "label": 0,
+            "task": "reverse",
+            "split": r["split"],
+        }
+        for r in known[:2]
+    ]
     run = evaluate(composer, load_benchmark(rows), "expert:reverse,base")
     for rec in run.records:
         row = next(r for r in rows if r["id"] == rec["id"])
@@ -80,20 +109,30 @@ def test_multiple_choice_picks_the_most_likely_choice(composer, known):
         assert rec["correct"] == (ll[0] == max(ll))
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("{not json", "not valid JSON"), ('{"id": "a", "prompt": "p", "task": "t", "split": "held-in"}', "either 'answer'"),
-    ('{"id": "a", "prompt": "p", "answer": "x", "task": "t", "split": "train"}', "split must be"),
-    ('{"id": "a", "prompt": "p", "choices": ["x", "y"], "label": 2, "task": "t", "split": "held-in"}', "'label'"),
-    ('{"id": "a", "prompt": "", "answer": "x", "task": "t", "split": "held-in"}', "'prompt'"),
-    ('{"id": "k0", "prompt": "p", "answer": "x", "task": "t", "split": "held-in"}', "duplicate id"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"id": "a", "prompt": "p", "task": "t", "split": "held-in"}', "either 'answer'"),
+        ('{"id": "a", "prompt": "p", "answer": "x", "task": "t", "split": "train"}', "split must be"),
+        (
+            '{"id": "a", "prompt": "p", "choices": ["x", "y"], "label": 2, "task": "t", "split": "held-in"}',
+            "'label'",
+        ),
+        ('{"id": "a", "prompt": "", "answer": "x", "task": "t", "split": "held-in"}', "'prompt'"),
+        ('{"id": "k0", "prompt": "p", "answer": "x", "task": "t", "split": "held-in"}', "duplicate id"),
+    ],
+)
 def test_malformed_lines_are_named(tmp_path, line, message, capsys, demo_ocean):
     good = json.dumps({"id": "k0", "prompt": "p", "answer": "x", "task": "t", "split": "held-in"})
     path = tmp_path / "bench.jsonl"
     path.write_text(f"{good}\n\n{line}" + "\n")
     with pytest.raises(BenchmarkError, match=f"bench.jsonl:3: .*{message}"):
         load_benchmark(path)
-    assert main(["--home", str(demo_ocean.home), "eval", "--benchmark", str(path), "--out", str(tmp_path / "o")]) == 1
+    assert (
+        main(["--home", str(demo_ocean.home), "eval", "--benchmark", str(path), "--out", str(tmp_path / "o")])
+        == 1
+    )
     assert "bench.jsonl:3: " in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
@@ -107,8 +146,17 @@ def test_cli_report_and_fitting_coe_and_bench_coe_from_it(demo_ocean, tmp_path, 
     home = tmp_path / "home"
     copy_home(demo_ocean, home, demo=True)  # fitting writes the base model's router artifacts
     out = tmp_path / "eval"
-    argv = ["--home", str(home), "eval", "--routers", "base,oracle,experts,retrieval,phatgoose", "--limit", "4",
-            "--out", str(out)]
+    argv = [
+        "--home",
+        str(home),
+        "eval",
+        "--routers",
+        "base,oracle,experts,retrieval,phatgoose",
+        "--limit",
+        "4",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert "8 examples" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
@@ -131,19 +179,23 @@ def test_cli_report_and_fitting_coe_and_bench_coe_from_it(demo_ocean, tmp_path, 
 def test_write_report_round_trips_the_summary(composer, known, tmp_path):
     run = evaluate(composer, load_benchmark(known), "base,expert:reverse")
     rows = write_report(run, tmp_path / "r")
-    assert json.loads((tmp_path / "r" / "results.json").read_text())["summary"] == json.loads(json.dumps(rows))
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["summary"] == json.loads(
+        json.dumps(rows)
+    )
 
 
 @pytest.mark.slow
 def test_ray_shards_give_the_in_process_results(composer, known, monkeypatch, tmp_path):
     from composer.settings import Settings
     from ray_cluster.eval import evaluate_on_ray
+
     monkeypatch.setenv("RAY_TMPDIR", f"/tmp/rte{tmp_path.name[-6:]}")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     examples = load_benchmark(known)
     local = evaluate(composer, examples, "base,expert:reverse,phatgoose", usage=False)
-    spread = evaluate_on_ray(Settings(home=str(composer.registry.home)), composer.base, examples, local.specs, {},
-                             None, workers=2)
-    key = (lambda r: (r["id"], r["router"], r["prediction"], r["correct"]))
+    spread = evaluate_on_ray(
+        Settings(home=str(composer.registry.home)), composer.base, examples, local.specs, {}, None, workers=2
+    )
+    key = lambda r: (r["id"], r["router"], r["prediction"], r["correct"])
     assert [key(r) for r in spread.records] == [key(r) for r in local.records]
     assert spread.generated == local.generated and set(spread.usage) == {"phatgoose"}

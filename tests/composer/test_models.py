@@ -1,4 +1,5 @@
 """Whole-model experts: the LRU pool loads on demand and keeps at most N resident."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 def test_pool_is_lru_bounded_and_follows_versions(demo_ocean, tmp_path):
     from composer.models import ModelPool
     from registry import Registry
+
     reg = Registry(home=tmp_path / "home")
     base = demo_ocean.out / "base"
     for name in ("m1", "m2", "m3"):

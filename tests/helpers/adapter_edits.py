@@ -7,6 +7,7 @@ text_or_bytes)`, `config(**changes)` (adapter_config.json), `weights(fn, name)`,
 `pickle_only(weights, pickle_name)` (pickle bytes instead of the safetensors, never
 unpickled: refused by name) and `both(*edits)`.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,6 +37,7 @@ def poison(value: float):
         t[k] = t[k].clone()
         t[k].view(-1)[0] = value
         return t
+
     return fn
 
 
@@ -63,4 +65,5 @@ def both(*edits):
     def edit(d: Path):
         for e in edits:
             e(d)
+
     return edit

@@ -10,6 +10,7 @@ admitted request in flight. `snapshot(home, http)` is what a refused request mus
 unchanged: registry rows (all statuses, with digests) and counts, every store file with
 its size, the uploads dir, and the answers of two normal requests.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,8 +21,10 @@ COUNTDOWN = "Count down from 5"
 
 
 def chat(http, model: str = "composer", prompt: str = REVERSE, **body):
-    return http.post("/v1/chat/completions",
-                     json={"model": model, "messages": [{"role": "user", "content": prompt}], **body})
+    return http.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": prompt}], **body},
+    )
 
 
 def answer(http, model: str = "composer", prompt: str = REVERSE, **body) -> str:
@@ -55,6 +58,7 @@ def idle(http, timeout_s: float = 60) -> None:
 
 def snapshot(home: Path, http) -> tuple:
     from registry import Registry
+
     reg = Registry(home=home)
     try:
         rows = [(r.name, r.version, r.status, r.digest) for r in reg.list(include_removed=True)]
@@ -62,7 +66,11 @@ def snapshot(home: Path, http) -> tuple:
     finally:
         reg.close()
     store = Path(home) / "store"
-    files = sorted((p.relative_to(store).as_posix(), p.stat().st_size) for p in store.rglob("*") if p.is_file())
+    files = sorted(
+        (p.relative_to(store).as_posix(), p.stat().st_size) for p in store.rglob("*") if p.is_file()
+    )
     uploads = sorted(p.name for p in (Path(home) / "uploads").glob("*"))
-    answers = [answer(http, m, p, max_tokens=16) for m, p in (("composer", REVERSE), ("countdown", COUNTDOWN))]
+    answers = [
+        answer(http, m, p, max_tokens=16) for m, p in (("composer", REVERSE), ("countdown", COUNTDOWN))
+    ]
     return rows, counts, files, uploads, answers

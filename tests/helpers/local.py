@@ -8,6 +8,7 @@ the allowed root, builds `create_app(LocalBackend(settings), settings)` with
 it as they take an `httpx.Client`). `local_client(settings)` is just the client over given
 settings. Server exceptions are re-raised in the test (an unexpected 500 fails loudly).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ def local_client(settings) -> Iterator:
     from fastapi.testclient import TestClient
 
     from composer.serving import LocalBackend, create_app
+
     backend = LocalBackend(settings)
     with TestClient(create_app(backend, settings, backend.registry)) as client:
         yield client

@@ -28,8 +28,10 @@ from pathlib import Path
 USER = "composer"
 PORT = 5432  # only names the socket file: the socket dir is private and there is no TCP listener
 INSTALL_HINT = "apt-get install postgresql"
-SERVER_OPTS = ("-c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-               "-c max_connections=200")
+SERVER_OPTS = (
+    "-c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+    "-c max_connections=200"
+)
 
 
 class Unavailable(RuntimeError):
@@ -44,13 +46,16 @@ def find_bin_dir() -> Path:
     """The directory holding both initdb and pg_ctl (PATH first, then /usr/lib/postgresql/*/bin)."""
     on_path = shutil.which("initdb")
     dirs = [Path(on_path).resolve().parent] if on_path else []
-    dirs += sorted((Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")),
-                   key=_version, reverse=True)
+    dirs += sorted(
+        (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")), key=_version, reverse=True
+    )
     for d in dirs:
         if (d / "initdb").is_file() and (d / "pg_ctl").is_file() and (d / "postgres").is_file():
             return d
-    raise Unavailable("PostgreSQL is not installed (no initdb, pg_ctl and postgres on PATH or in "
-                      f"/usr/lib/postgresql/*/bin): {INSTALL_HINT}")
+    raise Unavailable(
+        "PostgreSQL is not installed (no initdb, pg_ctl and postgres on PATH or in "
+        f"/usr/lib/postgresql/*/bin): {INSTALL_HINT}"
+    )
 
 
 def _server_user() -> dict:
@@ -60,8 +65,10 @@ def _server_user() -> dict:
     try:
         pw = pwd.getpwnam("postgres")
     except KeyError:
-        raise Unavailable("running as root, which PostgreSQL refuses, and there is no 'postgres' user "
-                          f"to run the server as ({INSTALL_HINT} creates it)") from None
+        raise Unavailable(
+            "running as root, which PostgreSQL refuses, and there is no 'postgres' user "
+            f"to run the server as ({INSTALL_HINT} creates it)"
+        ) from None
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
@@ -80,30 +87,63 @@ class Server:
 
     def _pg(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         env = {**os.environ, "HOME": str(self.root), "LC_ALL": "C", "PGTZ": "UTC"}
-        return subprocess.run([str(self.bin_dir / tool), *args], cwd=self.root, env=env, capture_output=True,
-                              text=True, timeout=timeout, check=False, **self.as_user)
+        return subprocess.run(
+            [str(self.bin_dir / tool), *args],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **self.as_user,
+        )
 
     def _start(self) -> None:
         try:
-            r = self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", USER, "--no-locale",
-                         "-E", "UTF8", "--no-sync")
+            r = self._pg(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                USER,
+                "--no-locale",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            )
             if r.returncode:
-                raise Unavailable(f"PostgreSQL initdb failed (exit {r.returncode}): "
-                                  f"{_tail(r.stdout + r.stderr)}")
-            r = self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                         "-o", f"-k {self.root} -p {PORT} {SERVER_OPTS}", "start")
+                raise Unavailable(
+                    f"PostgreSQL initdb failed (exit {r.returncode}): {_tail(r.stdout + r.stderr)}"
+                )
+            r = self._pg(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-k {self.root} -p {PORT} {SERVER_OPTS}",
+                "start",
+            )
         except (OSError, subprocess.SubprocessError) as e:
             raise Unavailable(f"PostgreSQL could not be run from {self.bin_dir}: {e}") from None
         if r.returncode:
             log = self.log.read_text(errors="replace") if self.log.exists() else ""
-            raise Unavailable(f"PostgreSQL did not start (pg_ctl exit {r.returncode}): "
-                              f"{_tail(log or r.stdout + r.stderr)}")
+            raise Unavailable(
+                f"PostgreSQL did not start (pg_ctl exit {r.returncode}): {_tail(log or r.stdout + r.stderr)}"
+            )
 
     def _admin(self, sql: str) -> None:
         import psycopg
 
-        with psycopg.connect(host=str(self.root), port=PORT, user=USER, dbname="postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            host=str(self.root), port=PORT, user=USER, dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute(sql)
 
     def create_database(self) -> str:

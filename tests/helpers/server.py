@@ -13,6 +13,7 @@ and Ray are shut down and the Ray dir removed. `assert_error(r, status, *words)`
 error contract: that status, a JSON `{"error": {type, message}}` naming `words`, and no
 stack trace or server path in the message.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,14 +27,28 @@ from composer.serving.ports import free_port
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 # the hardening tests' limits: 2 MiB uploads, 16 requests in flight, a 30 s deadline, 4 experts per request
-SMALL_LIMITS = {"max_upload_mb": 2, "max_queue": 16, "request_timeout_s": 30, "max_experts": 4,
-                "max_prompt_chars": 4000}
+SMALL_LIMITS = {
+    "max_upload_mb": 2,
+    "max_queue": 16,
+    "request_timeout_s": 30,
+    "max_experts": 4,
+    "max_prompt_chars": 4000,
+}
 
 
 def server_settings(home: Path, allowed: Path, **overrides):
     from composer.settings import Settings
-    return Settings(**{"home": str(home), "api_key": KEY, "allowed_roots": (str(allowed),), "max_tokens": 64,
-                       "threads": 2, **overrides})
+
+    return Settings(
+        **{
+            "home": str(home),
+            "api_key": KEY,
+            "allowed_roots": (str(allowed),),
+            "max_tokens": 64,
+            "threads": 2,
+            **overrides,
+        }
+    )
 
 
 def copy_home(ocean, home: Path, demo: bool = False) -> Path:
@@ -41,7 +56,9 @@ def copy_home(ocean, home: Path, demo: bool = False) -> Path:
     API: copying a live database's files with plain open/close would drop this process's
     SQLite locks on it (POSIX locks are per process), and another process could then
     checkpoint its WAL under the open connections ("disk I/O error")."""
-    shutil.copytree(ocean.home, home, ignore=shutil.ignore_patterns(*(() if demo else ("demo",)), "registry.db*"))
+    shutil.copytree(
+        ocean.home, home, ignore=shutil.ignore_patterns(*(() if demo else ("demo",)), "registry.db*")
+    )
     src, dst = sqlite3.connect(ocean.home / "registry.db"), sqlite3.connect(home / "registry.db")
     try:
         src.backup(dst)

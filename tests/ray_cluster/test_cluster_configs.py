@@ -1,4 +1,5 @@
 """The cluster files in ray_cluster/ are valid for the tools that read them and name what exists."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,10 @@ ROOT = Path(__file__).resolve().parents[2] / "ray_cluster"
 def serve_configs() -> dict[str, dict]:
     kuberay = yaml.safe_load((ROOT / "kuberay.yaml").read_text())
     assert kuberay["kind"] == "RayService"
-    return {"serve_config.yaml": yaml.safe_load((ROOT / "serve_config.yaml").read_text()),
-            "kuberay.yaml": yaml.safe_load(kuberay["spec"]["serveConfigV2"])}
+    return {
+        "serve_config.yaml": yaml.safe_load((ROOT / "serve_config.yaml").read_text()),
+        "kuberay.yaml": yaml.safe_load(kuberay["spec"]["serveConfigV2"]),
+    }
 
 
 @pytest.mark.parametrize("name", ["serve_config.yaml", "kuberay.yaml"])
@@ -21,8 +24,9 @@ def test_serve_configs_validate_and_name_real_deployments(name):
     from ray.serve.schema import ServeDeploySchema
 
     from ray_cluster import deployments
+
     config = ServeDeploySchema.model_validate(serve_configs()[name])
-    app, = config.applications
+    (app,) = config.applications
     module, _, attr = app.import_path.partition(":")
     assert module == "ray_cluster.app" and callable(getattr(__import__(module, fromlist=[attr]), attr))
     known = {"Ingress", "RouterDeployment", "ModelDeployment", "EvalDeployment"}
@@ -32,6 +36,7 @@ def test_serve_configs_validate_and_name_real_deployments(name):
     from dataclasses import fields
 
     from composer.settings import Settings
+
     args = dict(app.args)
     assert set(args) <= {f.name for f in fields(Settings)}, set(args) - {f.name for f in fields(Settings)}
     args["allowed_roots"] = tuple(args.get("allowed_roots", "").split(":"))
@@ -45,6 +50,7 @@ def test_launcher_config_parses():
 
 def test_config_builder_refuses_to_run_open(monkeypatch, tmp_path):
     from ray_cluster.app import app_builder
+
     monkeypatch.delenv("COMPOSER_API_KEY", raising=False)
     with pytest.raises(ValueError, match="COMPOSER_API_KEY"):
         app_builder({"home": str(tmp_path)})

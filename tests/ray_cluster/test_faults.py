@@ -7,6 +7,7 @@ One server for the module (a private copy of the fast demo ocean, the hardening 
   served again. Each step waits on what it needs to observe (answers, the new process),
   never on a fixed delay.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,6 +47,7 @@ def replica_pid(host, other_than: int) -> int | None:
 
 def test_killed_host_replica_fails_fast_then_serves_again(server, http, capsys):
     from ray import serve
+
     host = serve.get_deployment_handle("Host:demo-base", app_name="composer")
     pid = host.stats.remote().result(timeout_s=30)["pid"]
     outcomes: list[tuple[float, int, float]] = []  # (start, status, seconds)
@@ -68,26 +70,37 @@ def test_killed_host_replica_fails_fast_then_serves_again(server, http, capsys):
         t.start()
     try:
         # kill while traffic is being served: once every client could have had an answer
-        wait_until(lambda: sum(s == 200 for _, s, _ in outcomes) >= len(threads), "the traffic is served", 120)
+        wait_until(
+            lambda: sum(s == 200 for _, s, _ in outcomes) >= len(threads), "the traffic is served", 120
+        )
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
         new_pid = wait_until(lambda: replica_pid(host, pid), "Serve restarted the host replica", 180, 0.5)
         restarted_at = time.monotonic()
-        wait_until(lambda: any(s == 200 and t0 > restarted_at for t0, s, _ in outcomes),
-                   "requests started after the restart are served", 180)
+        wait_until(
+            lambda: any(s == 200 and t0 > restarted_at for t0, s, _ in outcomes),
+            "requests started after the restart are served",
+            180,
+        )
         served = len(outcomes)
-        wait_until(lambda: len(outcomes) >= served + len(threads), "the traffic goes on after the restart", 120)
+        wait_until(
+            lambda: len(outcomes) >= served + len(threads), "the traffic goes on after the restart", 120
+        )
     finally:
         stop.set()
         for t in threads:
             t.join(TIMEOUT_S + 40)
     after = [(s, d) for t0, s, d in outcomes if t0 >= killed_at - TIMEOUT_S]
     with capsys.disabled():
-        print(f"\nreplica kill: {len(outcomes)} requests, statuses after the kill "
-              f"{sorted({s: [x for x, _ in after].count(s) for s, _ in after}.items())}, "
-              f"slowest {max(d for _, d in after):.1f}s, restarted after {restarted_at - killed_at:.1f}s")
+        print(
+            f"\nreplica kill: {len(outcomes)} requests, statuses after the kill "
+            f"{sorted({s: [x for x, _ in after].count(s) for s, _ in after}.items())}, "
+            f"slowest {max(d for _, d in after):.1f}s, restarted after {restarted_at - killed_at:.1f}s"
+        )
     assert not any(t.is_alive() for t in threads)
-    assert {s for s, _ in after} <= {200, 503}, after  # served, or failed fast with 503: never a hang or a 500
+    assert {s for s, _ in after} <= {200, 503}, (
+        after
+    )  # served, or failed fast with 503: never a hang or a 500
     assert max(d for _, d in after) < TIMEOUT_S + 15
     assert new_pid != pid  # a new replica process
     assert http.get("/readyz").status_code == 200

@@ -6,6 +6,7 @@ One server for the module (a private copy of the fast demo ocean, the hardening 
 the rejection rate are printed; afterwards every admitted request has given its place back.
 Bad input is tested in-process (test_bad_input.py), faults in test_faults.py.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,8 +46,12 @@ def test_500_requests_from_50_clients_end_2xx_or_429(server, http, capsys):
                 i = jobs.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            body = {"model": "composer", "max_tokens": 8, "stream": i % 10 == 0,
-                    "messages": [{"role": "user", "content": prompts[i % len(prompts)]}]}
+            body = {
+                "model": "composer",
+                "max_tokens": 8,
+                "stream": i % 10 == 0,
+                "messages": [{"role": "user", "content": prompts[i % len(prompts)]}],
+            }
             t0 = time.perf_counter()
             try:
                 r = await c.post("/v1/chat/completions", json=body)
@@ -76,12 +81,18 @@ def test_500_requests_from_50_clients_end_2xx_or_429(server, http, capsys):
     wall = time.perf_counter() - t0
     statuses = [s for s, _, _ in outcomes]
     ok = sorted(t for s, t, _ in outcomes if s == 200)
-    report = {"requests": len(outcomes), "clients": n_clients, "wall_s": round(wall, 1),
-              "ok": len(ok), "rejected_429": statuses.count(429), "unavailable_503": statuses.count(503),
-              "rejection_rate": round(statuses.count(429) / len(outcomes), 3),
-              "p50_ms_ok": round(1000 * statistics.median(ok)) if ok else None,
-              "p99_ms_ok": round(1000 * ok[min(len(ok) - 1, int(0.99 * len(ok)))]) if ok else None,
-              "p99_ms_all": round(1000 * sorted(t for _, t, _ in outcomes)[int(0.99 * len(outcomes)) - 1])}
+    report = {
+        "requests": len(outcomes),
+        "clients": n_clients,
+        "wall_s": round(wall, 1),
+        "ok": len(ok),
+        "rejected_429": statuses.count(429),
+        "unavailable_503": statuses.count(503),
+        "rejection_rate": round(statuses.count(429) / len(outcomes), 3),
+        "p50_ms_ok": round(1000 * statistics.median(ok)) if ok else None,
+        "p99_ms_ok": round(1000 * ok[min(len(ok) - 1, int(0.99 * len(ok)))]) if ok else None,
+        "p99_ms_all": round(1000 * sorted(t for _, t, _ in outcomes)[int(0.99 * len(outcomes)) - 1]),
+    }
     with capsys.disabled():
         print(f"\nload: {json.dumps(report)}")
     assert len(outcomes) == n_requests  # none lost
@@ -90,4 +101,6 @@ def test_500_requests_from_50_clients_end_2xx_or_429(server, http, capsys):
     # are instant, so faster serving leaves fewer requests for later), and shed what exceeded it
     assert len(ok) >= MAX_QUEUE and statuses.count(429) > 0
     assert max(t for _, t, _ in outcomes) < TIMEOUT_S + 15  # none hung past the deadline
-    idle(http, timeout_s=30)  # every admitted request gave its place back (streams release theirs as they end)
+    idle(
+        http, timeout_s=30
+    )  # every admitted request gave its place back (streams release theirs as they end)

@@ -7,6 +7,7 @@ server answers as the in-process API does, a batched request as it does alone, a
 answer is the unstopped one cut), never against the partly trained experts' exact text;
 tests wait on observable state (answers, metrics), never on a fixed delay.
 """
+
 from __future__ import annotations
 
 import io
@@ -42,6 +43,7 @@ def test_openai_client_routed_direct_streaming_and_models(server, http):
 
     from composer import Composer
     from registry import Registry
+
     client = OpenAI(base_url=server["url"] + "/v1", api_key="unused-for-reads")
     ids = {m.id for m in client.models.list().data}
     assert {"composer", "composer:phatgoose", "composer:coe", "demo-base", "reverse", "countdown"} <= ids
@@ -52,12 +54,20 @@ def test_openai_client_routed_direct_streaming_and_models(server, http):
     direct = client.chat.completions.create(model="reverse", messages=[{"role": "user", "content": REVERSE}])
     assert direct.model_extra["routing"]["router"] == "direct"
     # the server answers exactly as the in-process API does with the same expert
-    local = Composer(Registry(home=server["ocean"].home)).generate([REVERSE], expert="reverse", max_new_tokens=128)[0]
+    local = Composer(Registry(home=server["ocean"].home)).generate(
+        [REVERSE], expert="reverse", max_new_tokens=128
+    )[0]
     assert routed.choices[0].message.content == direct.choices[0].message.content == local.text
     assert routed.usage.completion_tokens == len(local.token_ids)
 
-    chunks = list(client.chat.completions.create(model="composer", stream=True, stream_options={"include_usage": True},
-                                                 messages=[{"role": "user", "content": REVERSE}]))
+    chunks = list(
+        client.chat.completions.create(
+            model="composer",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": REVERSE}],
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == local.text
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
@@ -67,17 +77,21 @@ def test_openai_client_routed_direct_streaming_and_models(server, http):
     raw = client.completions.create(model="reverse", prompt=f"<s>{REVERSE}\n", max_tokens=32)
     assert raw.choices[0].text == local.text
 
-    token = client.chat.completions.create(model="composer:phatgoose", messages=[{"role": "user", "content": COUNTDOWN}],
-                                           max_tokens=8)
+    token = client.chat.completions.create(
+        model="composer:phatgoose", messages=[{"role": "user", "content": COUNTDOWN}], max_tokens=8
+    )
     assert token.model_extra["routing"]["mode"] == "token" and token.usage.completion_tokens <= 8
     # a stop string cuts the answer before it (OpenAI: the stop string is not returned)
-    full = client.chat.completions.create(model="countdown", messages=[{"role": "user", "content": COUNTDOWN}])
+    full = client.chat.completions.create(
+        model="countdown", messages=[{"role": "user", "content": COUNTDOWN}]
+    )
     text = full.choices[0].message.content
     assert text, "the countdown expert answered nothing"
-    stop = " 3" if " 3" in text else text[len(text) // 2:len(text) // 2 + 2]  # one the answer holds
-    stopped = client.chat.completions.create(model="countdown", messages=[{"role": "user", "content": COUNTDOWN}],
-                                             stop=[stop])
-    assert stopped.choices[0].message.content == text[:text.index(stop)]
+    stop = " 3" if " 3" in text else text[len(text) // 2 : len(text) // 2 + 2]  # one the answer holds
+    stopped = client.chat.completions.create(
+        model="countdown", messages=[{"role": "user", "content": COUNTDOWN}], stop=[stop]
+    )
+    assert stopped.choices[0].message.content == text[: text.index(stop)]
     assert stopped.choices[0].finish_reason == "stop"
 
 
@@ -91,9 +105,16 @@ def test_concurrent_requests_share_mixed_adapter_batches(http):
     metric grows), and each batched request answers exactly as it does alone. Whether they
     meet depends on timing, so this retries a bounded number of times until they did, checking
     the answers on every attempt."""
-    requests = [("reverse", REVERSE), ("countdown", COUNTDOWN), ("composer", REVERSE), ("add", "Add 2 and 3"),
-                ("composer:uniform", COUNTDOWN), ("max", "Largest of: 3 9 4"), ("demo-base", REVERSE),
-                ("composer:arrow", COUNTDOWN)]
+    requests = [
+        ("reverse", REVERSE),
+        ("countdown", COUNTDOWN),
+        ("composer", REVERSE),
+        ("add", "Add 2 and 3"),
+        ("composer:uniform", COUNTDOWN),
+        ("max", "Largest of: 3 9 4"),
+        ("demo-base", REVERSE),
+        ("composer:arrow", COUNTDOWN),
+    ]
     # one request of 32 prompts keeps the host busy while the others queue up
     busy_body = {"model": "reverse", "prompt": [f"<s>{REVERSE}\n"] * 32, "max_tokens": 48}
 
@@ -115,8 +136,13 @@ def test_concurrent_requests_share_mixed_adapter_batches(http):
 
         threads = [threading.Thread(target=busy)]
         threads[0].start()
-        wait_until(lambda results=results: results[-1] is not None or metric(http, "composer_requests_in_flight") > 0,
-                   "the busy request is admitted", 60)
+        wait_until(
+            lambda results=results: (
+                results[-1] is not None or metric(http, "composer_requests_in_flight") > 0
+            ),
+            "the busy request is admitted",
+            60,
+        )
         threads += [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
         for t in threads[1:]:
             t.start()
@@ -134,10 +160,13 @@ def test_route_explains_without_generating(http):
     r = http.post("/v1/route", json={"prompt": [REVERSE, COUNTDOWN], "routing": {"router": "coe"}})
     assert r.status_code == 200, r.text
     plans = r.json()["data"]
-    assert [p["experts"] for p in plans] == [["reverse"], ["countdown"]] and all(p["explanation"] for p in plans)
+    assert [p["experts"] for p in plans] == [["reverse"], ["countdown"]] and all(
+        p["explanation"] for p in plans
+    )
     routers = http.get("/v1/routers").json()
     assert routers["default"] == "retrieval" and "top_k" in json.dumps(
-        next(x for x in routers["data"] if x["name"] == "phatgoose")["config_schema"])
+        next(x for x in routers["data"] if x["name"] == "phatgoose")["config_schema"]
+    )
     assert http.get("/openapi.json").json()["paths"]["/v1/chat/completions"]
 
 
@@ -157,9 +186,13 @@ def test_errors_are_4xx_json_and_the_server_stays_healthy(server, http):
     assert_error(http.post("/v1/chat/completions", json={"model": "composer", "messages": []}), 400)
     assert_error(http.post("/v1/chat/completions", json={"model": "composer", "messages": "hi"}), 400)
     assert_error(http.post("/v1/chat/completions", json={"model": 7, "messages": msg}), 400)
-    assert_error(http.post("/v1/chat/completions", content=b"{not json",
-                           headers={"content-type": "application/json"}), 400)
-    assert_error(http.post("/v1/completions", json={"model": "composer", "prompt": ["a", "b"], "stream": True}), 400)
+    assert_error(
+        http.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}),
+        400,
+    )
+    assert_error(
+        http.post("/v1/completions", json={"model": "composer", "prompt": ["a", "b"], "stream": True}), 400
+    )
     assert_error(http.post("/v1/route", json={"prompt": "x", "messages": msg}), 400)
     assert_error(http.get("/v1/experts/no-such-expert"), 404)
     assert_error(http.get("/v1/nowhere"), 404)
@@ -172,11 +205,20 @@ def test_mutating_endpoints_need_the_key_reads_do_not(server, http):
     adapter = server["ocean"].out / "experts" / "length"
     files = {"archive": ("a.zip", pack(adapter), "application/zip")}
     meta = {"metadata": json.dumps({"name": "sneaky", "examples": ["x"]})}
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": "Basic " + KEY}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": KEY},
+        {"Authorization": "Basic " + KEY},
+    ):
         assert_error(http.post("/v1/experts", files=files, data=meta, headers=headers), 401)
-        assert_error(http.post("/v1/experts", json={"name": "sneaky", "path": str(adapter)}, headers=headers), 401)
+        assert_error(
+            http.post("/v1/experts", json={"name": "sneaky", "path": str(adapter)}, headers=headers), 401
+        )
         assert_error(http.delete("/v1/experts/reverse", headers=headers), 401)
-        assert_error(http.post("/v1/evaluations", json={"benchmark": "demo", "routers": "base"}, headers=headers), 401)
+        assert_error(
+            http.post("/v1/evaluations", json={"benchmark": "demo", "routers": "base"}, headers=headers), 401
+        )
     assert http.get("/v1/experts").json() == before and http.get("/v1/evaluations").json()["data"] == []
     assert http.get("/v1/models").status_code == 200 and http.get("/metrics").status_code == 200
 
@@ -191,16 +233,31 @@ def test_registration_errors_store_nothing(server, http):
     slip = io.BytesIO()
     with zipfile.ZipFile(slip, "w") as z:
         z.writestr("../evil/adapter_config.json", "{}")
-    bad = http.post("/v1/experts", files={"archive": ("a.zip", slip.getvalue())},
-                    data={"metadata": json.dumps({"name": "evil"})}, headers=auth)
+    bad = http.post(
+        "/v1/experts",
+        files={"archive": ("a.zip", slip.getvalue())},
+        data={"metadata": json.dumps({"name": "evil"})},
+        headers=auth,
+    )
     assert "escapes" in assert_error(bad, 400)["message"]
     broken = io.BytesIO()
     with zipfile.ZipFile(broken, "w") as z:
         z.writestr("adapter/adapter_config.json", "{not json")
-    assert_error(http.post("/v1/experts", files={"archive": ("a.zip", broken.getvalue())},
-                           data={"metadata": json.dumps({"name": "broken"})}, headers=auth), 400)
-    dup = http.post("/v1/experts", files={"archive": ("a.zip", pack(adapter))},
-                    data={"metadata": json.dumps({"name": "reverse"})}, headers=auth)
+    assert_error(
+        http.post(
+            "/v1/experts",
+            files={"archive": ("a.zip", broken.getvalue())},
+            data={"metadata": json.dumps({"name": "broken"})},
+            headers=auth,
+        ),
+        400,
+    )
+    dup = http.post(
+        "/v1/experts",
+        files={"archive": ("a.zip", pack(adapter))},
+        data={"metadata": json.dumps({"name": "reverse"})},
+        headers=auth,
+    )
     assert_error(dup, 409)
     assert_error(http.post("/v1/experts", content=b"x", headers={**auth, "content-type": "text/plain"}), 415)
     assert http.get("/v1/experts").json() == before
@@ -210,7 +267,9 @@ def test_registration_errors_store_nothing(server, http):
 def test_register_during_traffic_then_route_to_it_and_remove(server, http):
     auth = {"Authorization": f"Bearer {KEY}"}
     prompts = ["Tally the letters in this word: a b c d", "Tally the letters in this word: h o u s e"]
-    assert all(p["experts"] != ["tally"] for p in http.post("/v1/route", json={"prompt": prompts}).json()["data"])
+    assert all(
+        p["experts"] != ["tally"] for p in http.post("/v1/route", json={"prompt": prompts}).json()["data"]
+    )
     statuses: list[int] = []
     stop = threading.Event()
 
@@ -218,7 +277,9 @@ def test_register_during_traffic_then_route_to_it_and_remove(server, http):
         with httpx.Client(base_url=server["url"], timeout=120) as c:
             while not stop.is_set():
                 try:
-                    statuses.append(chat(c, "composer", COUNTDOWN if len(statuses) % 2 else REVERSE).status_code)
+                    statuses.append(
+                        chat(c, "composer", COUNTDOWN if len(statuses) % 2 else REVERSE).status_code
+                    )
                 except httpx.HTTPError:
                     statuses.append(-1)
 
@@ -226,12 +287,30 @@ def test_register_during_traffic_then_route_to_it_and_remove(server, http):
     worker.start()
     try:
         wait_until(lambda: len(statuses) >= 2, "the traffic is served", 120)
-        words = ["m n o", "z y x w", "k e", "p l u s h", "t", "g h i j k l", "v w", "b o a t", "c r a b s", "f e d"]
-        meta = {"name": "tally", "description": "Tallies letters in a word.",
-                "examples": [f"Tally the letters in this word: {w}" for w in words],
-                "fit_options": {"phatgoose": {"steps": 20}}}
-        r = http.post("/v1/experts", files={"archive": ("tally.zip", pack(server["ocean"].out / "experts" / "length"))},
-                      data={"metadata": json.dumps(meta)}, headers=auth)
+        words = [
+            "m n o",
+            "z y x w",
+            "k e",
+            "p l u s h",
+            "t",
+            "g h i j k l",
+            "v w",
+            "b o a t",
+            "c r a b s",
+            "f e d",
+        ]
+        meta = {
+            "name": "tally",
+            "description": "Tallies letters in a word.",
+            "examples": [f"Tally the letters in this word: {w}" for w in words],
+            "fit_options": {"phatgoose": {"steps": 20}},
+        }
+        r = http.post(
+            "/v1/experts",
+            files={"archive": ("tally.zip", pack(server["ocean"].out / "experts" / "length"))},
+            data={"metadata": json.dumps(meta)},
+            headers=auth,
+        )
         assert r.status_code == 201, r.text
         assert r.json()["name"] == "tally" and "path" not in r.json()
         served = len(statuses)
@@ -242,17 +321,22 @@ def test_register_during_traffic_then_route_to_it_and_remove(server, http):
     assert len(statuses) >= 3 and set(statuses) == {200}, statuses  # nobody failed during registration
 
     assert "tally" in {m["id"] for m in http.get("/v1/models").json()["data"]}
-    assert [p["experts"] for p in http.post("/v1/route", json={"prompt": prompts}).json()["data"]] == [["tally"]] * 2
+    assert [p["experts"] for p in http.post("/v1/route", json={"prompt": prompts}).json()["data"]] == [
+        ["tally"]
+    ] * 2
     served = [chat(http, "composer", p).json() for p in prompts]
     assert [s["routing"]["served_by"] for s in served] == ["tally", "tally"]
     # tally holds length's weights: the new slot answers as length does
-    assert [s["choices"][0]["message"]["content"] for s in served] == \
-        [chat(http, "length", p).json()["choices"][0]["message"]["content"] for p in prompts]
+    assert [s["choices"][0]["message"]["content"] for s in served] == [
+        chat(http, "length", p).json()["choices"][0]["message"]["content"] for p in prompts
+    ]
     assert 'composer_routing_decisions_total{expert="tally",router="retrieval"}' in http.get("/metrics").text
 
     assert http.delete("/v1/experts/tally", headers=auth).json()["deleted"] is True
     assert "tally" not in {m["id"] for m in http.get("/v1/models").json()["data"]}
-    assert all(p["experts"] != ["tally"] for p in http.post("/v1/route", json={"prompt": prompts}).json()["data"])
+    assert all(
+        p["experts"] != ["tally"] for p in http.post("/v1/route", json={"prompt": prompts}).json()["data"]
+    )
     assert_error(chat(http, "tally", prompts[0]), 404)
 
 
@@ -261,27 +345,47 @@ def test_whole_model_expert_is_routed_beside_loras(server, http):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from registry import Registry
+
     auth = {"Authorization": f"Bearer {KEY}"}
     reg = Registry(home=server["home"])
     base, lora = reg.get("demo-base"), reg.get("countdown")
     merged = server["allowed"] / "countdown-full"
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base.path), lora.path).merge_and_unload()
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base.path), lora.path
+    ).merge_and_unload()
     model.save_pretrained(merged)
     AutoTokenizer.from_pretrained(base.path).save_pretrained(merged)
     expected = chat(http, "countdown", COUNTDOWN).json()["choices"][0]["message"]["content"]
 
     assert http.delete("/v1/experts/countdown", headers=auth).status_code == 200
-    r = http.post("/v1/experts", json={"name": "countdown-full", "kind": "model", "path": str(merged),
-                                       "description": lora.description,
-                                       "examples": [e["prompt"] for e in lora.examples]}, headers=auth)
+    r = http.post(
+        "/v1/experts",
+        json={
+            "name": "countdown-full",
+            "kind": "model",
+            "path": str(merged),
+            "description": lora.description,
+            "examples": [e["prompt"] for e in lora.examples],
+        },
+        headers=auth,
+    )
     assert r.status_code == 201, r.text
     assert r.json()["kind"] == "model"
     routed = chat(http, "composer", COUNTDOWN).json()
     assert routed["routing"]["served_by"] == "countdown-full"
     assert routed["choices"][0]["message"]["content"] == expected  # merged weights answer as the LoRA did
-    streamed = [line for line in http.post("/v1/chat/completions", json={
-        "model": "countdown-full", "stream": True, "messages": [{"role": "user", "content": COUNTDOWN}]}).text.splitlines()
-        if line.startswith("data: {")]
+    streamed = [
+        line
+        for line in http.post(
+            "/v1/chat/completions",
+            json={
+                "model": "countdown-full",
+                "stream": True,
+                "messages": [{"role": "user", "content": COUNTDOWN}],
+            },
+        ).text.splitlines()
+        if line.startswith("data: {")
+    ]
     assert "".join(json.loads(x[6:])["choices"][0]["delta"].get("content", "") for x in streamed) == expected
     assert "composer_models_resident 1.0" in http.get("/metrics").text
     # token-level and merging routers only use adapters; they still serve
@@ -291,36 +395,68 @@ def test_whole_model_expert_is_routed_beside_loras(server, http):
 
 def test_evaluation_job_reports_progress_and_matches_the_cli(server, http, tmp_path):
     from composer.cli import main
+
     auth = {"Authorization": f"Bearer {KEY}"}
     rows = [json.loads(line) for line in (server["ocean"].out / "benchmark.jsonl").read_text().splitlines()]
-    picked = [r for r in rows if r["task"] == "reverse"][:3] + [r for r in rows if r["split"] == "held-out"][:3]
-    bad = http.post("/v1/evaluations", json={"examples": [*picked, {"id": "x", "prompt": "p"}], "routers": "base"},
-                    headers=auth)
+    picked = [r for r in rows if r["task"] == "reverse"][:3] + [r for r in rows if r["split"] == "held-out"][
+        :3
+    ]
+    bad = http.post(
+        "/v1/evaluations",
+        json={"examples": [*picked, {"id": "x", "prompt": "p"}], "routers": "base"},
+        headers=auth,
+    )
     assert "examples[6]" in assert_error(bad, 400)["message"]
-    assert_error(http.post("/v1/evaluations", json={"examples": picked, "routers": "no-such-router"},
-                           headers=auth), 400)
-    assert_error(http.post("/v1/evaluations", json={"benchmark": "demo"}, headers=auth), 400)  # none in this home
-    r = http.post("/v1/evaluations", json={"examples": picked, "routers": ["base", "oracle", "expert:reverse"]},
-                  headers=auth)
+    assert_error(
+        http.post("/v1/evaluations", json={"examples": picked, "routers": "no-such-router"}, headers=auth),
+        400,
+    )
+    assert_error(
+        http.post("/v1/evaluations", json={"benchmark": "demo"}, headers=auth), 400
+    )  # none in this home
+    r = http.post(
+        "/v1/evaluations",
+        json={"examples": picked, "routers": ["base", "oracle", "expert:reverse"]},
+        headers=auth,
+    )
     assert r.status_code == 202, r.text
     job = r.json()
-    assert job["status"] in ("queued", "running") and job["total"] == 18 and set(job["progress"]) == {
-        "base", "oracle", "expert:reverse"}
+    assert (
+        job["status"] in ("queued", "running")
+        and job["total"] == 18
+        and set(job["progress"]) == {"base", "oracle", "expert:reverse"}
+    )
 
     def finished() -> dict | None:
         view = http.get(f"/v1/evaluations/{job['id']}", params={"records": "true"}).json()
         return view if view["status"] in ("done", "failed") else None
+
     job = wait_until(finished, "the evaluation job finished", 300, 0.5)
     assert job["status"] == "done", job
     assert job["done"] == job["total"] == 18
 
     bench = tmp_path / "bench.jsonl"
     bench.write_text("\n".join(json.dumps(x) for x in picked))
-    assert main(["--home", str(server["ocean"].home), "eval", "--benchmark", str(bench), "--routers",
-                 "base,oracle,expert:reverse", "--out", str(tmp_path / "cli"), "--no-cache"]) == 0
+    assert (
+        main(
+            [
+                "--home",
+                str(server["ocean"].home),
+                "eval",
+                "--benchmark",
+                str(bench),
+                "--routers",
+                "base,oracle,expert:reverse",
+                "--out",
+                str(tmp_path / "cli"),
+                "--no-cache",
+            ]
+        )
+        == 0
+    )
     cli = json.loads((tmp_path / "cli" / "results.json").read_text())
-    key = (lambda rec: (rec["id"], rec["router"], rec["prediction"], rec["correct"], rec["experts"]))
+    key = lambda rec: (rec["id"], rec["router"], rec["prediction"], rec["correct"], rec["experts"])
     assert [key(x) for x in job["records"]] == [key(x) for x in cli["records"]]
-    strip = (lambda rows_: [{k: v for k, v in x.items() if k != "examples_per_s"} for x in rows_])
+    strip = lambda rows_: [{k: v for k, v in x.items() if k != "examples_per_s"} for x in rows_]
     assert strip(job["summary"]) == strip(cli["summary"])
     assert_error(http.get("/v1/evaluations/nope"), 404)

@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
-from helpers import postgres
 import pytest
 import torch
+from helpers import postgres
 from helpers.adapter_edits import (
     config,
     edit_json,
@@ -54,13 +54,20 @@ def _tiny_model_dir(d: Path, hidden: int) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(hidden)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+    )
     LlamaForCausalLM(cfg).save_pretrained(d)  # safetensors is the only format transformers 5 writes
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
-                            eos_token="</s>").save_pretrained(d)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>", eos_token="</s>"
+    ).save_pretrained(d)
     return d
 
 
@@ -69,8 +76,9 @@ def _adapter_dir(base_dir: Path, out: Path, **lora_kw) -> Path:
     from transformers import LlamaForCausalLM
 
     model = LlamaForCausalLM.from_pretrained(base_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
-                                                  init_lora_weights=False, **lora_kw))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, **lora_kw)
+    )
     peft_model.save_pretrained(out)
     return out
 
@@ -80,9 +88,12 @@ def fx(tmp_path_factory):
     root = tmp_path_factory.mktemp("fixtures")
     base = _tiny_model_dir(root / "tiny-base", 32)
     base48 = _tiny_model_dir(root / "tiny-base-48", 48)
-    return SimpleNamespace(base=base, lora=_adapter_dir(base, root / "lora"),
-                           dora=_adapter_dir(base, root / "dora", use_dora=True),
-                           lora48=_adapter_dir(base48, root / "lora48"))
+    return SimpleNamespace(
+        base=base,
+        lora=_adapter_dir(base, root / "lora"),
+        dora=_adapter_dir(base, root / "dora", use_dora=True),
+        lora48=_adapter_dir(base48, root / "lora48"),
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -136,19 +147,30 @@ def copy_of(src: Path, tmp_path: Path, name: str = "case") -> Path:
 
 # ------------------------------------------------------------------------------ round trip
 def _recomputed(path: Path) -> dict:
-    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_round_trip(reg, fx, tmp_path):
     # base resolved from adapter_config.json's base_model_name_or_path == the base's source
-    lora = reg.register(fx.lora, "math", description="adds", tags="math", domains=["arith"],
-                        examples=["two plus two", {"prompt": "add a cat", "completion": "dog"}])
+    lora = reg.register(
+        fx.lora,
+        "math",
+        description="adds",
+        tags="math",
+        domains=["arith"],
+        examples=["two plus two", {"prompt": "add a cat", "completion": "dog"}],
+    )
     model = reg.register(fx.base, "whole", kind="model")
     assert isinstance(lora, ExpertRecord) and lora.status == "ready" and lora.version == 1
     assert lora.base_model == "tiny" and lora.kind == "lora" and lora.tags == ["math"]
-    assert lora.examples == [{"prompt": "two plus two", "completion": None},
-                             {"prompt": "add a cat", "completion": "dog"}]
+    assert lora.examples == [
+        {"prompt": "two plus two", "completion": None},
+        {"prompt": "add a cat", "completion": "dog"},
+    ]
     assert lora.config["r"] == 4 and lora.config["lora_alpha"] == 8 and lora.config["scaling"] == 2.0
     assert lora.config["target_modules"] == ["q_proj", "v_proj"] and len(lora.config["modules"]) == 4
     assert model.config["model_type"] == "llama" and model.config["hidden_size"] == 32
@@ -182,7 +204,12 @@ def test_round_trip(reg, fx, tmp_path):
     assert not v2.path.exists() and "math" not in [r.name for r in reg.list()]
     assert [r.status for r in reg.versions("math")] == ["removed", "removed"]
     assert ("math", 1, "removed") in snapshot(reg)[2]
-    for beyond in (0, -1, 2**31, 2**63):  # not a storable version (SQLite: 64-bit, PostgreSQL: 32-bit INTEGER)
+    for beyond in (
+        0,
+        -1,
+        2**31,
+        2**63,
+    ):  # not a storable version (SQLite: 64-bit, PostgreSQL: 32-bit INTEGER)
         with pytest.raises(NotFoundError, match=f"version {beyond} is not registered"):
             reg.get("tiny", version=beyond)
         with pytest.raises(NotFoundError):
@@ -203,12 +230,15 @@ def test_scores_and_env_defaults(reg, fx, tmp_path, monkeypatch):
     with pytest.raises(ValidationError, match="finite"):
         reg.set_scores("tiny", {"x": float("nan")})
     from composer.settings import Settings
+
     monkeypatch.setenv("COMPOSER_HOME", str(tmp_path / "envhome"))
     monkeypatch.setenv("COMPOSER_STORE", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("COMPOSER_DB_URL", f"sqlite:///{tmp_path / 'envhome' / 'other.db'}")
     assert Settings.from_env().home_dir == tmp_path / "envhome"
     r = Settings.from_env().registry()  # the registry itself reads no environment: entry points pass it
-    assert (tmp_path / "envhome" / "other.db").is_file() and not (tmp_path / "envhome" / "registry.db").exists()
+    assert (tmp_path / "envhome" / "other.db").is_file() and not (
+        tmp_path / "envhome" / "registry.db"
+    ).exists()
     assert r.store.root == (tmp_path / "elsewhere").resolve()
     assert Registry(home=tmp_path / "plain").store.root == (tmp_path / "plain" / "store").resolve()
     assert NAME_RE.match("a.b_c-1") and not NAME_RE.match("A")
@@ -219,6 +249,7 @@ def test_list_answers_from_memory_until_any_client_writes(reg, fx, db_url):
     for the revision token and no read of the experts; a write by another client of the same
     database (another process, another node) is seen at the next call."""
     from sqlalchemy import event
+
     reg.register(fx.lora, "math", base="tiny")
     other = Registry(home=reg.home, db_url=db_url)
     statements: list[str] = []
@@ -239,7 +270,9 @@ def test_list_answers_from_memory_until_any_client_writes(reg, fx, db_url):
     token = reg.revision()
     other.remove("extra")
     assert reg.revision() != token and [r.name for r in reg.list(kind="lora")] == ["math"]
-    assert [(r.name, r.status) for r in reg.list(include_removed=True) if r.name == "extra"] == [("extra", "removed")]
+    assert [(r.name, r.status) for r in reg.list(include_removed=True) if r.name == "extra"] == [
+        ("extra", "removed")
+    ]
     other.close()
 
 
@@ -253,7 +286,9 @@ def test_any_sqlalchemy_url(tmp_path, fx):
     assert [r.name for r in r2.list()] == ["tiny"] and r2.counts() == {"experts": 1, "artifacts": 0}
     assert r1.owns_store and r2.owns_store
     # a different database pointed at the same store never sweeps the files it does not know
-    r3 = Registry(home=tmp_path / "h3", db_url=f"sqlite:///{tmp_path}/third.db", store_dir=tmp_path / "objects")
+    r3 = Registry(
+        home=tmp_path / "h3", db_url=f"sqlite:///{tmp_path}/third.db", store_dir=tmp_path / "objects"
+    )
     assert not r3.owns_store and r3.recover(grace_s=0)["files"] == [] and r1.get("tiny").path.is_dir()
     assert r1.recover(grace_s=0)["files"] == [] and r1.get("tiny").sha256 == _recomputed(r1.get("tiny").path)
 
@@ -298,6 +333,7 @@ def _lora_case(edit=None, **kw):
         if edit:
             edit(d)
         return d, {"base": "tiny", **kw}
+
     return make
 
 
@@ -306,6 +342,7 @@ def _model_case(edit):
         d = copy_of(fx.base, tmp_path)
         edit(d)
         return d, {"kind": "model"}
+
     return make
 
 
@@ -322,68 +359,133 @@ LM_HEAD = "base_model.model.lm_head.weight"
 CASES = {
     "missing-config": (_lora_case(remove("adapter_config.json")), "adapter_config.json is missing in"),
     "unparseable-config": (_lora_case(write("adapter_config.json", "{r: 4,")), "is not valid JSON"),
-    "non-object-config": (_lora_case(write("adapter_config.json", "[1, 2]")),
-                          "must be a JSON object, got list"),
+    "non-object-config": (
+        _lora_case(write("adapter_config.json", "[1, 2]")),
+        "must be a JSON object, got list",
+    ),
     "peft-type": (_lora_case(config(peft_type="IA3")), "peft_type is 'IA3'"),
     "r-zero": (_lora_case(config(r=0)), "r must be an integer in 1..4096, got 0"),
     "r-huge": (_lora_case(config(r=1_000_000)), "r must be an integer in 1..4096"),
     "r-above-layer": (_lora_case(config(r=64)), "r=64 exceeds min(in, out)=32"),
-    "alpha-nan": (_lora_case(write("adapter_config.json", '{"peft_type": "LORA", "r": 4, "lora_alpha": NaN, '
-                                    '"target_modules": ["q_proj"]}')), "lora_alpha must be a finite number"),
+    "alpha-nan": (
+        _lora_case(
+            write(
+                "adapter_config.json",
+                '{"peft_type": "LORA", "r": 4, "lora_alpha": NaN, "target_modules": ["q_proj"]}',
+            )
+        ),
+        "lora_alpha must be a finite number",
+    ),
     "modules-to-save": (_lora_case(config(modules_to_save=["lm_head"])), "modules_to_save is set"),
-    "pickle-weights": (_lora_case(pickle_only("adapter_model.safetensors", "adapter_model.bin")),
-                       "pickle weights are refused (adapter_model.bin"),
-    "missing-weights": (_lora_case(remove("adapter_model.safetensors")), "adapter_model.safetensors is missing"),
-    "corrupt-weights": (_lora_case(write("adapter_model.safetensors", "garbage")),
-                        "not a valid safetensors"),
+    "pickle-weights": (
+        _lora_case(pickle_only("adapter_model.safetensors", "adapter_model.bin")),
+        "pickle weights are refused (adapter_model.bin",
+    ),
+    "missing-weights": (
+        _lora_case(remove("adapter_model.safetensors")),
+        "adapter_model.safetensors is missing",
+    ),
+    "corrupt-weights": (_lora_case(write("adapter_model.safetensors", "garbage")), "not a valid safetensors"),
     "empty-weights": (_lora_case(weights(lambda t: {})), "holds no tensors"),
     "shape-mismatch": (lambda fx, tmp_path, reg: (fx.lora48, {"base": "tiny"}), "shape mismatch for"),
-    "module-absent": (_lora_case(lambda d: (weights(rename_modules("q_proj", "zz_proj"))(d),
-                                            config(target_modules=["zz_proj", "v_proj"])(d))),
-                      "'model.layers.0.self_attn.zz_proj', which is not in the base model"),
-    "not-linear": (_lora_case(weights(rename_modules("self_attn.q_proj", "input_layernorm"))),
-                   "(LlamaRMSNorm); only Linear layers are supported"),
-    "target-without-tensors": (_lora_case(config(target_modules=["q_proj", "v_proj", "k_proj"])),
-                               "'k_proj' is listed in adapter_config.json but"),
-    "unexpected-tensor": (_lora_case(weights(lambda t: {**t, LM_HEAD: torch.ones(2)})),
-                          "unexpected tensor 'base_model.model.lm_head.weight'"),
-    "lora-A-only": (_lora_case(weights(lambda t: {k: v for k, v in t.items()
-                                                   if "layers.1.self_attn.q" not in k or "lora_A" in k})),
-                    "has lora_A but no lora_B"),
+    "module-absent": (
+        _lora_case(
+            lambda d: (
+                weights(rename_modules("q_proj", "zz_proj"))(d),
+                config(target_modules=["zz_proj", "v_proj"])(d),
+            )
+        ),
+        "'model.layers.0.self_attn.zz_proj', which is not in the base model",
+    ),
+    "not-linear": (
+        _lora_case(weights(rename_modules("self_attn.q_proj", "input_layernorm"))),
+        "(LlamaRMSNorm); only Linear layers are supported",
+    ),
+    "target-without-tensors": (
+        _lora_case(config(target_modules=["q_proj", "v_proj", "k_proj"])),
+        "'k_proj' is listed in adapter_config.json but",
+    ),
+    "unexpected-tensor": (
+        _lora_case(weights(lambda t: {**t, LM_HEAD: torch.ones(2)})),
+        "unexpected tensor 'base_model.model.lm_head.weight'",
+    ),
+    "lora-A-only": (
+        _lora_case(
+            weights(
+                lambda t: {k: v for k, v in t.items() if "layers.1.self_attn.q" not in k or "lora_A" in k}
+            )
+        ),
+        "has lora_A but no lora_B",
+    ),
     "nan-weight": (_lora_case(weights(poison(float("nan")))), "contains NaN or Inf"),
     "inf-weight": (_lora_case(weights(poison(float("inf")))), "contains NaN or Inf"),
     "dora": (lambda fx, tmp_path, reg: (fx.dora, {"base": "tiny"}), "DoRA"),
-    "dora-tensors": (_lora_case(weights(lambda t: {**t, "base_model.model.model.layers.0.self_attn.q_proj."
-                                                    "lora_magnitude_vector": torch.ones(32)})), "DoRA"),
-    "base-not-registered": (_lora_case(base="nope"),
-                            ("base model 'nope' is not registered; register it first with: "
-                             "composer register PATH --kind base --name nope")),
-    "base-unknown-path": (_lora_case(config(base_model_name_or_path="/models/Other-7B"), base=None),
-                          ("base model '/models/Other-7B' is not registered; register it first with: "
-                           "composer register PATH --kind base --name other-7b")),
-    "base-is-not-base": (lambda fx, tmp_path, reg: (reg.register(fx.lora, "l1", base="tiny") and fx.lora,
-                                                    {"base": "l1", "name": "l2"}), "not a base model"),
+    "dora-tensors": (
+        _lora_case(
+            weights(
+                lambda t: {
+                    **t,
+                    "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector": torch.ones(32),
+                }
+            )
+        ),
+        "DoRA",
+    ),
+    "base-not-registered": (
+        _lora_case(base="nope"),
+        (
+            "base model 'nope' is not registered; register it first with: "
+            "composer register PATH --kind base --name nope"
+        ),
+    ),
+    "base-unknown-path": (
+        _lora_case(config(base_model_name_or_path="/models/Other-7B"), base=None),
+        (
+            "base model '/models/Other-7B' is not registered; register it first with: "
+            "composer register PATH --kind base --name other-7b"
+        ),
+    ),
+    "base-is-not-base": (
+        lambda fx, tmp_path, reg: (
+            reg.register(fx.lora, "l1", base="tiny") and fx.lora,
+            {"base": "l1", "name": "l2"},
+        ),
+        "not a base model",
+    ),
     "symlink-outside": (_lora_case(_symlink_out), "points outside"),
     "not-a-directory": (lambda fx, tmp_path, reg: (tmp_path / "nowhere", {}), "is not a directory"),
     "bad-kind": (_lora_case(kind="adapter"), "kind must be one of"),
     "bad-example": (_lora_case(examples=[{"prompt": ""}]), "example 0: prompt must be a non-empty string"),
-    "description-nul": (_lora_case(description="a\x00b"), "description must be a string without NUL characters"),
+    "description-nul": (
+        _lora_case(description="a\x00b"),
+        "description must be a string without NUL characters",
+    ),
     "name-space": (_lora_case(name="Bad Name"), "invalid name 'Bad Name'"),
     "name-dash": (_lora_case(name="-x"), "invalid name '-x'"),
     "name-long": (_lora_case(name="a" * 65), "invalid name"),
     "name-traversal": (_lora_case(name="../x"), "invalid name '../x'"),
     "name-taken": (_taken, "expert 'taken' already exists (version 1)"),
-    "model-remote-code": (_model_case(lambda d: edit_json(d / "config.json", auto_map={"AutoModel": "x.Y"})),
-                          "requires remote code; trust_remote_code is never set"),
-    "model-unknown-type": (_model_case(lambda d: edit_json(d / "config.json", model_type="mystery")),
-                           "'mystery' is unknown to transformers"),
-    "model-pickle": (_model_case(pickle_only("model.safetensors", "pytorch_model.bin")),
-                     "pickle weights are refused (pytorch_model.bin"),
+    "model-remote-code": (
+        _model_case(lambda d: edit_json(d / "config.json", auto_map={"AutoModel": "x.Y"})),
+        "requires remote code; trust_remote_code is never set",
+    ),
+    "model-unknown-type": (
+        _model_case(lambda d: edit_json(d / "config.json", model_type="mystery")),
+        "'mystery' is unknown to transformers",
+    ),
+    "model-pickle": (
+        _model_case(pickle_only("model.safetensors", "pytorch_model.bin")),
+        "pickle weights are refused (pytorch_model.bin",
+    ),
     "model-no-config": (_model_case(remove("config.json")), "config.json is missing in"),
-    "model-no-tokenizer": (_model_case(lambda d: (remove("tokenizer.json")(d), remove("tokenizer_config.json")(d))),
-                           "no tokenizer in"),
-    "model-shape": (_model_case(lambda d: edit_json(d / "config.json", intermediate_size=96)),
-                    "shape mismatch for 'model.layers.0.mlp.down_proj.weight'"),
+    "model-no-tokenizer": (
+        _model_case(lambda d: (remove("tokenizer.json")(d), remove("tokenizer_config.json")(d))),
+        "no tokenizer in",
+    ),
+    "model-shape": (
+        _model_case(lambda d: edit_json(d / "config.json", intermediate_size=96)),
+        "shape mismatch for 'model.layers.0.mlp.down_proj.weight'",
+    ),
     "model-nan": (_model_case(weights(poison(float("nan")), "model.safetensors")), "contains NaN or Inf"),
 }
 

@@ -1,4 +1,5 @@
 """Router framework and query-level routers: units on hand-made vectors, then the demo ocean."""
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,13 @@ class CannedEncoder:
 
 def fake_ctx(vectors: dict[str, list], queries: dict[str, np.ndarray]):
     index = ExampleIndex({e: np.stack(v) for e, v in vectors.items()})
-    return SimpleNamespace(index=index, encoder=CannedEncoder(queries), expert_names=sorted(vectors),
-                           adapter_names=sorted(vectors), base="b")
+    return SimpleNamespace(
+        index=index,
+        encoder=CannedEncoder(queries),
+        expert_names=sorted(vectors),
+        adapter_names=sorted(vectors),
+        base="b",
+    )
 
 
 def test_index_scores_each_expert_by_its_best_example():
@@ -46,8 +52,9 @@ def test_index_scores_each_expert_by_its_best_example():
 
 
 def test_retrieval_threshold_abstains_and_says_why():
-    ctx = fake_ctx({"a": [unit(1, 0, 0)], "b": [unit(0, 1, 0)]},
-                   {"near a": unit(1, 0.1, 0), "far": unit(0, 0, 1)})
+    ctx = fake_ctx(
+        {"a": [unit(1, 0, 0)], "b": [unit(0, 1, 0)]}, {"near a": unit(1, 0.1, 0), "far": unit(0, 0, 1)}
+    )
     plain = routers.build("retrieval", ctx).route([Query(prompt="near a"), Query(prompt="far")])
     assert plain[0].experts == ["a"] and plain[0].mode == "select" and "a" in plain[0].explanation
     strict = routers.build("retrieval", ctx, threshold=0.5, fallback="b").route([Query(prompt="far")])[0]
@@ -74,24 +81,31 @@ def test_knn_votes_and_ignores_unknown_scores():
 
 
 def test_derive_map_best_score_then_cost_then_name():
-    results = [{"category": "math", "expert": "big", "score": 1.0, "cost": 9},
-               {"category": "math", "expert": "small", "score": 1.0, "cost": 1},
-               {"category": "text", "expert": "a", "score": 0.5}, {"category": "text", "expert": "b", "score": 0.9},
-               {"category": "chat", "expert": "y", "score": 0.2}, {"category": "chat", "expert": "x", "score": 0.2}]
+    results = [
+        {"category": "math", "expert": "big", "score": 1.0, "cost": 9},
+        {"category": "math", "expert": "small", "score": 1.0, "cost": 1},
+        {"category": "text", "expert": "a", "score": 0.5},
+        {"category": "text", "expert": "b", "score": 0.9},
+        {"category": "chat", "expert": "y", "score": 0.2},
+        {"category": "chat", "expert": "x", "score": 0.2},
+    ]
     assert derive_map(results) == {"chat": "x", "math": "small", "text": "b"}
     with pytest.raises(RouterError, match="lacks 'score'"):
         derive_map([{"category": "c", "expert": "e"}])
 
 
-@pytest.mark.parametrize(("name", "config", "message"), [
-    ("nope", {}, "unknown router 'nope'; available: arrow, bench_coe"),
-    ("glider", {"alpha": -1}, "alpha: Input should be greater than or equal to 0"),
-    ("arrow", {"temperature": 0}, "temperature: Input should be greater than 0"),
-    ("retrieval", {"treshold": 0.3}, "treshold: Extra inputs are not permitted"),
-    ("loraretriever", {"top_k": 0}, "top_k: Input should be greater than or equal to 1"),
-    ("loraretriever", {"combine": "sum"}, "combine: Input should be 'merge' or 'ensemble'"),
-    ("retrieval", {"threshold": "high"}, "threshold"),
-])
+@pytest.mark.parametrize(
+    ("name", "config", "message"),
+    [
+        ("nope", {}, "unknown router 'nope'; available: arrow, bench_coe"),
+        ("glider", {"alpha": -1}, "alpha: Input should be greater than or equal to 0"),
+        ("arrow", {"temperature": 0}, "temperature: Input should be greater than 0"),
+        ("retrieval", {"treshold": 0.3}, "treshold: Extra inputs are not permitted"),
+        ("loraretriever", {"top_k": 0}, "top_k: Input should be greater than or equal to 1"),
+        ("loraretriever", {"combine": "sum"}, "combine: Input should be 'merge' or 'ensemble'"),
+        ("retrieval", {"threshold": "high"}, "threshold"),
+    ],
+)
 def test_bad_router_names_and_configs_are_clear(name, config, message):
     with pytest.raises(RouterError, match=message):
         routers.build(name, SimpleNamespace(), **config)
@@ -99,8 +113,19 @@ def test_bad_router_names_and_configs_are_clear(name, config, message):
 
 def test_every_router_publishes_a_config_schema():
     schemas = routers.schemas()
-    assert set(schemas) == {"arrow", "bench_coe", "centroid", "coe", "ensemble", "glider", "loraretriever", "oracle",
-                            "phatgoose", "retrieval", "uniform"}
+    assert set(schemas) == {
+        "arrow",
+        "bench_coe",
+        "centroid",
+        "coe",
+        "ensemble",
+        "glider",
+        "loraretriever",
+        "oracle",
+        "phatgoose",
+        "retrieval",
+        "uniform",
+    }
     assert all(s["description"] and s["config"]["type"] == "object" for s in schemas.values())
 
 
@@ -108,6 +133,7 @@ def test_every_router_publishes_a_config_schema():
 @pytest.fixture(scope="module")
 def composer(demo_ocean):
     from composer import Composer
+
     return Composer(demo_ocean.registry)
 
 
@@ -152,8 +178,16 @@ def test_coe_domain_labels_need_a_map_and_derive_one(composer):
     composer.fit("coe")  # back to the demo's default fit
 
 
-ROUTER_CONFIGS = {"retrieval": {}, "centroid": {}, "loraretriever": {"top_k": 2}, "ensemble": {"top_k": 2},
-                  "coe": {}, "bench_coe": {}, "uniform": {"experts": ["max", "length"]}, "oracle": {}}
+ROUTER_CONFIGS = {
+    "retrieval": {},
+    "centroid": {},
+    "loraretriever": {"top_k": 2},
+    "ensemble": {"top_k": 2},
+    "coe": {},
+    "bench_coe": {},
+    "uniform": {"experts": ["max", "length"]},
+    "oracle": {},
+}
 
 
 @pytest.mark.parametrize("name", sorted(ROUTER_CONFIGS))
@@ -162,7 +196,9 @@ def test_every_router_routes_generates_and_explains_itself(composer, rows, name)
     asserted): each row answers as its plan does alone, a selected expert answers as that expert
     pinned, an ensemble keeps its most likely candidate's answer; query routers that read the
     registered examples pick the prompt's own expert (a routing decision, 6 held-in prompts)."""
-    picked = [r for r in rows if r["task"] in ("max", "length", "countdown") and r["split"] == "held-in"][::20]
+    picked = [r for r in rows if r["task"] in ("max", "length", "countdown") and r["split"] == "held-in"][
+        ::20
+    ]
     queries = [{"prompt": r["prompt"], "task": r["task"]} for r in picked]
     outs = composer.generate(queries, router=name, max_new_tokens=12, **ROUTER_CONFIGS[name])
     live = {r.name for r in composer.experts()}
@@ -178,10 +214,14 @@ def test_every_router_routes_generates_and_explains_itself(composer, rows, name)
             assert o.candidates[o.expert] == max(o.candidates.values())
         if p.mode in ("select", "ensemble"):  # the answer is the chosen expert's own
             key = (q["prompt"], o.expert)
-            pinned[key] = pinned.get(key) or composer.generate([q["prompt"]], expert=o.expert, max_new_tokens=12)[0]
+            pinned[key] = (
+                pinned.get(key) or composer.generate([q["prompt"]], expert=o.expert, max_new_tokens=12)[0]
+            )
             assert o.text == pinned[key].text
     if name in ("retrieval", "coe", "oracle"):
-        assert sum(o.plan.experts == [r["task"]] for o, r in zip(outs, picked)) >= 5, [o.plan.experts for o in outs]
+        assert sum(o.plan.experts == [r["task"]] for o, r in zip(outs, picked)) >= 5, [
+            o.plan.experts for o in outs
+        ]
 
 
 def test_oracle_needs_tasks_and_falls_back_on_compositions(composer, rows):

@@ -1,4 +1,5 @@
 """Token-level routers on the demo ocean: PHATGOOSE gates, Arrow vs PEFT, GLIDER, introspection."""
+
 from __future__ import annotations
 
 import json
@@ -15,19 +16,25 @@ from routers.arrow import ARROW, fit_prototypes
 
 # the demo's "wide" experts share rank 8 and all-linear targets, as PEFT's Arrow requires
 WIDE = ["reverse", "caesar", "length"]
-PROMPTS = ["Reverse the letters: a b c d", "Encode with the Caesar cipher, shift one: h e l l o",
-           "Count the letters: x y z", "Write these letters backwards: q w e r t y"]
+PROMPTS = [
+    "Reverse the letters: a b c d",
+    "Encode with the Caesar cipher, shift one: h e l l o",
+    "Count the letters: x y z",
+    "Write these letters backwards: q w e r t y",
+]
 
 
 @pytest.fixture(scope="module")
 def composer(demo_ocean):
     from composer import Composer
+
     return Composer(demo_ocean.registry)
 
 
 def test_gate_fitting_changes_only_gates(demo_ocean):
     from routers.phatgoose.config import GateFitConfig
     from routers.phatgoose.fit import fit_gates
+
     host = Host.load(demo_ocean.out / "base")
     host.model.requires_grad_(False)
     path = demo_ocean.out / "experts" / "reverse"
@@ -49,31 +56,47 @@ def test_gate_fitting_changes_only_gates(demo_ocean):
 
 def test_registration_fits_every_token_artifact_and_nothing_else(demo_ocean, composer, tmp_path):
     import shutil
+
     reg = demo_ocean.registry
     digests = {(a.expert, a.router, a.key): a.sha256 for a in reg.artifacts()}
     adapter = tmp_path / "mirror"
     shutil.copytree(demo_ocean.out / "experts" / "atbash", adapter)
-    examples = [{"prompt": f"Mirror these letters: {w}", "completion": " z y x"} for w in ["a b c", "d e", "f g h"]]
-    composer.register(adapter, "mirror", description="Mirrors letters.", examples=examples,
-                      fit_options={"phatgoose": {"steps": 5}})
+    examples = [
+        {"prompt": f"Mirror these letters: {w}", "completion": " z y x"} for w in ["a b c", "d e", "f g h"]
+    ]
+    composer.register(
+        adapter,
+        "mirror",
+        description="Mirrors letters.",
+        examples=examples,
+        fit_options={"phatgoose": {"steps": 5}},
+    )
     try:
         after = {(a.expert, a.router, a.key): a.sha256 for a in reg.artifacts()}
         assert {k for k in after if k not in digests} == {
-            ("mirror", "embeddings", "all-MiniLM-L6-v2.npy"), ("mirror", "phatgoose", "gates.safetensors"),
-            ("mirror", "arrow", "prototypes.safetensors"), ("mirror", "glider", "all-MiniLM-L6-v2.npy")}
+            ("mirror", "embeddings", "all-MiniLM-L6-v2.npy"),
+            ("mirror", "phatgoose", "gates.safetensors"),
+            ("mirror", "arrow", "prototypes.safetensors"),
+            ("mirror", "glider", "all-MiniLM-L6-v2.npy"),
+        }
         assert all(after[k] == v for k, v in digests.items())  # nothing else refit
         rec, _ = reg.get_artifact("mirror", "phatgoose", "gates.safetensors")
         assert rec.meta["steps"] == 5
         # the new expert's gates are live: it takes part in per-token routing at once
-        rep = composer.inspect(["Mirror these letters: a b c"], router="phatgoose", experts=["mirror", "reverse"])[0]
+        rep = composer.inspect(
+            ["Mirror these letters: a b c"], router="phatgoose", experts=["mirror", "reverse"]
+        )[0]
         assert "mirror" in rep["per_token"]["top1"]
     finally:
         composer.remove("mirror")
-    assert {(a.expert, a.router, a.key): a.sha256 for a in reg.artifacts()} == digests  # its artifacts went with it
+    assert {
+        (a.expert, a.router, a.key): a.sha256 for a in reg.artifacts()
+    } == digests  # its artifacts went with it
 
 
 def test_arrow_prototypes_match_the_adapters(demo_ocean, composer):
     from routers.token import vectors_from_bytes
+
     for name in WIDE:
         _, data = demo_ocean.registry.get_artifact(name, "arrow", "prototypes.safetensors")
         stored = vectors_from_bytes(data)
@@ -102,9 +125,12 @@ def power_iteration_bound(A, B, seed: int, iters: int = 15) -> float:
 
 def peft_arrow(demo_ocean, top_k=2, seed=0):
     from peft import ArrowConfig, create_arrow_model
+
     paths = [str(demo_ocean.out / "experts" / n) for n in WIDE]
     base = AutoModelForCausalLM.from_pretrained(demo_ocean.out / "base")
-    return create_arrow_model(base, paths, ArrowConfig(top_k=top_k, router_temperature=1.0, rng_seed=seed)).eval()
+    return create_arrow_model(
+        base, paths, ArrowConfig(top_k=top_k, router_temperature=1.0, rng_seed=seed)
+    ).eval()
 
 
 def test_arrow_agrees_with_peft(demo_ocean, composer):
@@ -141,7 +167,9 @@ def test_arrow_agrees_with_peft(demo_ocean, composer):
     assert checked == len(WIDE) * len(loras[WIDE[0]].modules)
     for n in WIDE:
         host.set_vectors(n, "arrow", theirs[n])
-    got = host.logits(enc["input_ids"], enc["attention_mask"], mixtures=[Gate("arrow", ARROW.score, top_k=2)] * len(PROMPTS))
+    got = host.logits(
+        enc["input_ids"], enc["attention_mask"], mixtures=[Gate("arrow", ARROW.score, top_k=2)] * len(PROMPTS)
+    )
     mask = enc["attention_mask"].bool()
     assert (got - want)[mask].abs().max() < 1e-5
 
@@ -157,13 +185,16 @@ def test_token_rows_mix_with_sequence_rows_in_one_batch(composer):
     gate = host_row(plan)
     mixed = row_logits(host, PROMPTS[:3], [gate, {"reverse": 1.0}, {}])
     for i, row in enumerate([gate, {"reverse": 1.0}, {}]):
-        alone = row_logits(host, PROMPTS[i:i + 1], [row])
+        alone = row_logits(host, PROMPTS[i : i + 1], [row])
         n = alone.shape[1]
         torch.testing.assert_close(mixed[i, -n:], alone[0], atol=1e-4, rtol=1e-4)
     outs = composer.generate(PROMPTS[:2], router="phatgoose", max_new_tokens=8)
     assert all(o.plan.mode == "token" and o.plan.gate.kind == "phatgoose" for o in outs)
     # greedy, token-routed generation in a batch == the same prompt alone
-    assert outs[1].token_ids == composer.generate(PROMPTS[1:2], router="phatgoose", max_new_tokens=8)[0].token_ids
+    assert (
+        outs[1].token_ids
+        == composer.generate(PROMPTS[1:2], router="phatgoose", max_new_tokens=8)[0].token_ids
+    )
 
 
 def own_expert_majority(composer, router, **config) -> float:
@@ -171,6 +202,7 @@ def own_expert_majority(composer, router, **config) -> float:
     import random
 
     from composer.demo import skills as S
+
     rng = random.Random(11)
     wins = []
     for name, skill in S.SKILLS.items():
@@ -182,10 +214,13 @@ def own_expert_majority(composer, router, **config) -> float:
     return sum(wins) / len(wins)
 
 
-@pytest.mark.xfail(strict=True, reason="measured: on the demo ocean PHATGOOSE's gates do not tell the skills apart "
-                   "(own expert top-1 on ~15% of (token, module) decisions, chance 12.5%): every skill shares the "
-                   "same payload tokens and prompt shape, and each gate, trained on its own data only, learns to "
-                   "open along the common activation direction (see README, token-level routing)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: on the demo ocean PHATGOOSE's gates do not tell the skills apart "
+    "(own expert top-1 on ~15% of (token, module) decisions, chance 12.5%): every skill shares the "
+    "same payload tokens and prompt shape, and each gate, trained on its own data only, learns to "
+    "open along the common activation direction (see README, token-level routing)",
+)
 def test_phatgoose_routes_held_in_prompts_to_their_expert(composer):
     assert own_expert_majority(composer, "phatgoose") > 0.5
 
@@ -206,7 +241,9 @@ def test_glider_alpha_zero_is_phatgoose_and_large_alpha_follows_global(composer)
     names = {s: n for n, s in host.slots.items()}
     for path, rows, slots, _ in trace.calls:
         layer = host.layers[path]
-        present = [n for n, s in host.slots.items() if s < len(layer.rank) and layer.has_vector["phatgoose"][s]]
+        present = [
+            n for n, s in host.slots.items() if s < len(layer.rank) and layer.has_vector["phatgoose"][s]
+        ]
         for i, b in enumerate(rows.tolist()):
             ranked = sorted(present, key=lambda n: -plans[b].scores[n])
             top = {names[s] for s in slots[i, :, 0].tolist()}
@@ -215,14 +252,18 @@ def test_glider_alpha_zero_is_phatgoose_and_large_alpha_follows_global(composer)
 
 def test_route_json_shows_per_token_choices_and_plot(demo_ocean, composer, capsys, tmp_path):
     from composer.introspect import plot_usage
+
     assert main(["--home", str(demo_ocean.home), "route", "--router", "phatgoose", "--json", PROMPTS[0]]) == 0
     (rep,) = json.loads(capsys.readouterr().out)
     assert rep["mode"] == "token" and rep["gate"]["top_k"] == 2 and rep["prompt"] == PROMPTS[0]
     rep = rep["per_token"]
     tokens = rep["tokens"]
     assert tokens and all(len(v) == len(tokens) for v in rep["modules"].values())
-    assert all(len(choice) == 2 and math.isclose(sum(w for _, w in choice), 1.0, abs_tol=1e-3)
-               for v in rep["modules"].values() for choice in v)
+    assert all(
+        len(choice) == 2 and math.isclose(sum(w for _, w in choice), 1.0, abs_tol=1e-3)
+        for v in rep["modules"].values()
+        for choice in v
+    )
     for layer in rep["layers"].values():
         assert math.isclose(sum(layer.values()), 1.0, abs_tol=1e-3)
     png = plot_usage(rep["layers"], tmp_path / "usage.png", "phatgoose")
@@ -231,8 +272,18 @@ def test_route_json_shows_per_token_choices_and_plot(demo_ocean, composer, capsy
 
 @pytest.mark.parametrize("router", ["phatgoose", "arrow", "glider"])
 def test_token_routers_generate_from_the_cli(demo_ocean, capsys, router):
-    argv = ["--home", str(demo_ocean.home), "generate", "--router", router, "--max-new-tokens", "6", "--json",
-            PROMPTS[0], PROMPTS[2]]
+    argv = [
+        "--home",
+        str(demo_ocean.home),
+        "generate",
+        "--router",
+        router,
+        "--max-new-tokens",
+        "6",
+        "--json",
+        PROMPTS[0],
+        PROMPTS[2],
+    ]
     assert main(argv) == 0
     outs = json.loads(capsys.readouterr().out)
     assert [o["routing"]["router"] for o in outs] == [router] * 2
@@ -249,6 +300,7 @@ def test_glider_writer_endpoint(demo_ocean, tmp_path):
     from composer import Composer
     from registry import Registry
     from routers.glider import EndpointWriter
+
     writer_host = Host.load(demo_ocean.out / "base")
     seen = []
 
@@ -257,7 +309,9 @@ def test_glider_writer_endpoint(demo_ocean, tmp_path):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append((self.path, body))
             tok = writer_host.tokenizer  # the demo LM's context is 128 tokens: it reads the prompt's tail
-            prompt = tok.decode(tok(body["messages"][0]["content"], add_special_tokens=False)["input_ids"][-96:])
+            prompt = tok.decode(
+                tok(body["messages"][0]["content"], add_special_tokens=False)["input_ids"][-96:]
+            )
             text = writer_host.generate([prompt], max_new_tokens=8)[0].text or "(empty)"
             data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
             self.send_response(200)
@@ -277,16 +331,16 @@ def test_glider_writer_endpoint(demo_ocean, tmp_path):
         assert isinstance(c.ctx.writer, EndpointWriter)
         rec = demo_ocean.registry.get("max")
         from routers.glider.fit import task_embedding
+
         v, meta = task_embedding(rec, c.ctx.encoder, c.ctx.writer)
         assert seen and seen[0][0] == "/v1/chat/completions" and seen[0][1]["model"] == "demo-base"
         assert rec.examples[0]["prompt"] in seen[0][1]["messages"][0]["content"]
         assert meta["writer"] == f"{url}#demo-base" and meta["instruction"]
-        assert abs(float((v ** 2).sum()) - 1) < 1e-5
+        assert abs(float((v**2).sum()) - 1) < 1e-5
         with pytest.raises(Exception, match="instruction writer"):
             EndpointWriter("http://127.0.0.1:9/v1", timeout=2).write(["x"])
     finally:
         server.shutdown()
-
 
 
 def test_serving_never_fits_missing_artifacts_composer_fit_backfills_them(demo_ocean, composer, tmp_path):
@@ -294,6 +348,7 @@ def test_serving_never_fits_missing_artifacts_composer_fit_backfills_them(demo_o
     but nothing is fitted on the serving path: until `fit NAME` backfills its artifacts from its
     own data, token gates and GLIDER's global term leave it out and nothing is written."""
     import shutil
+
     reg = demo_ocean.registry
     adapter = tmp_path / "plain"
     shutil.copytree(demo_ocean.out / "experts" / "max", adapter)
@@ -305,21 +360,32 @@ def test_serving_never_fits_missing_artifacts_composer_fit_backfills_them(demo_o
         assert not layer.has_vector["phatgoose"][slot] and not layer.has_vector["arrow"][slot]
         plan = composer.route(["Find the largest digit: 3 4"], router="glider")[0]
         assert "plain" not in plan.scores and "1 without a task embedding" in plan.explanation
-        assert composer.generate(["Find the largest digit: 3 4"], expert="plain", max_new_tokens=2)[0].expert == "plain"
+        assert (
+            composer.generate(["Find the largest digit: 3 4"], expert="plain", max_new_tokens=2)[0].expert
+            == "plain"
+        )
         assert not reg.artifacts("plain")  # serving and routing wrote nothing
         others = {(a.expert, a.router, a.key): a.sha256 for a in reg.artifacts() if a.expert != "plain"}
 
         summary = composer.fit("phatgoose", experts=["plain"], steps=5)
         assert summary == {"artifact": "phatgoose", "fitted": ["plain"], "present": []}
         arrow = composer.fit("arrow")  # every expert: only the one lacking it is fitted
-        assert arrow["fitted"] == ["plain"] and set(arrow["present"]) == {r.name for r in composer.experts()} - {"plain"}
+        assert arrow["fitted"] == ["plain"] and set(arrow["present"]) == {
+            r.name for r in composer.experts()
+        } - {"plain"}
         assert composer.fit("glider", experts=["plain"])["fitted"] == ["plain"]
         assert {a.router for a in reg.artifacts("plain")} == {"phatgoose", "arrow", "glider"}
         assert reg.get_artifact("plain", "phatgoose", "gates.safetensors")[0].meta["steps"] == 5
-        assert {(a.expert, a.router, a.key): a.sha256 for a in reg.artifacts() if a.expert != "plain"} == others
+        assert {
+            (a.expert, a.router, a.key): a.sha256 for a in reg.artifacts() if a.expert != "plain"
+        } == others
         host = composer.host  # the next sync installs what appeared
         assert layer.has_vector["phatgoose"][slot] and layer.has_vector["arrow"][slot]
         assert "plain" in composer.route(["Find the largest digit: 3 4"], router="glider")[0].scores
-        assert composer.fit("arrow", experts=["plain"]) == {"artifact": "arrow", "fitted": [], "present": ["plain"]}
+        assert composer.fit("arrow", experts=["plain"]) == {
+            "artifact": "arrow",
+            "fitted": [],
+            "present": ["plain"],
+        }
     finally:
         composer.remove("plain")

@@ -8,9 +8,17 @@ route (POST /v1/route), models (GET /v1/models), routers (GET /v1/routers), expe
 Handlers take the app's objects through `deps.State` and the request policy from
 `policy`; none keeps state of its own.
 """
+
 from composer.serving.routes import completions, evaluations, experts, models, ops, route, routers
 
-ROUTERS = [completions.router, route.router, models.router, routers.router, experts.router, evaluations.router,
-           ops.router]
+ROUTERS = [
+    completions.router,
+    route.router,
+    models.router,
+    routers.router,
+    experts.router,
+    evaluations.router,
+    ops.router,
+]
 
 __all__ = ["ROUTERS"]

@@ -9,6 +9,7 @@ backend within the request's deadline. The answer is OpenAI's completion object 
 the first item arrived (an error before any output is still an HTTP error) and holding the
 place until the stream ends. `/v1/completions` streams a single prompt only (400).
 """
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -21,8 +22,12 @@ from composer.serving.errors import ApiError
 from composer.serving.routes.route import plans_for
 from composer.serving.schemas import ChatRequest, CompletionRequest
 
-GENERATED = {200: {"description": "an OpenAI completion object, or with stream: true server-sent events",
-                   "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}}}}
+GENERATED = {
+    200: {
+        "description": "an OpenAI completion object, or with stream: true server-sent events",
+        "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 
 router = APIRouter()
 
@@ -35,15 +40,17 @@ async def chat_completions(req: ChatRequest, s: State):
     admission, backend = s.admission, s.backend
     async with admission.slot() as place:
         deadline = admission.deadline()
-        plan, = await plans_for(s, t, [req.routed_text()], deadline)
+        (plan,) = await plans_for(s, t, [req.routed_text()], deadline)
         s.metrics.decided(plan)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         if req.stream:
             stream = admission.hand_over(place, backend.stream(t.base, req.chat(), plan, gen), deadline)
             await stream.prime()  # an error before the first token is an HTTP error, not an event
-            return StreamingResponse(oai.sse_chat(req.model, stream, plan, req.stops(), include_usage),
-                                     media_type="text/event-stream")
-        c, = await admission.run(backend.execute(t.base, [req.chat()], [plan], gen), deadline)
+            return StreamingResponse(
+                oai.sse_chat(req.model, stream, plan, req.stops(), include_usage),
+                media_type="text/event-stream",
+            )
+        (c,) = await admission.run(backend.execute(t.base, [req.chat()], [plan], gen), deadline)
     s.metrics.generated(plan.router, len(c.token_ids))
     return oai.chat_response(req.model, c, req.stops())
 
@@ -66,8 +73,10 @@ async def completions(req: CompletionRequest, s: State):
         if req.stream:
             stream = admission.hand_over(place, backend.stream(t.base, prompts[0], plans[0], gen), deadline)
             await stream.prime()
-            return StreamingResponse(oai.sse_text(req.model, stream, plans[0], req.stops(), include_usage),
-                                     media_type="text/event-stream")
+            return StreamingResponse(
+                oai.sse_text(req.model, stream, plans[0], req.stops(), include_usage),
+                media_type="text/event-stream",
+            )
         cs = await admission.run(backend.execute(t.base, prompts, plans, gen), deadline)
     s.metrics.generated(plans[0].router, sum(len(c.token_ids) for c in cs))
     return oai.text_response(req.model, cs, req.stops())

@@ -6,6 +6,7 @@ the job on the backend and answers 202 with the job's view; the backend refuses 
 routers or malformed rows (400). GET lists every job's view; GET /{job_id} is one job's
 progress, and its records with `?records=true` (404 for an unknown id).
 """
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends

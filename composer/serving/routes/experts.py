@@ -11,6 +11,7 @@ metadata is invalid or names a path too); any other content type is a 415. DELET
 a version (latest if absent) and answers `{"deleted": true, "expert"}`. A `version`
 outside 1..MAX_VERSION is a 400 before the registry is asked.
 """
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -29,11 +30,24 @@ from registry.db import MAX_VERSION
 
 Version = Annotated[int | None, Param(ge=1, le=MAX_VERSION, description="a stored version; latest if absent")]
 MULTIPART_SLACK = 1 << 20  # a multipart body's framing around the archive, judged from Content-Length
-REGISTER_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": RegisterRequest.model_json_schema()},
-    "multipart/form-data": {"schema": {"type": "object", "required": ["archive", "metadata"],
-                                       "properties": {"archive": {"type": "string", "format": "binary"},
-                                                      "metadata": {"type": "string"}}}}}}}
+REGISTER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": RegisterRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["archive", "metadata"],
+                    "properties": {
+                        "archive": {"type": "string", "format": "binary"},
+                        "metadata": {"type": "string"},
+                    },
+                }
+            },
+        },
+    }
+}
 
 router = APIRouter()
 
@@ -63,8 +77,11 @@ async def multipart(request: Request, s: Services) -> tuple[RegisterRequest, byt
     form = await request.form(max_files=1, max_fields=4)
     upload, meta = form.get("archive"), form.get("metadata")
     if upload is None or isinstance(upload, str) or not isinstance(meta, str):
-        raise ApiError(400, "invalid_request_error", "multipart registration needs a file field 'archive' "
-                       "and a JSON field 'metadata'")
+        raise ApiError(
+            400,
+            "invalid_request_error",
+            "multipart registration needs a file field 'archive' and a JSON field 'metadata'",
+        )
     req = parse(RegisterRequest, meta)
     if req.path is not None:
         raise ApiError(400, "invalid_request_error", "give either an archive or a path, not both")
@@ -75,15 +92,20 @@ async def multipart(request: Request, s: Services) -> tuple[RegisterRequest, byt
 @router.post("/v1/experts", status_code=201, dependencies=[Depends(require_key)], openapi_extra=REGISTER_BODY)
 async def register(request: Request, s: State):
     ctype = request.headers.get("content-type", "")
-    policy.check_upload_size(int(request.headers.get("content-length") or 0), s.settings, slack=MULTIPART_SLACK)
+    policy.check_upload_size(
+        int(request.headers.get("content-length") or 0), s.settings, slack=MULTIPART_SLACK
+    )
     archive = None
     if ctype.startswith("multipart/form-data"):
         req, archive = await multipart(request, s)
     elif ctype.startswith("application/json"):
         req = parse(RegisterRequest, await request.body())
     else:
-        raise ApiError(415, "unsupported_media_type", "send application/json (server-side path) or "
-                       "multipart/form-data (archive + metadata)")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send application/json (server-side path) or multipart/form-data (archive + metadata)",
+        )
     rec = await s.backend.register(req, archive)
     return JSONResponse(public_record(rec), status_code=201)
 

@@ -6,6 +6,7 @@ registered base model and expert (latest ready version). Each entry is an OpenAI
 object (`id`, `object`, `created`, `owned_by` "composer") plus `composer`: its kind and,
 for registry entries, version, base and description.
 """
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -18,8 +19,13 @@ router = APIRouter()
 
 
 def entry(id_: str, kind: str, created: int = 0, **extra) -> dict:
-    return {"id": id_, "object": "model", "created": created, "owned_by": "composer",
-            "composer": {"kind": kind, **extra}}
+    return {
+        "id": id_,
+        "object": "model",
+        "created": created,
+        "owned_by": "composer",
+        "composer": {"kind": kind, **extra},
+    }
 
 
 @router.get("/v1/models")
@@ -27,6 +33,14 @@ async def models(s: State):
     data = [entry(ALIAS, "router", router=s.settings.default_router)]
     data += [entry(f"{ALIAS}:{n}", "router", router=n) for n in routers.names()]
     for rec in s.registry.list():
-        data.append(entry(rec.name, rec.kind, int(rec.created_at.timestamp()), version=rec.version,
-                          base=rec.base_model, description=rec.description))
+        data.append(
+            entry(
+                rec.name,
+                rec.kind,
+                int(rec.created_at.timestamp()),
+                version=rec.version,
+                base=rec.base_model,
+                description=rec.description,
+            )
+        )
     return {"object": "list", "data": data}

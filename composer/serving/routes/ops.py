@@ -6,6 +6,7 @@ when every component is, else 503 "not ready"; /metrics is the Prometheus exposi
 (metrics.py) after refreshing the gauges from the backend's `stats()` and the requests in
 flight (`Admission.active`).
 """
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -26,11 +27,15 @@ async def healthz():
 async def readyz(s: State):
     parts = await s.backend.ready()
     ok = all(parts.values())
-    return JSONResponse({"status": "ready" if ok else "not ready", "components": parts},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ready" if ok else "not ready", "components": parts}, status_code=200 if ok else 503
+    )
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}},
+)
 async def prometheus(s: State):
     return Response(s.metrics.render(await s.backend.stats(), s.admission.active), media_type=CONTENT_TYPE)

@@ -9,6 +9,7 @@ get plans (also for completions): a direct target's plan per text, else the back
 router under the request's deadline, refused by `policy.check_plans` when a plan combines
 more experts than the server allows.
 """
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -25,8 +26,9 @@ router = APIRouter()
 async def plans_for(s: Services, t: Target, texts: list[str], deadline: float) -> list[RoutingPlan]:
     if t.direct is not None:
         return [t.direct] * len(texts)
-    plans = await s.admission.run(s.backend.route(t.base, [Query(prompt=x) for x in texts], t.router,
-                                                  t.config or {}), deadline)
+    plans = await s.admission.run(
+        s.backend.route(t.base, [Query(prompt=x) for x in texts], t.router, t.config or {}), deadline
+    )
     policy.check_plans(plans, s.settings)
     return plans
 
@@ -38,5 +40,8 @@ async def route(req: RouteRequest, s: State):
     t = policy.target(req.model, req.routing, s.settings, s.registry)
     async with s.admission.slot():
         plans = await plans_for(s, t, prompts, s.admission.deadline())
-    return {"object": "list", "model": req.model,
-            "data": [{"prompt": p, **plan.model_dump(exclude_none=True)} for p, plan in zip(prompts, plans)]}
+    return {
+        "object": "list",
+        "model": req.model,
+        "data": [{"prompt": p, **plan.model_dump(exclude_none=True)} for p, plan in zip(prompts, plans)],
+    }

@@ -4,6 +4,7 @@ Contract: `{"object": "list", "default": settings.default_router, "data": [{"nam
 "description", "config_schema"}]}`, one entry per registered router (`routers.schemas()`);
 `config_schema` is the JSON schema of what a request's `routing` object may carry.
 """
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -16,6 +17,11 @@ router = APIRouter()
 
 @router.get("/v1/routers")
 async def list_routers(s: State):
-    return {"object": "list", "default": s.settings.default_router,
-            "data": [{"name": n, "description": spec["description"], "config_schema": spec["config"]}
-                     for n, spec in routers.schemas().items()]}
+    return {
+        "object": "list",
+        "default": s.settings.default_router,
+        "data": [
+            {"name": n, "description": spec["description"], "config_schema": spec["config"]}
+            for n, spec in routers.schemas().items()
+        ],
+    }

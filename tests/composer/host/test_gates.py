@@ -1,4 +1,5 @@
 """Token-level gates and Arrow prototypes as units: exact arithmetic on small random layers."""
+
 from __future__ import annotations
 
 import math
@@ -70,9 +71,11 @@ def test_bias_candidates_per_row_k_and_trace():
         install(layer, "arrow", s, V[s])
     x = torch.randn(3, 4, 6)
     trace = RoutingTrace()
-    rows = [gate("arrow", top_k=1, bias={2: 1e6}),  # a huge bias forces expert 2 everywhere
-            gate("arrow", top_k=2, experts=[0, 1]),  # only 0 and 1 are candidates
-            [(1, 1.0)]]  # a fixed row in the same batch
+    rows = [
+        gate("arrow", top_k=1, bias={2: 1e6}),  # a huge bias forces expert 2 everywhere
+        gate("arrow", top_k=2, experts=[0, 1]),  # only 0 and 1 are candidates
+        [(1, 1.0)],
+    ]  # a fixed row in the same batch
     with use_routing(MixedRouting(rows, trace)):
         y = layer(x)
     A, B, s = loras[2]
@@ -82,7 +85,7 @@ def test_bias_candidates_per_row_k_and_trace():
     torch.testing.assert_close(y[1], reference(layer, loras, x[1], logits, 2))
     A, B, s = loras[1]
     torch.testing.assert_close(y[2], layer.base_layer(x[2]) + s * x[2] @ A.T @ B.T)
-    (path, rows_seen, slots, weights), = trace.calls
+    ((path, rows_seen, slots, weights),) = trace.calls
     assert path == "m.layers.0.q" and rows_seen.tolist() == [0, 1]
     assert (slots[0, :, 0] == 2).all() and (slots[0, :, 1] == -1).all()
     assert set(slots[1].flatten().tolist()) <= {0, 1}

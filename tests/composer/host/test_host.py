@@ -1,4 +1,5 @@
 """The mixture-of-LoRA host against PEFT itself, on the demo ocean's real adapters."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,12 @@ from composer.host import Host, read_lora
 # Chosen to differ: reverse r=8 alpha=16 all-linear; uppercase r=4 alpha=8 on q/v/o/up/down;
 # atbash r=16 alpha=16 rsLoRA all-linear (checked in test_adapters_really_differ).
 EXPERTS = ["reverse", "uppercase", "atbash"]
-PROMPTS = ["Reverse the letters: a b c d", "Make these letters uppercase: q r s", "Encode with the Atbash cipher: h e l l o",
-           "Count the letters: x y"]
+PROMPTS = [
+    "Reverse the letters: a b c d",
+    "Make these letters uppercase: q r s",
+    "Encode with the Atbash cipher: h e l l o",
+    "Count the letters: x y",
+]
 TOL = 1e-4
 
 
@@ -88,7 +93,9 @@ def test_uniform_merge_equals_peft_cat(host, peft):
         enc = encode(host, PROMPTS)
         with torch.no_grad():
             ref = peft(**enc).logits
-        got = host.logits(enc["input_ids"], enc["attention_mask"], [dict(zip(EXPERTS, weights))] * len(PROMPTS))
+        got = host.logits(
+            enc["input_ids"], enc["attention_mask"], [dict(zip(EXPERTS, weights))] * len(PROMPTS)
+        )
         assert (got - ref)[enc["attention_mask"].bool()].abs().max().item() <= TOL
     finally:
         peft.delete_adapter("merged")
@@ -101,9 +108,14 @@ def test_greedy_generation_equals_peft_per_row(host, peft):
     for prompt, name, g in zip(prompts, EXPERTS, gens):
         peft.set_adapter(name)
         enc = tok(host.render(prompt), return_tensors="pt", add_special_tokens=False)
-        ids = peft.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id,
-                            eos_token_id=tok.eos_token_id)[0, enc["input_ids"].shape[1]:].tolist()
-        assert g.token_ids == ids[:len(g.token_ids)] and len(g.token_ids) in (len(ids), 10)
+        ids = peft.generate(
+            **enc,
+            max_new_tokens=10,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )[0, enc["input_ids"].shape[1] :].tolist()
+        assert g.token_ids == ids[: len(g.token_ids)] and len(g.token_ids) in (len(ids), 10)
 
 
 def test_runtime_add_and_remove_touch_only_routed_rows(demo_ocean):
@@ -167,7 +179,9 @@ def test_cost_follows_experts_used_not_installed(demo_ocean):
     enc = encode(one, PROMPTS)
     routed = [{"reverse": 1.0}] * len(PROMPTS)
     assert _flops(one, enc, routed) == _flops(all_, enc, routed)
-    assert _flops(all_, enc, [{e: 1 / len(experts) for e in experts}] * len(PROMPTS)) > _flops(all_, enc, routed)
+    assert _flops(all_, enc, [{e: 1 / len(experts) for e in experts}] * len(PROMPTS)) > _flops(
+        all_, enc, routed
+    )
 
 
 class TokenGate:
@@ -191,5 +205,9 @@ def test_per_token_gates_drive_the_same_layers(host):
     # top-2 per token: half the mass on each of two experts = the 50/50 merge
     two = [host.slots["reverse"], host.slots["atbash"]]
     half = TokenGate(lambda n: (torch.tensor([two] * n), torch.full((n, 2), 0.5)))
-    merged = host.logits(enc["input_ids"], enc["attention_mask"], [{"reverse": 0.5, "atbash": 0.5}] * len(PROMPTS))
-    assert torch.allclose(host.logits(enc["input_ids"], enc["attention_mask"], routing=half), merged, atol=1e-5)
+    merged = host.logits(
+        enc["input_ids"], enc["attention_mask"], [{"reverse": 0.5, "atbash": 0.5}] * len(PROMPTS)
+    )
+    assert torch.allclose(
+        host.logits(enc["input_ids"], enc["attention_mask"], routing=half), merged, atol=1e-5
+    )

@@ -2,6 +2,7 @@
 the places that streams hold and give back (at their end, on an error, or when dropped
 before their first item). Work "past the deadline" never ends by itself (it waits on an
 event nobody sets), so whether a deadline passes never depends on the machine's speed."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,6 +39,7 @@ def test_a_full_house_refuses_at_once_with_429_then_admits_again():
         assert a.active == 0 and a.rejected == 1
         async with a.slot():
             assert a.active == 1
+
     asyncio.run(run())
 
 
@@ -52,11 +54,13 @@ def test_work_past_the_deadline_is_cancelled_and_503():
             except asyncio.CancelledError:
                 cancelled.set()
                 raise
+
         async with a.slot():
             with pytest.raises(Unavailable, match="COMPOSER_REQUEST_TIMEOUT_S"):
                 await a.run(slow(), a.deadline())
         assert cancelled.is_set() and a.active == 0
         assert await a.run(asyncio.sleep(0, result=7), time.monotonic() + 60) == 7
+
     asyncio.run(run())
 
 
@@ -65,8 +69,11 @@ def test_a_stream_holds_its_place_until_it_is_over(how):
     async def run():
         a = Admission(limit=1, timeout_s=0.05 if how == "too-slow" else 60)
         async with a.slot() as place:
-            stream = a.hand_over(place, items(3, fail_at=1 if how == "error" else None,
-                                              stall_at=0 if how == "too-slow" else None), a.deadline())
+            stream = a.hand_over(
+                place,
+                items(3, fail_at=1 if how == "error" else None, stall_at=0 if how == "too-slow" else None),
+                a.deadline(),
+            )
         assert a.active == 1  # the handler is done; the stream keeps the place
         if how == "consumed":
             assert [x async for x in stream] == [0, 1, 2]
@@ -83,6 +90,7 @@ def test_a_stream_holds_its_place_until_it_is_over(how):
             del stream
         gc.collect()
         assert a.active == 0
+
     asyncio.run(run())
 
 
@@ -96,4 +104,5 @@ def test_prime_surfaces_the_first_error_and_keeps_the_first_item():
             with pytest.raises(ValueError):
                 await a.hand_over(place, items(2, fail_at=0), a.deadline()).prime()
         assert a.active == 0
+
     asyncio.run(run())

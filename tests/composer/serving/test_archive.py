@@ -1,4 +1,5 @@
 """Uploaded archives unpack only regular files inside the destination, within the size limit."""
+
 from __future__ import annotations
 
 import io
@@ -35,7 +36,9 @@ def test_zip_and_tar_unpack_to_their_top_folder(tmp_path):
     assert flat == tmp_path / "t" and sorted(p.name for p in flat.iterdir()) == ["a.json", "b.json"]
 
 
-@pytest.mark.parametrize("name", ["../evil.json", "adapter/../../evil.json", "/etc/evil.json", "C:/evil.json"])
+@pytest.mark.parametrize(
+    "name", ["../evil.json", "adapter/../../evil.json", "/etc/evil.json", "C:/evil.json"]
+)
 def test_paths_that_escape_are_refused(tmp_path, name):
     with pytest.raises(UploadError):
         unpack(tar_with(file_info(name, b"{}")), tmp_path / "d", 1000)
@@ -69,12 +72,15 @@ def test_garbage_is_not_an_archive(tmp_path):
 
 def test_pack_round_trips_through_unpack(tmp_path):
     from composer.serving.archive import pack
+
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "adapter_config.json").write_text("{}")
     (src / "sub" / "w.safetensors").write_bytes(b"\1\2\3")
     root = unpack(pack(src), tmp_path / "out", 10_000)
     assert root.name == "adapter"
-    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == \
-        ["adapter_config.json", "sub/w.safetensors"]
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+        "adapter_config.json",
+        "sub/w.safetensors",
+    ]
     assert (root / "sub" / "w.safetensors").read_bytes() == b"\1\2\3"

@@ -7,6 +7,7 @@ fitted), the server is killed with SIGKILL. After a restart: no registering row,
 experts, byte-identical store files, no upload leftovers; the same registration then
 succeeds and the new expert answers.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,20 @@ pytestmark = pytest.mark.slow
 
 def start(home: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "COMPOSER_HOME": str(home), "COMPOSER_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "composer"), "serve", "--in-process", "--port", str(port),
-                             "--threads", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "composer"),
+            "serve",
+            "--in-process",
+            "--port",
+            str(port),
+            "--threads",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -57,7 +70,9 @@ def state(home: Path) -> tuple:
         rows = sorted(db.execute("SELECT name, version, status, digest FROM experts").fetchall())
         artifacts = db.execute("SELECT count(*) FROM artifacts").fetchone()[0]
     store = home / "store"
-    files = sorted((p.relative_to(store).as_posix(), p.stat().st_size) for p in store.rglob("*") if p.is_file())
+    files = sorted(
+        (p.relative_to(store).as_posix(), p.stat().st_size) for p in store.rglob("*") if p.is_file()
+    )
     uploads = sorted(p.name for p in (home / "uploads").glob("*"))
     return rows, artifacts, files, uploads
 
@@ -70,8 +85,13 @@ def test_server_killed_during_registration_leaves_no_half_expert(demo_ocean, tmp
     meta = json.dumps({"name": "fresh", "examples": ["Count the letters in this word: p a r i s"]})
 
     def register() -> httpx.Response:
-        return httpx.post(url + "/v1/experts", files={"archive": ("a.zip", archive, "application/zip")},
-                          data={"metadata": meta}, headers=AUTH, timeout=300)
+        return httpx.post(
+            url + "/v1/experts",
+            files={"archive": ("a.zip", archive, "application/zip")},
+            data={"metadata": meta},
+            headers=AUTH,
+            timeout=300,
+        )
 
     proc = start(home, port)
     try:
@@ -95,9 +115,15 @@ def test_server_killed_during_registration_leaves_no_half_expert(demo_ocean, tmp
         r = register()
         assert r.status_code == 201, r.text
         assert r.json()["name"] == "fresh" and r.json()["version"] == 1
-        answer = httpx.post(url + "/v1/chat/completions", timeout=120, json={
-            "model": "fresh", "max_tokens": 16,
-            "messages": [{"role": "user", "content": "Count the letters in this word: p a r i s"}]})
+        answer = httpx.post(
+            url + "/v1/chat/completions",
+            timeout=120,
+            json={
+                "model": "fresh",
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": "Count the letters in this word: p a r i s"}],
+            },
+        )
         assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
         assert state(home)[3] == []  # the upload dir of the finished registration is gone too
     finally:

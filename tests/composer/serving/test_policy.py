@@ -6,6 +6,7 @@ registry of its own (the demo base registered twice as a base, once as a whole m
 limits and sampling against hand-made `Settings`. Every refusal is an `ApiError`
 with the status, type and words (the limit's variable) that the API answers with.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -20,8 +21,9 @@ from composer.settings import Settings
 from registry import RegistryError
 from routers import RouterError, RoutingPlan
 
-LIMITS = Settings(max_experts=4, max_prompts=3, max_prompt_chars=20, max_tokens=64, max_eval_examples=2,
-                  max_upload_mb=1)
+LIMITS = Settings(
+    max_experts=4, max_prompts=3, max_prompt_chars=20, max_tokens=64, max_eval_examples=2, max_upload_mb=1
+)
 MB = 1024 * 1024
 
 
@@ -49,6 +51,7 @@ def routing(**kw) -> RoutingOptions:
 def fleet(demo_ocean, tmp_path_factory):
     """Two bases ("a", "b") and a whole-model expert ("full"), all the demo base's files."""
     from registry import Registry
+
     reg = Registry(home=tmp_path_factory.mktemp("fleet"))
     src = demo_ocean.registry.get("demo-base").path
     for name in ("a", "b"):
@@ -107,11 +110,14 @@ def test_a_base_name_is_the_base_model_itself(registry):
 
 
 def test_a_whole_model_expert_runs_beside_the_default_base(fleet):
-    assert policy.target("full", None, Settings(base="b"), fleet) == Target("b", direct=RoutingPlan.direct("full"))
+    assert policy.target("full", None, Settings(base="b"), fleet) == Target(
+        "b", direct=RoutingPlan.direct("full")
+    )
 
 
 def test_composer_needs_one_base_or_a_configured_one(fleet, tmp_path):
     from registry import Registry
+
     with pytest.raises(RegistryError, match=r"several base models are registered \(a, b\)"):
         policy.target("composer", None, LIMITS, fleet)
     assert policy.target("composer", None, Settings(base="b"), fleet).base == "b"
@@ -137,23 +143,33 @@ def test_routing_an_expert_or_a_base_is_a_400(registry):
 # ------------------------------------------------------------------------------------ limits
 @pytest.mark.parametrize("key,config", [("top_k", {"top_k": 5}), ("experts", {"experts": list("abcde")})])
 def test_experts_per_request_beyond_the_limit(key, config, registry):
-    with refused(400, "invalid_routing", f"routing.{key} asks for 5 experts", "at most 4", "COMPOSER_MAX_EXPERTS"):
+    with refused(
+        400, "invalid_routing", f"routing.{key} asks for 5 experts", "at most 4", "COMPOSER_MAX_EXPERTS"
+    ):
         policy.check_experts(config, LIMITS)
     with refused(400, "invalid_routing", "COMPOSER_MAX_EXPERTS"):
-        policy.target("composer", routing(router="loraretriever" if key == "top_k" else "uniform", **config),
-                      LIMITS, registry)
+        policy.target(
+            "composer",
+            routing(router="loraretriever" if key == "top_k" else "uniform", **config),
+            LIMITS,
+            registry,
+        )
 
 
 def test_experts_per_request_at_the_limit_and_what_is_not_a_count():
     policy.check_experts({"top_k": 4, "experts": list("abcd")}, LIMITS)
     policy.check_experts({}, LIMITS)
     policy.check_experts({"top_k": None, "experts": None}, LIMITS)
-    policy.check_experts({"top_k": "many", "experts": "abcdefgh"}, LIMITS)  # the router's config refuses those
+    policy.check_experts(
+        {"top_k": "many", "experts": "abcdefgh"}, LIMITS
+    )  # the router's config refuses those
 
 
 def test_prompts_per_request():
     policy.check_prompts(["a", "b", "c"], LIMITS)
-    with refused(400, "invalid_request_error", "4 prompts in one request", "limit is 3", "COMPOSER_MAX_PROMPTS"):
+    with refused(
+        400, "invalid_request_error", "4 prompts in one request", "limit is 3", "COMPOSER_MAX_PROMPTS"
+    ):
         policy.check_prompts(["a"] * 4, LIMITS)
 
 
@@ -171,8 +187,14 @@ def plan(mode: str, n: int, router: str = "r") -> RoutingPlan:
 @pytest.mark.parametrize("mode", ["merge", "ensemble"])
 def test_a_plan_combining_more_experts_than_allowed(mode):
     policy.check_plans([plan(mode, 4), plan(mode, 1)], LIMITS)
-    with refused(400, "invalid_routing", "router 'uniform' combines 5 experts", "allows 4", "COMPOSER_MAX_EXPERTS",
-                 "routing.experts or top_k"):
+    with refused(
+        400,
+        "invalid_routing",
+        "router 'uniform' combines 5 experts",
+        "allows 4",
+        "COMPOSER_MAX_EXPERTS",
+        "routing.experts or top_k",
+    ):
         policy.check_plans([plan(mode, 2), plan(mode, 5, router="uniform")], LIMITS)
 
 
@@ -192,16 +214,28 @@ def completion(**kw) -> CompletionRequest:
 
 def test_unasked_max_tokens_is_the_default_capped_by_the_limit_and_fits_the_context():
     gen = policy.sampling(chat(), Settings(), chat=True)
-    assert gen == {"max_new_tokens": DEFAULT_MAX_TOKENS, "temperature": 0.0, "top_p": 1.0, "chat": True,
-                   "seed": None, "fit_context": True}
+    assert gen == {
+        "max_new_tokens": DEFAULT_MAX_TOKENS,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "chat": True,
+        "seed": None,
+        "fit_context": True,
+    }
     assert policy.sampling(completion(), LIMITS, chat=False)["max_new_tokens"] == 64  # min(128, 64)
     assert policy.sampling(completion(), Settings(max_tokens=1000), chat=False)["max_new_tokens"] == 128
 
 
 def test_asked_max_tokens_is_kept_and_must_fit_the_context():
     gen = policy.sampling(completion(max_tokens=10, temperature=0.7, top_p=0.9, seed=3), LIMITS, chat=False)
-    assert gen == {"max_new_tokens": 10, "temperature": 0.7, "top_p": 0.9, "chat": False, "seed": 3,
-                   "fit_context": False}
+    assert gen == {
+        "max_new_tokens": 10,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "chat": False,
+        "seed": 3,
+        "fit_context": False,
+    }
     assert policy.sampling(chat(max_tokens=64), LIMITS, chat=True)["max_new_tokens"] == 64  # at the limit
 
 
@@ -211,10 +245,16 @@ def test_max_completion_tokens_wins_over_max_tokens():
     assert policy.sampling(chat(max_completion_tokens=9), LIMITS, chat=True)["max_new_tokens"] == 9
 
 
-@pytest.mark.parametrize("request_,n", [(chat(max_tokens=65), 65), (chat(max_completion_tokens=65), 65),
-                                        (chat(max_tokens=1, max_completion_tokens=65), 65),
-                                        (completion(max_tokens=10_000), 10_000)],
-                         ids=["max_tokens", "max_completion_tokens", "completion-wins", "completions"])
+@pytest.mark.parametrize(
+    "request_,n",
+    [
+        (chat(max_tokens=65), 65),
+        (chat(max_completion_tokens=65), 65),
+        (chat(max_tokens=1, max_completion_tokens=65), 65),
+        (completion(max_tokens=10_000), 10_000),
+    ],
+    ids=["max_tokens", "max_completion_tokens", "completion-wins", "completions"],
+)
 def test_max_tokens_beyond_the_limit(request_, n):
     with refused(400, "invalid_request_error", f"max_tokens {n} exceeds", "limit 64", "COMPOSER_MAX_TOKENS"):
         policy.sampling(request_, LIMITS, chat=isinstance(request_, ChatRequest))
@@ -241,7 +281,9 @@ def test_upload_size():
     policy.check_upload_size(None, LIMITS)  # unknown: judged while unpacking
     policy.check_upload_size(MB, LIMITS)
     policy.check_upload_size(MB + 100, LIMITS, slack=100)
-    with refused(413, "request_too_large", f"upload is {MB + 1} bytes", f"limit {MB}", "COMPOSER_MAX_UPLOAD_MB"):
+    with refused(
+        413, "request_too_large", f"upload is {MB + 1} bytes", f"limit {MB}", "COMPOSER_MAX_UPLOAD_MB"
+    ):
         policy.check_upload_size(MB + 1, LIMITS)
     with refused(413, "request_too_large"):
         policy.check_upload_size(MB + 101, LIMITS, slack=100)

@@ -1,4 +1,5 @@
 """free_port: servers started by tests and benches get a port no outbound connection can take."""
+
 from __future__ import annotations
 
 import socket
