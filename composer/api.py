@@ -115,8 +115,8 @@ class Composer:
         return self.adapters.host
 
     def sync(self) -> None:
-        if self.adapters.sync():
-            self.ctx.invalidate()
+        """Make the host (once loaded) hold the registry's current experts."""
+        self.adapters.sync()
 
     def resident(self) -> list[str]:
         return self.adapters.resident()

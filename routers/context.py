@@ -8,9 +8,10 @@ fitting_host=None, progress=None, score=None)`:
   merged, ensembled in one batch or gated per token inside the host.
 - `encoder` (MiniLM by default, loaded on first use), `embeddings(record)` (the expert's
   stored embeddings artifact, cached; None when it has none) and `index` (an `ExampleIndex`
-  over the experts that have embeddings, rebuilt when the experts change or after
-  `invalidate()`). Routing only loads artifacts: an expert without one is left out (logged
-  once) until `composer fit embeddings` backfills it.
+  over the experts that have embeddings, rebuilt when the experts change, after
+  `invalidate()`, and — while an expert lacks embeddings — after any registry write).
+  Routing only loads artifacts: an expert without one is left out (logged) until `composer
+  fit embeddings` backfills it, in this process or another.
 - `load_artifact(router, key)` / `save_artifact(...)`: artifacts fitted over *all* experts
   of this base (CoE classifier, Bench-CoE regressor) live on the base model's record.
 - Injected by the caller, so routers never import the serving core: `fitting_host()`
@@ -68,6 +69,7 @@ class RouterContext:
         self._memo: dict[tuple[str, str, int], object] = {}
         self._index: ExampleIndex | None = None
         self._index_key: tuple = ()
+        self._index_revision: str | None = None  # set while some expert lacks embeddings
 
     @property
     def encoder(self) -> Encoder:
@@ -114,17 +116,28 @@ class RouterContext:
 
     @property
     def index(self) -> ExampleIndex:
+        """Rebuilt when the experts change, or (while some expert lacks embeddings) after any
+        registry write: a backfill by another process is picked up at the next request."""
         experts = self.experts
         key = tuple(sorted((r.name, r.version) for r in experts))
-        if self._index is None or key != self._index_key:
+        stale = self._index_revision is not None and self.registry.revision() != self._index_revision
+        if self._index is None or key != self._index_key or stale:
+            self._forget(set(key))
             vectors = {r.name: self.embeddings(r) for r in experts}
             self._index = ExampleIndex({n: v for n, v in vectors.items() if v is not None})
             self._index_key = key
+            self._index_revision = (
+                self.registry.revision() if any(v is None for v in vectors.values()) else None
+            )
         return self._index
 
     def invalidate(self) -> None:
+        """Drop what is cached about experts (the index, embeddings, memos): read again when next needed."""
         self._index = None
-        live = {(r.name, r.version) for r in self.experts}
+        self._forget({(r.name, r.version) for r in self.experts})
+
+    def _forget(self, live: set[tuple[str, int]]) -> None:
+        """Keep cached embeddings and memos of live experts only, and no 'has none' answers."""
         self._emb = {k: v for k, v in self._emb.items() if k in live and v is not None}
         self._memo = {k: v for k, v in self._memo.items() if k[1:] in live}
 

@@ -364,8 +364,15 @@ def test_serving_never_fits_missing_artifacts_composer_fit_backfills_them(demo_o
             composer.generate(["Find the largest digit: 3 4"], expert="plain", max_new_tokens=2)[0].expert
             == "plain"
         )
+        assert "plain" not in composer.ctx.index.centroids()[0]  # no embeddings: not in the semantic index
         assert not reg.artifacts("plain")  # serving and routing wrote nothing
         others = {(a.expert, a.router, a.key): a.sha256 for a in reg.artifacts() if a.expert != "plain"}
+
+        from composer import Composer
+
+        elsewhere = Composer(reg)  # another process's view: its own caches, the same registry
+        assert elsewhere.fit("embeddings", experts=["plain"])["fitted"] == ["plain"]
+        assert "plain" in composer.ctx.index.centroids()[0]  # this one sees the backfill at its next request
 
         summary = composer.fit("phatgoose", experts=["plain"], steps=5)
         assert summary == {"artifact": "phatgoose", "fitted": ["plain"], "present": []}
@@ -374,7 +381,7 @@ def test_serving_never_fits_missing_artifacts_composer_fit_backfills_them(demo_o
             r.name for r in composer.experts()
         } - {"plain"}
         assert composer.fit("glider", experts=["plain"])["fitted"] == ["plain"]
-        assert {a.router for a in reg.artifacts("plain")} == {"phatgoose", "arrow", "glider"}
+        assert {a.router for a in reg.artifacts("plain")} == {"embeddings", "phatgoose", "arrow", "glider"}
         assert reg.get_artifact("plain", "phatgoose", "gates.safetensors")[0].meta["steps"] == 5
         assert {
             (a.expert, a.router, a.key): a.sha256 for a in reg.artifacts() if a.expert != "plain"
