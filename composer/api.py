@@ -79,7 +79,8 @@ class Composer:
             set_quiet(settings.quiet)
         self.settings = settings
         self.registry = registry or settings.registry()
-        self.base = self.registry.default_base(base or settings.base).name
+        base_rec = self.registry.default_base(base or settings.base)
+        self.base = base_rec.name
         self.default_router = default_router or settings.default_router
         if writer is None or isinstance(writer, str):
             writer = writer_from_spec(
@@ -88,14 +89,13 @@ class Composer:
                 settings.instruction_writer_key,
                 load_host,
             )
-        base_path = self.registry.get(self.base).path
         self.ctx = RouterContext(
             self.registry,
             self.base,
             encoder,
             experts=self.experts,
             writer=writer,
-            fitting_host=lambda: fitting_host(base_path, self.base),
+            fitting_host=lambda: fitting_host(base_rec.path, base_rec.name),
             progress=progress,
             score=self.score_experts,
         )
