@@ -176,6 +176,19 @@ def test_composer_variables_are_read_in_one_module():
     assert "os.environ.get(var)" in ast.unparse(settings)  # the one reader (by field name: env_name)
 
 
+@pytest.mark.parametrize(
+    "path",
+    sorted([*ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/*.py")]),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_test_and_bench_modules_are_short_and_documented(path):
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_MODULE_LINES, (
+        f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines"
+    )
+    assert ast.get_docstring(ast.parse(text)), f"{path.relative_to(ROOT)} does not say what it tests"
+
+
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_modules_are_short_documented_and_their_functions_short(name):
     path = MODULES[name]
