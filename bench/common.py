@@ -36,6 +36,10 @@ def args(description: str, **extra) -> argparse.Namespace:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    from composer.progress import set_quiet
+    from composer.settings import Settings
+
+    set_quiet(Settings.from_env().quiet)  # COMPOSER_QUIET=1 (bench-smoke): no progress bars
     return a
 
 
