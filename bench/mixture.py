@@ -27,19 +27,18 @@ def naive_forward(self: MoLoRALinear, x: torch.Tensor) -> torch.Tensor:
     """Every installed expert's LoRA on every token, then weighted: the dense baseline."""
     y = self.base_layer(x)
     routing = current_routing()
-    assigned = routing.assign(self, x) if routing is not None and any(self.rank) else None
+    x2, y2 = x.reshape(-1, self.in_features), y.reshape(-1, self.out_features).clone()
+    assigned = routing.assign(self, x2) if routing is not None and any(self.rank) else None
     if assigned is None:
         return y
     slots, weights = assigned
-    x2, y2 = x.reshape(-1, self.in_features), y.reshape(-1, self.out_features).clone()
     dense = torch.zeros(x2.shape[0], len(self.rank), dtype=x.dtype)
     keep = slots >= 0
     dense[keep.nonzero(as_tuple=True)[0], slots[keep]] = weights[keep]
-    for s, r in enumerate(self.rank):
+    for s, (off, r) in enumerate(zip(self.offset, self.rank)):
         if r:
-            y2 += (
-                dense[:, s : s + 1] * self.scale[s] * ((x2 @ self.lora_A[s, :r].T) @ self.lora_B[s, :, :r].T)
-            )
+            A, Bt = self.A_rows[off : off + r], self.B_rows[off : off + r]
+            y2 += dense[:, s : s + 1] * self.scale[s] * ((x2 @ A.T) @ Bt)
     return y2.view_as(y)
 
 

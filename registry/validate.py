@@ -2,9 +2,12 @@
 
 Contract:
 - ``validate_name(name)``: ``NAME_RE`` (lowercase, 1-64 chars, no path separators).
-- ``validate_lora_dir(path, base_model_dir) -> dict``: a PEFT LoRA adapter directory whose
-  every tensor is a finite ``<module>.lora_A.weight`` [r, in] / ``lora_B.weight`` [out, r]
-  for an ``nn.Linear`` of the base model; returns a JSON-safe config summary.
+- ``validate_lora_dir(path, base_model_dir) -> dict``: a PEFT LoRA adapter directory in the
+  format of ``registry.lora``: every tensor finite and of the shape its module implies —
+  ``lora_A`` [r, in] / ``lora_B`` [out, r] for an ``nn.Linear`` or ``Conv1D`` of the base
+  model (r per module: ``rank_pattern``), ``lora_B.bias`` [out], DoRA magnitudes [out]
+  (only with ``use_dora``), and trained module biases (only with ``bias`` != "none", for a
+  module that has a bias of that shape); returns a JSON-safe config summary.
 - ``validate_model_dir(path) -> dict``: a Hugging Face causal-LM directory (config.json,
   safetensors weights whose shapes match the architecture, finite tensors, a tokenizer);
   returns a JSON-safe config summary.
@@ -22,24 +25,14 @@ import math
 import re
 from pathlib import Path
 
+from . import lora
 from .errors import ValidationError
 from .files import finite_tensor, meta_model, open_safetensors, read_json_object, refuse_pickles
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_RANK = 4096
-LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-# adapter_config.json fields that change what an adapter computes beyond plain A/B deltas.
-UNSUPPORTED = {
-    "modules_to_save": "full copies of base modules",
-    "rank_pattern": "per-module ranks",
-    "alpha_pattern": "per-module alphas",
-    "lora_bias": "LoRA bias terms",
-    "target_parameters": "LoRA on raw parameters",
-    "trainable_token_indices": "trainable token embeddings",
-    "layer_replication": "layer replication",
-    "alora_invocation_tokens": "activated LoRA",
-}
+BIAS_MODES = ("none", "lora_only", "all")
 
 
 def validate_name(name: object) -> str:
@@ -54,6 +47,20 @@ def read_adapter_config(path: str | Path) -> dict:
     return read_json_object(Path(path) / "adapter_config.json")
 
 
+def _rank(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RANK:
+        raise ValidationError(
+            f"adapter_config.json: {what} must be an integer in 1..{MAX_RANK}, got {value!r}"
+        )
+    return value
+
+
+def _alpha(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValidationError(f"adapter_config.json: {what} must be a finite number, got {value!r}")
+    return value
+
+
 def check_lora_files(path: str | Path) -> dict:
     """The cheap part of ``validate_lora_dir`` (no tensor is read): returns adapter_config."""
     path = Path(path)
@@ -62,18 +69,22 @@ def check_lora_files(path: str | Path) -> dict:
         raise ValidationError(
             f"adapter_config.json: peft_type is {cfg.get('peft_type')!r}; only 'LORA' is supported"
         )
-    if cfg.get("use_dora"):
-        raise ValidationError("DoRA adapters (use_dora=true) are not supported; only plain LoRA")
-    for field, what in UNSUPPORTED.items():
-        if cfg.get(field):
-            raise ValidationError(f"adapter_config.json: {field} is set ({what}); this is not supported")
-    if cfg.get("bias", "none") != "none":
-        raise ValidationError(f"adapter_config.json: bias={cfg['bias']!r} is not supported (use 'none')")
-    r, alpha = cfg.get("r"), cfg.get("lora_alpha")
-    if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_RANK:
-        raise ValidationError(f"adapter_config.json: r must be an integer in 1..{MAX_RANK}, got {r!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        raise ValidationError(f"adapter_config.json: lora_alpha must be a finite number, got {alpha!r}")
+    try:
+        lora.check_config(cfg, "adapter_config.json")
+    except ValueError as e:
+        raise ValidationError(str(e)) from None
+    if cfg.get("bias", "none") not in BIAS_MODES:
+        raise ValidationError(
+            f"adapter_config.json: bias={cfg['bias']!r} is not one of {', '.join(BIAS_MODES)}"
+        )
+    _rank(cfg.get("r"), "r")
+    _alpha(cfg.get("lora_alpha"), "lora_alpha")
+    for field, check in (("rank_pattern", _rank), ("alpha_pattern", _alpha)):
+        pattern = cfg.get(field) or {}
+        if not isinstance(pattern, dict):
+            raise ValidationError(f"adapter_config.json: {field} must be an object (module pattern -> value)")
+        for key, value in pattern.items():
+            check(value, f"{field}[{key!r}]")
     targets = cfg.get("target_modules")
     if not targets or not isinstance(targets, (str, list)):
         raise ValidationError("adapter_config.json: target_modules is missing or empty")
@@ -82,9 +93,35 @@ def check_lora_files(path: str | Path) -> dict:
     return cfg
 
 
-def validate_lora_dir(path: str | Path, base_model_dir: str | Path) -> dict:
-    from torch import nn
+def _expected_shape(key: str, part: str, mod: str, layer, cfg: dict) -> tuple:
+    """The shape tensor `key` (part of module `mod`) must have, or a ValidationError why it cannot exist."""
+    if part == "bias":
+        if cfg.get("bias", "none") == "none":
+            raise ValidationError(
+                f"tensor {key!r} is a trained bias but adapter_config.json says bias='none'"
+            )
+        bias = getattr(layer, "bias", None)
+        if not hasattr(bias, "shape"):
+            raise ValidationError(
+                f"tensor {key!r} is a bias of {mod!r} ({type(layer).__name__}), which has none"
+            )
+        return tuple(bias.shape)
+    if not isinstance(layer, lora.lora_types()):
+        raise ValidationError(
+            f"tensor {key!r} targets {mod!r} ({type(layer).__name__}); only Linear and Conv1D layers are supported"
+        )
+    fi, fo = lora.features(layer)
+    r = lora.module_rank(cfg, mod)
+    if r > min(fi, fo):
+        raise ValidationError(f"r={r} exceeds min(in, out)={min(fi, fo)} of base module {mod!r}")
+    if part == "magnitude" and not cfg.get("use_dora"):
+        raise ValidationError(
+            f"tensor {key!r} is a DoRA magnitude vector but adapter_config.json lacks use_dora"
+        )
+    return {"A": (r, fi), "B": (fo, r), "lora_bias": (fo,), "magnitude": (fo,)}[part]
 
+
+def validate_lora_dir(path: str | Path, base_model_dir: str | Path) -> dict:
     path = Path(path)
     cfg = check_lora_files(path)
     r, alpha, targets = cfg["r"], cfg["lora_alpha"], cfg["target_modules"]
@@ -97,57 +134,51 @@ def validate_lora_dir(path: str | Path, base_model_dir: str | Path) -> dict:
         if not keys:
             raise ValidationError("adapter_model.safetensors holds no tensors")
         for k in keys:
-            if "lora_magnitude_vector" in k:
-                raise ValidationError(f"tensor {k!r} is a DoRA magnitude vector; DoRA is not supported")
             if "lora_embedding_" in k:
-                raise ValidationError(f"tensor {k!r} adapts an embedding; only Linear layers are supported")
-            m = LORA_KEY.match(k)
-            if not m:
                 raise ValidationError(
-                    f"unexpected tensor {k!r} in adapter_model.safetensors "
-                    "(expected <module>.lora_A.weight / <module>.lora_B.weight)"
+                    f"tensor {k!r} adapts an embedding; only Linear and Conv1D layers are supported"
                 )
-            mod, ab = m["module"], m["ab"]
+            parsed = lora.parse_key(k)
+            if parsed is None:
+                raise ValidationError(
+                    f"unexpected tensor {k!r} in adapter_model.safetensors (expected <module>.lora_A.weight / "
+                    "lora_B.weight, and lora_B.bias, lora_magnitude_vector or bias where the config asks for them)"
+                )
+            mod, part = parsed
             layer = modules.get(mod)
             if layer is None:
                 raise ValidationError(f"tensor {k!r} targets module {mod!r}, which is not in the base model")
-            if not isinstance(layer, nn.Linear):
-                raise ValidationError(
-                    f"tensor {k!r} targets {mod!r} ({type(layer).__name__}); only Linear layers are supported"
-                )
-            fi, fo = layer.in_features, layer.out_features
-            if r > min(fi, fo):
-                raise ValidationError(f"r={r} exceeds min(in, out)={min(fi, fo)} of base module {mod!r}")
-            want = (r, fi) if ab == "A" else (fo, r)
+            want = _expected_shape(k, part, mod, layer, cfg)
             got = tuple(f.get_slice(k).get_shape())
             if got != want:
                 raise ValidationError(
-                    f"shape mismatch for {k!r}: expected {list(want)} (r={r}, base {mod!r} "
-                    f"is Linear {fi}->{fo}), got {list(got)}"
+                    f"shape mismatch for {k!r}: expected {list(want)} (base module {mod!r}, "
+                    f"{type(layer).__name__}; r={lora.module_rank(cfg, mod)}), got {list(got)}"
                 )
             t = finite_tensor(f, k, weights)
             if not t.is_floating_point():
                 raise ValidationError(
-                    f"tensor {k!r} has dtype {t.dtype}; LoRA weights must be floating point"
+                    f"tensor {k!r} has dtype {t.dtype}; adapter weights must be floating point"
                 )
             n_params += t.numel()
             dtypes.add(str(t.dtype).removeprefix("torch."))
-            found.setdefault(mod, set()).add(ab)
-    for mod, abs_ in sorted(found.items()):
-        if abs_ != {"A", "B"}:
-            have, miss = min(abs_), ({"A", "B"} - abs_).pop()
-            raise ValidationError(
-                f"module {mod!r} has lora_{have} but no lora_{miss} in adapter_model.safetensors"
-            )
-    _check_coverage(targets, sorted(found))
+            found.setdefault(mod, set()).add(part)
+    adapted = _check_parts(found, cfg)
+    _check_coverage(targets, adapted)
     return {
         "peft_type": "LORA",
         "r": r,
         "lora_alpha": alpha,
         "use_rslora": bool(cfg.get("use_rslora")),
         "scaling": alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r,
+        "rank_pattern": cfg.get("rank_pattern") or {},
+        "alpha_pattern": cfg.get("alpha_pattern") or {},
+        "use_dora": bool(cfg.get("use_dora")),
+        "bias": cfg.get("bias", "none"),
+        "lora_bias": bool(cfg.get("lora_bias")),
         "target_modules": targets if isinstance(targets, str) else sorted(targets),
-        "modules": sorted(found),
+        "modules": adapted,
+        "biases": sorted(m for m, parts in found.items() if "bias" in parts),
         "lora_dropout": cfg.get("lora_dropout", 0.0),
         "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")),
         "task_type": cfg.get("task_type"),
@@ -156,6 +187,28 @@ def validate_lora_dir(path: str | Path, base_model_dir: str | Path) -> dict:
         "num_params": n_params,
         "dtype": sorted(dtypes),
     }
+
+
+def _check_parts(found: dict[str, set], cfg: dict) -> list[str]:
+    """Every adapted module has lora_A and lora_B (and a magnitude under DoRA); returns them."""
+    adapted = []
+    for mod, parts in sorted(found.items()):
+        lora_parts = parts - {"bias"}
+        if not lora_parts:
+            continue  # only a trained bias (bias="all"): not an adapted module
+        if not {"A", "B"} <= lora_parts:
+            have, miss = ("A", "B") if "A" in lora_parts else ("B", "A")
+            raise ValidationError(
+                f"module {mod!r} has lora_{have} but no lora_{miss} in adapter_model.safetensors"
+            )
+        if cfg.get("use_dora") and "magnitude" not in lora_parts:
+            raise ValidationError(
+                f"DoRA adapter (use_dora=true) without a lora_magnitude_vector for module {mod!r}"
+            )
+        adapted.append(mod)
+    if not adapted:
+        raise ValidationError("adapter_model.safetensors adapts no module (no lora_A/lora_B tensors)")
+    return adapted
 
 
 def _check_coverage(targets: str | list, found: list[str]) -> None:

@@ -73,7 +73,7 @@ class MixedRouting(SequenceRouting):
         if assigned is None or not self.gated:
             return assigned
         slots, weights = assigned
-        T = x[0].numel() // x.shape[-1]
+        T = self.tokens_per_row(x.shape[0])
         by_kind: dict[str, list[int]] = {}
         for b in self.gated:
             by_kind.setdefault(self.rows[b].kind, []).append(b)
@@ -99,7 +99,7 @@ class MixedRouting(SequenceRouting):
                     bias[i, s] = v
         row_idx = torch.tensor(rows)
         tok = (row_idx.unsqueeze(1) * T + torch.arange(T)).reshape(-1)  # flat token ids of the gated rows
-        xs = x.reshape(-1, x.shape[-1])[tok]
+        xs = x[tok]
         logits = gates[0].score(xs, V.to(xs.dtype)).view(len(rows), T, S) + bias.unsqueeze(1)
         logits = logits.masked_fill(~allowed.unsqueeze(1), float("-inf")).view(-1, S)
         k = min(max(g.top_k for g in gates), S)

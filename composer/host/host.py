@@ -3,9 +3,11 @@
 Contract:
 - `Host.load(path)` loads a local HF causal LM + tokenizer (safetensors only: no pickle, no
   remote code, no download).
-- `add_adapter(name, path)` installs a PEFT LoRA adapter into mixture-of-LoRA layers,
-  wrapping the targeted `nn.Linear`s on first use, without reloading the base; it checks
-  every module and shape before touching the model, so a bad adapter changes nothing.
+- `add_adapter(name, path)` installs a PEFT LoRA adapter (plain, rsLoRA, rank/alpha
+  patterns, DoRA, lora_B biases, trained module biases; on Linear and Conv1D modules: see
+  `registry.lora`) into mixture-of-LoRA layers, wrapping the modules it changes on first
+  use, without reloading the base; it checks every module and shape before touching the
+  model, so a bad adapter changes nothing. `memory()` sums the layers' adapter pools.
   `remove_adapter(name)` frees its slot. Other experts' outputs are unaffected by either.
 - `set_vectors(name, kind, {module: vector})` installs an expert's token-gate vectors
   (PHATGOOSE gates, Arrow prototypes), already prepared for the kind's score, checked
@@ -44,7 +46,7 @@ from composer.errors import ComposerError
 from composer.host.gates import Gate, MixedRouting, RoutingTrace
 from composer.host.layer import MoLoRALinear
 from composer.host.routing import Routing, SequenceRouting, use_routing
-from registry.lora import LoraWeights, read_lora
+from registry.lora import LoraWeights, ModuleDelta, features, lora_types, read_lora
 
 Mixture = Mapping[str, float]
 Row = Mixture | Gate
@@ -107,18 +109,25 @@ class Host:
         )
 
     # -- adapters -------------------------------------------------------------------------
-    def _target(self, module: str, A: torch.Tensor, B: torch.Tensor) -> nn.Module:
+    def _target(self, module: str, delta: ModuleDelta | None, bias: torch.Tensor | None) -> nn.Module:
+        """The module an adapter changes, checked: it exists, takes a LoRA (Linear, Conv1D) where
+        the adapter has one, and has a bias of the trained bias's shape where it has one."""
         try:
             m = self.model.get_submodule(module)
         except AttributeError:
             raise ValueError(f"the base model has no module {module!r}") from None
-        if not isinstance(m, (nn.Linear, MoLoRALinear)):
-            raise ValueError(f"module {module!r} is {type(m).__name__}, not nn.Linear")  # noqa: TRY004
-        if A.shape[1] != m.in_features or B.shape[0] != m.out_features or A.shape[0] != B.shape[1]:
-            raise ValueError(
-                f"adapter shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit {module!r} "
-                f"({m.in_features} -> {m.out_features})"
-            )
+        base = m.base_layer if isinstance(m, MoLoRALinear) else m
+        if delta is not None:
+            if not isinstance(base, lora_types()):
+                raise ValueError(f"module {module!r} is {type(base).__name__}, not Linear or Conv1D")
+            fi, fo = features(base)
+            A, B = delta.A, delta.B
+            if A.shape[1] != fi or B.shape[0] != fo or A.shape[0] != B.shape[1]:
+                raise ValueError(
+                    f"adapter shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit {module!r} ({fi} -> {fo})"
+                )
+        if bias is not None and tuple(getattr(getattr(base, "bias", None), "shape", ())) != tuple(bias.shape):
+            raise ValueError(f"a trained bias of shape {tuple(bias.shape)} does not fit module {module!r}")
         return m
 
     def _wrap(self, module: str) -> MoLoRALinear:
@@ -135,17 +144,44 @@ class Host:
         lw = adapter if isinstance(adapter, LoraWeights) else read_lora(adapter)
         if not lw.modules:
             raise ValueError(f"adapter {name!r} has no LoRA weights")
+        changed = sorted(set(lw.modules) | set(lw.biases))
         with self.lock:
             if name in self.slots:
                 raise ValueError(f"expert {name!r} is already loaded; remove it first")
-            for module, (A, B) in lw.modules.items():  # validate everything before changing anything
-                self._target(module, A, B)
+            for module in changed:  # validate everything before changing anything
+                self._target(module, lw.modules.get(module), lw.biases.get(module))
             used = set(self.slots.values())
             slot = min(set(range(len(used) + 1)) - used)
-            for module, (A, B) in lw.modules.items():
-                self._wrap(module).set_slot(slot, A, B, lw.scale)
+            try:
+                for module in changed:
+                    d = lw.modules.get(module)
+                    parts = (
+                        {}
+                        if d is None
+                        else {
+                            "A": d.A,
+                            "B": d.B,
+                            "scale": d.scale,
+                            "lora_bias": d.lora_bias,
+                            "magnitude": d.magnitude,
+                        }
+                    )
+                    self._wrap(module).set_slot(slot, bias=lw.biases.get(module), **parts)
+            except Exception:
+                for layer in self.layers.values():  # nothing half-installed
+                    layer.clear_slot(slot)
+                raise
             self.slots[name] = slot
             return slot
+
+    def routed(self, routing: Routing):
+        """Context manager: forwards of this model inside it use `routing` (e.g. a fitter's own)."""
+        return use_routing(routing)
+
+    def memory(self) -> dict:
+        """Adapter pools over every wrapped module: rows held vs rows of real ranks, bytes."""
+        parts = [layer.memory() for layer in self.layers.values()]
+        return {k: sum(p[k] for p in parts) for k in ("rows_held", "rows_real", "bytes")}
 
     def remove_adapter(self, name: str) -> None:
         with self.lock:

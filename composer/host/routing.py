@@ -3,8 +3,12 @@
 Contract: a routing is installed for the duration of a forward/generate call with
 `use_routing(r)` (a context variable, so concurrent threads/tasks never see each other's
 routing). Every mixture-of-LoRA layer asks it `assign(layer, x)` for the token → expert
-assignment of its input `x` ([batch, seq, d_in]) and gets back `(slots, weights)`, both
-[batch*seq, k]: expert slot ids (-1 = unused) and mixture weights. `None` means "base only".
+assignment of its input `x`, flattened to [N, d_in] with tokens in order — whatever shape
+the module saw ([batch, seq, d] in most models, [batch*seq, d] where a model flattens tokens
+before its MLP, as OPT does): the N tokens split evenly into the batch's rows
+(`tokens_per_row`; anything else is an error naming the counts). It gets back
+`(slots, weights)`, both [N, k]: expert slot ids (-1 = unused) and mixture weights. `None`
+means "base only".
 
 `SequenceRouting` carries per-sequence weights (select, merge): row b uses the same
 experts and weights for every token, in every layer, at every decoding step; its
@@ -60,13 +64,18 @@ class SequenceRouting:
         (layers then skip per-token dispatch); None when routing is per token or empty."""
         return None if self.empty else (self.slots, self.weights)
 
+    def tokens_per_row(self, n: int) -> int:
+        """Tokens of each row in a module input of `n` tokens (rows are contiguous, in order)."""
+        rows = self.slots.shape[0]
+        if n % rows:
+            raise ValueError(f"a module saw {n} tokens, which do not split into the batch's {rows} rows")
+        return n // rows
+
     def assign(self, layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.empty:
             return None
-        if x.shape[0] != self.slots.shape[0]:
-            raise ValueError(f"routing has {self.slots.shape[0]} rows but the batch has {x.shape[0]}")
-        per_row = x[0].numel() // x.shape[-1]  # tokens per row
+        T = self.tokens_per_row(x.shape[0])
         return (
-            self.slots.repeat_interleave(per_row, dim=0),
-            self.weights.to(x.dtype).repeat_interleave(per_row, dim=0),
+            self.slots.repeat_interleave(T, dim=0),
+            self.weights.to(x.dtype).repeat_interleave(T, dim=0),
         )

@@ -30,7 +30,7 @@ def prototype(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
 
 def fit_prototypes(lora) -> dict[str, torch.Tensor]:
-    return {m: prototype(A, B) for m, (A, B) in lora.modules.items()}
+    return {m: prototype(d.A, d.B) for m, d in lora.modules.items()}
 
 
 def _fit(ctx, record, path: Path) -> tuple[bytes, dict]:

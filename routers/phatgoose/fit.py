@@ -1,12 +1,14 @@
 """PHATGOOSE gate fitting: post-hoc, from one expert's own examples, base and LoRA frozen.
 
-Contract: `fit_gates(host, lora, examples, config)` adds, through forward hooks on the
-(un-adapted) base model of `host`, the expert's LoRA to every module it adapts with its
-output scaled by sigmoid(v · x), v in R^{d_in} zero-initialised; trains only the v's with
-the LM loss on the examples' completions (or on the prompts, for prompt-only examples)
-and returns ({module: v}, stats). Hooks are removed afterwards: no parameter or tensor of
-the model or the adapter changes. `GATES` is the per-expert artifact (fitter "phatgoose",
-phatgoose/gates.safetensors), fitted on the context's frozen fitting host.
+Contract: `fit_gates(host, lora, examples, config)` installs the expert (a
+`registry.lora.LoraWeights`) on `host` — a frozen, private mixture-of-LoRA host, so the
+expert's delta is computed exactly as when it is served: plain, DoRA, biases, Conv1D —
+and runs the model with every token's weight for it at each module it adapts set to
+sigmoid(v · x), v in R^{d_in} zero-initialised (`host.routed(SigmoidGates(...))`); trains
+only the v's with the LM loss on the examples' completions (or on the prompts, for
+prompt-only examples) and returns ({module: v}, stats). The expert is removed afterwards:
+no parameter of the model or the adapter changes. `GATES` is the per-expert artifact
+(fitter "phatgoose", phatgoose/gates.safetensors), fitted on the context's fitting host.
 """
 
 from __future__ import annotations
@@ -48,6 +50,23 @@ def _batch(rows, pad: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
+class SigmoidGates:
+    """A routing (see composer.host.routing) giving one slot, at each module with a gate
+    vector, every token the weight sigmoid(v_module · x)."""
+
+    def __init__(self, slot: int, gates: dict[str, torch.Tensor]):
+        self.slot, self.gates = slot, gates
+
+    def per_row(self):
+        return None
+
+    def assign(self, layer, x: torch.Tensor):
+        v = self.gates.get(layer.path)
+        if v is None:
+            return None
+        return torch.full((x.shape[0], 1), self.slot), torch.sigmoid(x @ v).unsqueeze(-1)
+
+
 def fit_gates(
     host,
     lora,
@@ -59,31 +78,22 @@ def fit_gates(
     rows = _rows(host, examples[: cfg.max_examples])
     if not rows:
         raise RouterError("PHATGOOSE gates need at least one example of the expert")
-    model = host.model
-    gates, hooks = {}, []
-    for module, (A, B) in lora.modules.items():
-        v = torch.zeros(A.shape[1], requires_grad=True)
-        A32, B32 = A.float(), B.float()
-
-        def hook(mod, inp, out, v=v, A=A32, B=B32):
-            x = inp[0]
-            return out + torch.sigmoid(x @ v).unsqueeze(-1) * (lora.scale * (x @ A.T) @ B.T)
-
-        gates[module] = v
-        hooks.append(model.get_submodule(module).register_forward_hook(hook))
+    gates = {m: torch.zeros(d.A.shape[1], requires_grad=True) for m, d in lora.modules.items()}
     opt = torch.optim.AdamW(list(gates.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, losses = random.Random(cfg.seed), []
+    name = "__phatgoose-fit__"
+    routing = SigmoidGates(host.add_adapter(name, lora), gates)
     try:
         for _ in progress(range(cfg.steps), desc="phatgoose gates"):
             batch = _batch(rng.sample(rows, min(cfg.batch_size, len(rows))), host.tokenizer.pad_token_id)
-            loss = model(**batch).loss
+            with host.routed(routing):
+                loss = host.model(**batch).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
     finally:
-        for h in hooks:
-            h.remove()
+        host.remove_adapter(name)
     stats = {
         "steps": cfg.steps,
         "lr": cfg.lr,

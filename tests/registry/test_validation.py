@@ -98,7 +98,7 @@ CASES = {
     ),
     "not-linear": (
         _lora_case(weights(rename_modules("self_attn.q_proj", "input_layernorm"))),
-        "(LlamaRMSNorm); only Linear layers are supported",
+        "(LlamaRMSNorm); only Linear and Conv1D layers are supported",
     ),
     "target-without-tensors": (
         _lora_case(config(target_modules=["q_proj", "v_proj", "k_proj"])),
@@ -118,7 +118,10 @@ CASES = {
     ),
     "nan-weight": (_lora_case(weights(poison(float("nan")))), "contains NaN or Inf"),
     "inf-weight": (_lora_case(weights(poison(float("inf")))), "contains NaN or Inf"),
-    "dora": (lambda fx, tmp_path, reg: (fx.dora, {"base": "tiny"}), "DoRA"),
+    "dora-without-magnitudes": (
+        _lora_case(config(use_dora=True)),
+        "DoRA adapter (use_dora=true) without a lora_magnitude_vector",
+    ),
     "dora-tensors": (
         _lora_case(
             weights(

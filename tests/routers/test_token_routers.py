@@ -41,17 +41,19 @@ def test_gate_fitting_changes_only_gates(demo_ocean):
     files = {f.name: f.read_bytes() for f in path.iterdir()}
     lora = read_lora(path)
     before_model = {k: v.clone() for k, v in host.model.state_dict().items()}
-    before_lora = {m: (A.clone(), B.clone()) for m, (A, B) in lora.modules.items()}
+    before_lora = {m: (d.A.clone(), d.B.clone()) for m, d in lora.modules.items()}
     rec = demo_ocean.registry.get("reverse")
     gates, stats = fit_gates(host, lora, rec.examples, GateFitConfig(steps=8, batch_size=8))
     assert set(gates) == set(lora.modules) and all(v.abs().sum() > 0 for v in gates.values())
     assert stats["loss_last"] < stats["loss_first"]
-    for k, v in host.model.state_dict().items():
+    after = {k.replace(".base_layer.", "."): v for k, v in host.model.state_dict().items()}  # modules wrapped
+    assert after.keys() == before_model.keys()
+    for k, v in after.items():
         assert torch.equal(v, before_model[k]), k
-    for m, (A, B) in lora.modules.items():
-        assert torch.equal(A, before_lora[m][0]) and torch.equal(B, before_lora[m][1])
+    for m, d in lora.modules.items():
+        assert torch.equal(d.A, before_lora[m][0]) and torch.equal(d.B, before_lora[m][1])
     assert {f.name: f.read_bytes() for f in path.iterdir()} == files
-    assert not any(m._forward_hooks for m in host.model.modules())  # hooks removed
+    assert host.slots == {} and not any(any(layer.installed) for layer in host.layers.values())  # removed
 
 
 def test_registration_fits_every_token_artifact_and_nothing_else(demo_ocean, composer, tmp_path):
@@ -103,7 +105,7 @@ def test_arrow_prototypes_match_the_adapters(demo_ocean, composer):
         lora = read_lora(demo_ocean.out / "experts" / name)
         for m, p in fit_prototypes(lora).items():
             torch.testing.assert_close(stored[m], p)
-            A, B = lora.modules[m]
+            A, B = lora.modules[m].A, lora.modules[m].B
             v = torch.linalg.svd((B @ A).double())[2][0].float()
             assert abs(float(p @ v)) > 1 - 1e-5
 
@@ -159,7 +161,7 @@ def test_arrow_agrees_with_peft(demo_ocean, composer):
             path = name.removeprefix("base_model.model.")
             P = mod.lora_arrow["arrow_router"].prototypes
             for i, n in enumerate(WIDE):
-                A, B = loras[n].modules[path]
+                A, B = loras[n].modules[path].A, loras[n].modules[path].B
                 ours = fit_prototypes(loras[n])[path]
                 assert 1 - abs(float(ours @ P[i])) <= power_iteration_bound(A, B, seed=0), (n, path)
                 theirs[n][path] = P[i]

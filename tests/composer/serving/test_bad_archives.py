@@ -135,7 +135,7 @@ ARCHIVES = {
         weights(rename_modules("self_attn.q_proj", "input_layernorm")),
         {},
         400,
-        "only Linear layers",
+        "only Linear and Conv1D layers",
     ),
     "layer-out-of-range": (
         weights(rename_modules("layers.0.", "layers.99.")),
