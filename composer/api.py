@@ -19,7 +19,9 @@ only registered base model; `writer`: GLIDER's instruction writer spec or object
   plans, which experts every module chose for every prompt token (`per_token`).
 - `register(path, name, fit_options=None, **kw)` registers an expert with its per-expert
   artifacts (`routers.artifacts.fit_expert`: embeddings, gates, prototypes, task embedding)
-  committed atomically, then syncs the host; `remove` drops an expert and its artifacts.
+  committed atomically, then syncs the host; a LoRA must first prove it can be served
+  (`composer.adapters.prove` on the fitting host: one forward alone, one per gate kind), or
+  it is refused and nothing is stored. `remove` drops an expert and its artifacts.
 - `fit(name, **options)`: a router fitted over all experts (`coe`, `bench_coe`: its
   registered `fit`), or a per-expert artifact name (`embeddings`, `phatgoose`, `arrow`,
   `glider`, ... with `experts=[...]` optionally): backfills the experts that lack it. This
@@ -33,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from composer.adapters import AdapterManager, load_host
+from composer.adapters import AdapterManager, load_host, prove
 from composer.errors import ComposerError
 from composer.executor import Completion, Executor
 from composer.models import ModelPool
@@ -44,6 +46,7 @@ from registry.records import ExpertRecord
 from routers import Query, RouterContext, RouterError, RoutingPlan, build, method, methods
 from routers.artifacts import artifacts, backfill, fit_expert, named
 from routers.glider.writers import writer_from_spec
+from routers.token import gate_kinds, vectors_from_bytes
 
 __all__ = ["Completion", "Composer", "ComposerError", "as_queries"]
 
@@ -128,10 +131,28 @@ class Composer:
         kw.setdefault("kind", "lora")
         if kw["kind"] == "lora":
             kw.setdefault("base", self.base)
-        kw["fit"] = lambda staged, draft: fit_expert(self.ctx, draft, staged, fit_options)
+        kw["fit"] = lambda staged, draft: self._fit_and_prove(staged, draft, fit_options)
         rec = self.registry.register(path, name, **kw)
         self.sync()
         return rec
+
+    def _fit_and_prove(self, staged, draft, fit_options) -> list:
+        """Registration's fitting: a LoRA is proven servable on the fitting host (select), its
+        artifacts fitted, then proven again with its token gates; any failure refuses it."""
+        if draft.kind == "lora":
+            with self.ctx.fit_lock:
+                prove(self.ctx.fitting_host(), staged)
+        arts = fit_expert(self.ctx, draft, staged, fit_options)
+        if draft.kind == "lora":
+            found = {(router, key): data for router, key, data, _ in arts}
+            vectors = {
+                name: vectors_from_bytes(found[(kind.artifact.router, kind.artifact.key_for(self.ctx))])
+                for name, kind in gate_kinds().items()
+                if (kind.artifact.router, kind.artifact.key_for(self.ctx)) in found
+            }
+            with self.ctx.fit_lock:
+                prove(self.ctx.fitting_host(), staged, vectors)
+        return arts
 
     def remove(self, name: str, version: int | None = None) -> ExpertRecord:
         rec = self.registry.remove(name, version)

@@ -18,6 +18,11 @@ Contract:
   ensemble's answer comes as one delta). `choose(prompts, plans, choices)` -> per prompt
   the log-likelihood of each choice (multiple choice). `trace(prompt, plan)` -> which
   experts every module chose for every prompt token (token-level plans).
+- Quarantine: host plans first pass `servable(plans)` (a token plan drops quarantined
+  candidates; a plan naming an expert the host does not serve is an `ExpertUnavailable`);
+  a generation that fails inside a layer, or turns NaN/Inf, has its experts probed one by one
+  (`AdapterManager.isolate`): the failing ones are quarantined and the request is an
+  `ExpertUnavailable`, so a retry is routed elsewhere and other requests keep being served.
 - `execute_each(execute, prompts, plans, settings)`: run rows of several requests as one
   batch; if the batch fails, rerun it row by row, so a bad row fails only itself — a list
   of `Completion` or the row's exception.
@@ -29,7 +34,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from composer.errors import ExpertUnavailable
 from composer.host import Gate, Generation, Host, RoutingTrace
+from composer.host.host import NonFiniteOutput
+from composer.host.layer import LayerError
 from composer.host.stream import stream as stream_generation
 from composer.introspect import token_report
 from composer.models import ModelPool
@@ -143,7 +151,43 @@ class Executor:
             )
         return scatter(len(plans), groups, results)
 
+    def servable(self, plans: Sequence[RoutingPlan]) -> list[RoutingPlan]:
+        """Host plans as the host can run them now: a token plan loses quarantined candidates; a
+        plan that names an expert the host does not serve (quarantined, removed) is refused."""
+        live = {r.name for r in self.adapters.servable()}
+        out = []
+        for plan in plans:
+            gone = [e for e in plan.experts if e not in live]
+            if gone and plan.mode == "token":
+                plan = plan.model_copy(update={"experts": [e for e in plan.experts if e in live]})
+            elif gone:
+                why = {n: r for (n, _), r in self.adapters.quarantined().items() if n in gone}
+                raise ExpertUnavailable(
+                    "; ".join(
+                        f"expert {e!r} is quarantined: {why[e]}"
+                        if e in why
+                        else f"expert {e!r} is not served by this host (removed?)"
+                        for e in gone
+                    )
+                )
+            out.append(plan)
+        return out
+
+    def _generate(self, prompts: Sequence, rows: Sequence, plans: Sequence[RoutingPlan], settings: dict):
+        """The host's generation; a failure inside a layer is pinned on the experts that cause it."""
+        try:
+            return self.adapters.host.generate(prompts, rows, **settings)
+        except (LayerError, NonFiniteOutput) as e:
+            broken = self.adapters.isolate(x for p in plans for x in p.experts)
+            if broken:
+                raise ExpertUnavailable(
+                    f"expert(s) {', '.join(broken)} failed on this host and are quarantined ({e}); "
+                    "retry: routing no longer picks them"
+                ) from e
+            raise
+
     def _on_host(self, prompts: Sequence, plans: Sequence[RoutingPlan], settings: dict) -> list[Completion]:
+        plans = self.servable(plans)
         rows, owner = [], []  # one host row per (query, candidate expert)
         for i, plan in enumerate(plans):
             if plan.mode == "ensemble":
@@ -152,7 +196,7 @@ class Executor:
             else:
                 rows.append(host_row(plan))
                 owner.append((i, plan.selected()))
-        gens = self.adapters.host.generate([prompts[i] for i, _ in owner], rows, **settings)
+        gens = self._generate([prompts[i] for i, _ in owner], rows, plans, settings)
         best: dict[int, tuple] = {}
         cands: dict[int, dict[str, float]] = {}
         for (i, e), g in zip(owner, gens):
@@ -181,6 +225,8 @@ class Executor:
             yield c
             return
         where = placement(plan, self.model_names())
+        if where == HOST:
+            (plan,) = self.servable([plan])
         row = host_row(plan) if where == HOST else {}
         for item in stream_generation(self._engine(where), prompt, row, **settings):
             yield item if isinstance(item, str) else Completion.of(item, plan, plan.selected())

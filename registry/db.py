@@ -7,6 +7,8 @@ Contract:
   (expert_id, router, key); deleted with the expert (FK ON DELETE CASCADE, and explicitly).
 - JSON columns hold plain JSON (lists / dicts); timestamps are UTC (``utcnow``); SQLite
   returns naive datetimes, readers treat them as UTC (``as_utc``).
+- ``quarantine``: expert rows a host could not load or run (the reason, when); a table of
+  its own, so existing databases gain it by ``create_all`` with no migration.
 - ``registry_info`` holds two rows. ``id``: a random identity of this database, which the
   artifact store records so that a store is only ever swept by the database that owns it
   (``db_identity``). ``revision``: a random token replaced by every transaction that writes
@@ -101,6 +103,16 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     expert: Mapped[Expert] = relationship(back_populates="artifacts")
+
+
+class Quarantine(Base):
+    """An expert version that failed when a host loaded or ran it: out of routing until released."""
+
+    __tablename__ = "quarantine"
+
+    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class RegistryInfo(Base):

@@ -20,7 +20,7 @@ Contract:
   is unchanged, so routing on every request costs one small query, not a read of every
   expert. Writes must go through a Registry (or replace the token themselves). Records are
   shared by the callers of ``list`` until the registry changes: treat them as read-only.
-- Registration: ``register.py``; artifacts: ``artifacts.py``.
+- Registration: ``register.py``; artifacts: ``artifacts.py``; quarantine: ``quarantine.py``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from .db import (
     utcnow,
 )
 from .errors import ConflictError, NotFoundError
+from .quarantine import QuarantineMixin
 from .records import ExpertRecord, norm_scores
 from .register import RegisterMixin, stale
 from .store import ArtifactStore
@@ -59,7 +60,7 @@ _REVISION = select(RegistryInfo.value).where(RegistryInfo.key == REVISION)
 DEFAULT_HOME = "~/.composer"
 
 
-class Registry(RegisterMixin, ArtifactsMixin):
+class Registry(RegisterMixin, ArtifactsMixin, QuarantineMixin):
     def __init__(
         self, home: str | Path | None = None, db_url: str | None = None, store_dir: str | Path | None = None
     ):

@@ -53,6 +53,7 @@ class ExpertAction(str, Enum):
     show = "show"
     versions = "versions"
     remove = "remove"
+    release = "release"
 
 
 class FitBy(str, Enum):

@@ -7,7 +7,9 @@ Contract:
   GLIDER, tuned by `--fit-option FITTER.KEY=VALUE`) commit atomically with them. Base models
   and the error cases (no or unknown base, ...) go through `Registry.register`, which words
   the error. Prints one line naming the new record.
-- `experts list|show|versions|remove [NAME] [--version N] [--kind K] [--json]`.
+- `experts list|show|versions|remove|release [NAME] [--version N] [--kind K] [--json]`:
+  `show` says whether the version is quarantined (a host could not load or run it; out of
+  routing in every process), `release` lifts that.
 Errors propagate (`RegistryError`, `ComposerError`, `RouterError`, `CommandError`): `main`
 prints them as one line and exits 1; nothing was changed.
 """
@@ -99,18 +101,21 @@ def experts(
     action: Annotated[ExpertAction, typer.Argument(metavar="ACTION", help="what to do", show_default=False)],
     name: Annotated[
         str | None,
-        typer.Argument(metavar="NAME", help="expert name (show, versions, remove)", show_default=False),
+        typer.Argument(
+            metavar="NAME", help="expert name (show, versions, remove, release)", show_default=False
+        ),
     ] = None,
     version: Annotated[
         int | None,
         typer.Option(
-            "--version", help="one version (show, remove); default: the latest (show), all (remove)"
+            "--version",
+            help="one version (show, remove, release); default: the latest (show), all (remove, release)",
         ),
     ] = None,
     kind: Annotated[Kind | None, typer.Option("--kind", help="list only this kind")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """List, show, list versions of, or remove registered experts."""
+    """List, show, list versions of, remove, or release (from quarantine) registered experts."""
     reg = load_settings(ctx).registry()
     if action is ExpertAction.list:
         records(reg.list(kind=kind.value if kind else None), as_json)
@@ -118,9 +123,14 @@ def experts(
     if not name:
         raise CommandError(f"experts {action.value} needs a NAME")
     if action is ExpertAction.show:
-        print_json(reg.get(name, version).to_dict())
+        rec = reg.get(name, version)
+        print_json({**rec.to_dict(), "quarantined": reg.quarantined().get((rec.name, rec.version))})
     elif action is ExpertAction.versions:
         records(reg.versions(name), as_json)
+    elif action is ExpertAction.release:
+        reg.get(name, version)  # NotFoundError for an unknown name or version
+        n = reg.release(name, version)
+        out.print(f"released {n} quarantined version(s) of {name}" if n else f"{name} is not quarantined")
     else:
         rec = reg.remove(name, version)
         out.print(f"removed {rec.name}" + (f" v{version}" if version else " (all versions)"))

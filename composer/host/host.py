@@ -23,7 +23,8 @@ Contract:
   that leaves no room in the model's context (`context`) is refused with `ContextTooLong`
   before any work; one that leaves less than `max_new_tokens` gets what is left with
   `fit_context=True` (the default), and is refused with `fit_context=False` (a client that
-  asked for that many tokens, as vLLM and OpenAI do).
+  asked for that many tokens, as vLLM and OpenAI do). Logits that turn NaN or Inf in a
+  row's answer are a `NonFiniteOutput` naming the rows, never a silently garbled text.
 - A prompt is a string, or a list of chat messages (`{"role", "content"}`) rendered with
   the tokenizer's chat template.
 A re-entrant lock serialises model use with adapter changes, so a registration never
@@ -55,6 +56,14 @@ Prompt = str | Sequence[Mapping[str, str]]  # text, or chat messages
 
 class ContextTooLong(ComposerError):
     """A prompt plus the tokens asked for do not fit the model's context."""
+
+
+class NonFiniteOutput(RuntimeError):
+    """Rows of a generation whose logits were NaN or Inf (what an expert that cannot serve makes)."""
+
+    def __init__(self, rows: list[int]):
+        super().__init__(f"the model's output was NaN or Inf for batch row(s) {rows}")
+        self.rows = rows
 
 
 @dataclass
@@ -341,12 +350,16 @@ class Host:
                 streamer=_StepStreamer(on_step) if on_step else None,
             )
         new = out.sequences[:, enc["input_ids"].shape[1] :]
-        logp = torch.stack(out.logits, 1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        results = []
+        steps = torch.stack(out.logits, 1).float()
+        logp = steps.log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        finite = torch.isfinite(steps).all(-1)  # [rows, steps]
+        results, broken = [], []
         for b in range(len(prompts)):
             ids = new[b].tolist()
             stop = tok.eos_token_id in ids
             n = ids.index(tok.eos_token_id) + 1 if stop else len(ids)
+            if not bool(finite[b, :n].all()):
+                broken.append(b)
             text = tok.decode(ids[:n], skip_special_tokens=True).strip()
             results.append(
                 Generation(
@@ -357,6 +370,8 @@ class Host:
                     int(enc["attention_mask"][b].sum()),
                 )
             )
+        if broken:
+            raise NonFiniteOutput(broken)
         return results
 
 

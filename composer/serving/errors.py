@@ -3,7 +3,7 @@
 Contract: `ApiError(status, type, message)` is raised by handlers; `install(app)` maps it,
 request validation errors (400), unknown routes (404), router/Composer/registry/upload
 errors (400/403/404/409/413), `Unavailable` (503 + Retry-After: a replica died, a request
-timed out) and anything unexpected (500, message without internals: no stack trace, no
+timed out), `ExpertUnavailable` (503 + Retry-After: the plan's expert is quarantined) and anything unexpected (500, message without internals: no stack trace, no
 filesystem path) to that JSON shape. `error_status(exc)` is the same mapping for errors
 that surface inside a stream. `ERROR_RESPONSES` documents the shape in the OpenAPI schema.
 """
@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from composer.errors import ComposerError
+from composer.errors import ComposerError, ExpertUnavailable
 from composer.eval.benchmark import BenchmarkError
 from composer.serving.archive import TooLarge, UploadError
 from registry import ConflictError, NotFoundError, RegistryError
@@ -81,6 +81,7 @@ KNOWN: list[tuple[type, int, str]] = [  # most specific first
     (ComposerError, 400, "invalid_request_error"),
     (BenchmarkError, 400, "invalid_benchmark"),
     (Unavailable, 503, "unavailable"),
+    (ExpertUnavailable, 503, "expert_unavailable"),
 ]
 
 

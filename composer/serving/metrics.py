@@ -4,9 +4,10 @@ Contract: `Metrics()` holds the counters; `observe(endpoint, status, seconds)` r
 request; `decided(plan)` counts a routing decision per router and per expert (merged
 experts each count; token-level plans count as expert "per-token", base as "(base)");
 `generated(router, n)` counts generated tokens (non-streaming requests);
-`render(stats, in_flight)` returns the exposition text, after setting the residency and
-batching gauges from a backend's `stats()` and the admitted requests in flight (rejections
-are the 429s of `composer_requests`).
+`render(stats, in_flight, quarantined={})` returns the exposition text, after setting the
+residency and batching gauges from a backend's `stats()`, the admitted requests in flight
+(rejections are the 429s of `composer_requests`) and one `composer_expert_quarantined` series
+per quarantined expert version.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ class Metrics:
             ["base", "stat"],
             registry=r,
         )
+        self.quarantined = Gauge(
+            "composer_expert_quarantined",
+            "expert versions out of routing because a host could not load or run them",
+            ["expert", "version"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "composer_requests_in_flight",
             "admitted model requests in flight (this ingress; 429 beyond COMPOSER_MAX_QUEUE)",
@@ -67,8 +74,11 @@ class Metrics:
     def generated(self, router: str, tokens: int) -> None:
         self.tokens.labels(router).inc(tokens)
 
-    def render(self, stats: dict, in_flight: int = 0) -> bytes:
+    def render(self, stats: dict, in_flight: int = 0, quarantined: dict | None = None) -> bytes:
         self.in_flight.set(in_flight)
+        self.quarantined.clear()
+        for name, version in quarantined or {}:
+            self.quarantined.labels(name, str(version)).set(1)
         for base, n in stats.get("adapters_resident", {}).items():
             self.adapters.labels(base).set(n)
         self.models.set(len(stats.get("models_resident", [])))

@@ -9,7 +9,9 @@ mid-registration, and runs before every upload and when a backend starts) or `re
 which must resolve (symlinks followed) inside one of `settings.allowed_roots`
 (`PathNotAllowed` otherwise; none configured = path registration disabled). Error messages
 name the upload as `<upload>`, never the server's paths.
-`public_record(rec, examples=False)` is a record as the API shows it: no server paths.
+`public_record(rec, examples=False, quarantined=None)` is a record as the API shows it: no
+server paths; "quarantined" is {reason, since} when its version is in `quarantined`
+(`Registry.quarantined()`), else null.
 """
 
 from __future__ import annotations
@@ -89,11 +91,12 @@ def register_expert(
             raise type(e)(msg) from None
 
 
-def public_record(rec: ExpertRecord, examples: bool = False) -> dict:
+def public_record(rec: ExpertRecord, examples: bool = False, quarantined: dict | None = None) -> dict:
     """The record without server paths; examples only as a count unless asked for."""
     d = rec.to_dict()
     for key in HIDDEN:
         d.pop(key, None)
     if not examples:
         d["examples"] = len(d.get("examples") or [])
+    d["quarantined"] = (quarantined or {}).get((rec.name, rec.version))
     return d

@@ -2,7 +2,8 @@
 
 Contract: GET /v1/experts lists the latest ready version of each expert (`?kind=` lora,
 model or base; anything else is a 400); GET /{name} is one record (`?version=N`, latest if
-absent), examples included. Records never show server paths (`public_record`). With an API
+absent), examples included; both say whether the version is "quarantined" (a host could
+not load or run it: {reason, since}, out of routing). Records never show server paths (`public_record`). With an API
 key set, POST and DELETE need it (`require_key`). POST registers, answering 201 with the
 record: either `application/json` (a `RegisterRequest` with a server-side `path`) or
 `multipart/form-data` with a file field `archive` and a JSON field `metadata` (413 beyond
@@ -65,12 +66,16 @@ def parse(model: type[BaseModel], raw: str | bytes | dict) -> BaseModel:
 async def list_experts(s: State, kind: str | None = None):
     if kind not in (None, "lora", "model", "base"):
         raise ApiError(400, "invalid_request_error", "kind must be lora, model or base")
-    return {"object": "list", "data": [public_record(r) for r in s.registry.list(kind=kind)]}
+    held = s.registry.quarantined()
+    return {
+        "object": "list",
+        "data": [public_record(r, quarantined=held) for r in s.registry.list(kind=kind)],
+    }
 
 
 @router.get("/v1/experts/{name}")
 async def get_expert(name: str, s: State, version: Version = None):
-    return public_record(s.registry.get(name, version), examples=True)
+    return public_record(s.registry.get(name, version), examples=True, quarantined=s.registry.quarantined())
 
 
 async def multipart(request: Request, s: Services) -> tuple[RegisterRequest, bytes]:

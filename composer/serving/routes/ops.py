@@ -3,8 +3,8 @@
 Contract: /healthz is `{"status": "ok"}` while the process answers; /readyz asks the
 backend (`ready()`: {component: bool}) and answers 200 `{"status": "ready", "components"}`
 when every component is, else 503 "not ready"; /metrics is the Prometheus exposition
-(metrics.py) after refreshing the gauges from the backend's `stats()` and the requests in
-flight (`Admission.active`).
+(metrics.py) after refreshing the gauges from the backend's `stats()`, the requests in
+flight (`Admission.active`) and the quarantined experts (`Registry.quarantined()`).
 """
 
 from __future__ import annotations
@@ -38,4 +38,6 @@ async def readyz(s: State):
     responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}},
 )
 async def prometheus(s: State):
-    return Response(s.metrics.render(await s.backend.stats(), s.admission.active), media_type=CONTENT_TYPE)
+    stats = await s.backend.stats()
+    body = s.metrics.render(stats, s.admission.active, s.registry.quarantined())
+    return Response(body, media_type=CONTENT_TYPE)
