@@ -39,7 +39,12 @@ def args(description: str, **extra) -> argparse.Namespace:
     from composer.progress import set_quiet
     from composer.settings import Settings
 
-    set_quiet(Settings.from_env().quiet)  # COMPOSER_QUIET=1 (bench-smoke): no progress bars
+    quiet = Settings.from_env().quiet  # COMPOSER_QUIET=1 (bench-smoke): no progress bars
+    set_quiet(quiet)
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     return a
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REFUSED = {
-    "modules_to_save": "full copies of base modules (served only by a whole-model expert: merge it into its base)",
+    "modules_to_save": "whole-module copies; merge them into the base, register a model",
     "target_parameters": "LoRA on raw parameters",
     "trainable_token_indices": "trainable token embeddings",
     "layer_replication": "layer replication",

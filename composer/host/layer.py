@@ -20,7 +20,8 @@ sum of the experts' own deltas (a DoRA expert contributes its whole DoRA delta).
 - Memory follows the real ranks: the rows of every A (and of every B, transposed) live in
   one pool per module, a slot holding exactly its r rows at an offset (row 0 stays zero, the
   target of padding); a new expert takes a free span or the pool's end, growing it by 1.25x
-  when full (amortised: the others are copied only at a growth); removal frees its span.
+  when full (amortised: the others are copied only at a growth); removal frees its span,
+  and a pool left holding more than 1.5x its live rows is repacked to their real size.
   `memory()` reports the rows held and the rows of real ranks.
 - The routing (`routing.use_routing`) is asked for each token's slots and weights; the
   module's input is flattened to [N, d] (tokens in order: [batch, seq, d] or [batch*seq, d]
@@ -43,7 +44,8 @@ from torch import nn
 from composer.host.routing import current_routing
 from registry.lora import features, lora_types
 
-GROWTH = 1.25
+GROWTH = 1.25  # a full pool grows by this factor
+COMPACT = 1.5  # a pool holding this many times its live rows (after removals) is repacked
 
 
 class LayerError(RuntimeError):
@@ -144,6 +146,22 @@ class MoLoRALinear(nn.Module):
         if merged and merged[-1][0] + merged[-1][1] == self.used:  # a span at the end: give it back
             self.used = merged.pop()[0]
         self.free = merged
+        real = 1 + sum(self.rank) - r  # this slot's rank is zeroed by the caller after
+        if self.A_rows.shape[0] > max(64, COMPACT * real):
+            self._compact(skip=start)
+
+    def _compact(self, skip: int) -> None:
+        """Repack the live slots' rows into a pool of their real size (after many removals)."""
+        live = [s for s in range(len(self.rank)) if self.rank[s] and self.offset[s] != skip]
+        rows = 1 + sum(self.rank[s] for s in live)
+        A, B = self.A_rows.new_zeros(rows, self.A_rows.shape[1]), self.B_rows.new_zeros(rows, self.out_features)
+        at = 1
+        for s in live:
+            off, r = self.offset[s], self.rank[s]
+            A[at : at + r], B[at : at + r] = self.A_rows[off : off + r], self.B_rows[off : off + r]
+            self.offset[s], at = at, at + r
+        self.A_rows, self.B_rows, self.used, self.free = A, B, rows, []
+        self._cached = None
 
     def _base_weight_out_in(self) -> torch.Tensor:
         w = self.base_layer.weight

@@ -40,7 +40,7 @@ from registry import Registry, RegistryError
 
 TOL = 1e-4
 NEW_TOKENS = 8
-MESSAGE_CHARS = 100
+MESSAGE_CHARS = 140
 SEEDS = (0, 1)
 EXACT_CONFIGS = (
     "attention",
