@@ -154,7 +154,10 @@ class MoLoRALinear(nn.Module):
         """Repack the live slots' rows into a pool of their real size (after many removals)."""
         live = [s for s in range(len(self.rank)) if self.rank[s] and self.offset[s] != skip]
         rows = 1 + sum(self.rank[s] for s in live)
-        A, B = self.A_rows.new_zeros(rows, self.A_rows.shape[1]), self.B_rows.new_zeros(rows, self.out_features)
+        A, B = (
+            self.A_rows.new_zeros(rows, self.A_rows.shape[1]),
+            self.B_rows.new_zeros(rows, self.out_features),
+        )
         at = 1
         for s in live:
             off, r = self.offset[s], self.rank[s]
