@@ -238,6 +238,25 @@ def test_artifacts(reg, fx):
     assert not list((reg.store.root / "artifacts").iterdir())
 
 
+def test_quarantine_is_shared_released_and_goes_with_the_expert(reg, fx, db_url, tmp_path):
+    reg.register(fx.lora, "math", base="tiny")
+    v2 = reg.register(fx.lora, "math", base="tiny", new_version=True)
+    other = Registry(home=reg.home, db_url=db_url)  # another process of the same database
+    assert other.quarantined() == {}
+    reg.quarantine("math", 2, "a host could not load it")
+    reg.quarantine("math", 2, "stored files changed")  # again: the reason is updated, not duplicated
+    held = other.quarantined()
+    assert list(held) == [("math", 2)] and held[("math", 2)]["reason"] == "stored files changed"
+    assert [r.version for r in reg.list(kind="lora")] == [v2.version]  # still listed: routing filters it
+    with pytest.raises(NotFoundError):
+        reg.quarantine("nope", 1, "x")
+    assert other.release("math", 1) == 0 and other.release("math") == 1
+    assert reg.quarantined() == {}
+    reg.quarantine("math", 2, "again")
+    reg.remove("math")
+    assert reg.quarantined() == {} and other.quarantined() == {}
+
+
 def test_artifact_router_and_key_up_to_128_chars(reg):
     # the documented limit of both (SLUG_RE): PostgreSQL enforces column lengths, SQLite does not
     router, key = "r" * 128, "k" * 128
