@@ -43,14 +43,14 @@ from routers.token import gate_kinds, vectors_from_bytes
 log = logging.getLogger(__name__)
 
 
-def load_host(path, name: str) -> Host:
-    return Host.load(path, name=name)
+def load_host(path, name: str, device: str = "auto", dtype: str = "auto") -> Host:
+    return Host.load(path, name=name, device=device, dtype=dtype)
 
 
 def probe(host: Host, name: str, gates: Iterable[str] = ()) -> None:
     """Run expert `name` (loaded on `host`) alone, then gated by each kind in `gates`."""
     vocab = host.model.get_input_embeddings().num_embeddings
-    ids = torch.arange(min(8, vocab)).unsqueeze(0)
+    ids = torch.arange(min(8, vocab)).unsqueeze(0)  # the host moves it to its device
     rows = [{name: 1.0}] + [Gate(k, gate_kinds()[k].score, top_k=1, experts=[name]) for k in gates]
     for row in rows:
         out = host.logits(ids, mixtures=[row])

@@ -32,6 +32,7 @@ Bad router names/configs raise `RouterError`; unknown experts `ComposerError`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -59,9 +60,9 @@ def as_queries(prompts: str | Sequence[str | dict | Query]) -> list[Query]:
     ]
 
 
-def fitting_host(path, name: str):
+def fitting_host(path, name: str, device: str = "auto", dtype: str = "auto"):
     """A private, frozen copy of a base model for fitters that run it (never the serving host)."""
-    host = load_host(path, name)
+    host = load_host(path, name, device, dtype)
     host.model.requires_grad_(False)
     return host
 
@@ -98,12 +99,13 @@ class Composer:
             encoder,
             experts=self.experts,
             writer=writer,
-            fitting_host=lambda: fitting_host(base_rec.path, base_rec.name),
+            fitting_host=lambda: fitting_host(base_rec.path, base_rec.name, settings.device, settings.dtype),
             progress=progress,
             score=self.score_experts,
         )
-        self.adapters = AdapterManager(self.ctx)
-        self.models = ModelPool(self.registry, max_models or settings.max_models)
+        load = functools.partial(load_host, device=settings.device, dtype=settings.dtype)
+        self.adapters = AdapterManager(self.ctx, load=load)
+        self.models = ModelPool(self.registry, max_models or settings.max_models, load=load)
         self.executor = Executor(
             self.adapters, self.models, lambda: {r.name for r in self.registry.list(kind="model")}
         )

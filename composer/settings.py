@@ -30,16 +30,20 @@ replica, a test or a library caller sees exactly the configuration it was given.
 | COMPOSER_MAX_EVAL_EXAMPLES | max_eval_examples | 10000 examples per evaluation job |
 | COMPOSER_MAX_MODELS | max_models | 2 whole-model experts resident per replica |
 | COMPOSER_THREADS | threads | torch threads per model replica (0: all cores) |
+| COMPOSER_DEVICE | device | auto: CUDA when available, else cpu (or cpu, cuda, cuda:N) |
+| COMPOSER_DTYPE | dtype | auto: bfloat16 on a GPU that has it, else float32 (or bfloat16, float16, float32) |
 | COMPOSER_QUIET | quiet | off; 1 hides progress bars |
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 DEFAULT_ROUTER = "retrieval"
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 PREFIX = "COMPOSER_"
 # limits: must be positive (threads may be 0: torch's default)
 LIMITS = (
@@ -81,12 +85,22 @@ class Settings:
     max_eval_examples: int = 10000
     max_models: int = 2
     threads: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
     quiet: bool = False
 
     def __post_init__(self):
         for name in LIMITS:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} (${env_name(name)}) must be positive, got {getattr(self, name)!r}")
+        if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ValueError(
+                f"device ($COMPOSER_DEVICE) must be auto, cpu, cuda or cuda:N, got {self.device!r}"
+            )
+        if self.dtype not in DTYPES:
+            raise ValueError(
+                f"dtype ($COMPOSER_DTYPE) must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
+            )
         if self.threads < 0:
             raise ValueError(f"threads (${env_name('threads')}) must be >= 0, got {self.threads!r}")
 

@@ -2,7 +2,10 @@
 
 Contract: `build(settings)` -> a Serve `Application`: the ingress bound to the router
 deployment, the model deployment, one host deployment per registered base model (named
-`Host:<base>`) and the evaluation deployment. `app_builder(args)` is the same for `serve run` / `serve deploy`
+`Host:<base>`) and the evaluation deployment; when the models run on CUDA (`COMPOSER_DEVICE`
+cuda, or auto on a cluster with GPUs) each model-holding replica asks Ray for its share of a
+GPU (`GPU_SHARE`: a host, the router's fitting host, the model pool and the evaluations
+share one device). `app_builder(args)` is the same for `serve run` / `serve deploy`
 config files (`import_path: ray_cluster.app:app_builder`); `args` override the
 environment's settings (`Settings.from_env`). Config files bind beyond loopback, so
 `app_builder` refuses to build without COMPOSER_API_KEY unless `args` say
@@ -16,15 +19,39 @@ import os
 from composer.settings import Settings
 from ray_cluster.deployments import EvalDeployment, HostDeployment, Ingress, ModelDeployment, RouterDeployment
 
+# Shares of one GPU per replica when the models run on CUDA: one host, the router (fitting
+# host), the model pool and the evaluations fit on one device together.
+GPU_SHARE = {"host": 0.5, "router": 0.2, "models": 0.2, "eval": 0.1}
+
+
+def gpu_shares(settings: Settings) -> dict[str, float]:
+    """`GPU_SHARE` when the device is CUDA (named, or auto on a cluster that has GPUs), else none."""
+    if settings.device.startswith("cuda"):
+        return GPU_SHARE
+    if settings.device == "auto":
+        import ray
+
+        if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0:
+            return GPU_SHARE
+    return {}
+
+
+def _on_gpu(deployment, share: float | None, **options):
+    """The deployment with `num_gpus` added to its own actor options (when it gets a share)."""
+    if share:
+        options["ray_actor_options"] = {**(deployment.ray_actor_options or {}), "num_gpus": share}
+    return deployment.options(**options) if options else deployment
+
 
 def build(settings: Settings):
     bases = [r.name for r in settings.registry().list(kind="base")]
-    hosts = {b: HostDeployment.options(name=f"Host:{b}").bind(settings, b) for b in bases}
+    gpus = gpu_shares(settings)
+    hosts = {b: _on_gpu(HostDeployment, gpus.get("host"), name=f"Host:{b}").bind(settings, b) for b in bases}
     return Ingress.bind(
-        RouterDeployment.bind(settings),
-        ModelDeployment.bind(settings),
+        _on_gpu(RouterDeployment, gpus.get("router")).bind(settings),
+        _on_gpu(ModelDeployment, gpus.get("models")).bind(settings),
         hosts,
-        EvalDeployment.bind(settings),
+        _on_gpu(EvalDeployment, gpus.get("eval")).bind(settings),
         settings,
     )
 

@@ -128,6 +128,13 @@ def test_no_import_cycles():
     assert not cycles, cycles
 
 
+def test_no_test_folder_can_shadow_a_package():
+    """tests/ is on sys.path (its conftest): a folder there named like a package (tests/composer)
+    would be imported instead of the package whenever the project root is not on sys.path
+    (the `pytest` script run from elsewhere)."""
+    assert not [p for p in PACKAGES if (ROOT / "tests" / p).exists()]
+
+
 def test_ray_is_imported_only_by_ray_cluster_and_the_cli():
     pattern = re.compile(r"^\s*(from ray\b|import ray\b)", re.MULTILINE)
     offenders = [

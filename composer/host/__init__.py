@@ -9,7 +9,7 @@ It imports nothing of Composer's routers or core: what a gate kind scores comes 
 """
 
 from composer.host.gates import Gate, MixedRouting, RoutingTrace
-from composer.host.host import Generation, Host
+from composer.host.host import Generation, Host, resolve
 from composer.host.layer import MoLoRALinear
 from composer.host.routing import Routing, SequenceRouting, current_routing, use_routing
 from registry.lora import LoraWeights, read_lora
@@ -26,5 +26,6 @@ __all__ = [
     "SequenceRouting",
     "current_routing",
     "read_lora",
+    "resolve",
     "use_routing",
 ]

@@ -56,12 +56,18 @@ class RoutingTrace:
 
 
 class MixedRouting(SequenceRouting):
-    def __init__(self, rows: Sequence[Sequence[tuple[int, float]] | Gate], trace: RoutingTrace | None = None):
+    def __init__(
+        self,
+        rows: Sequence[Sequence[tuple[int, float]] | Gate],
+        trace: RoutingTrace | None = None,
+        device=None,
+    ):
         self.rows, self.trace = list(rows), trace
         self.gated = [b for b, r in enumerate(self.rows) if isinstance(r, Gate)]
         super().__init__(
             [[] if isinstance(r, Gate) else r for r in self.rows],
             width=max((self.rows[b].top_k for b in self.gated), default=1),
+            device=device,
         )
         self.empty = self.empty and not self.gated
 
@@ -87,26 +93,31 @@ class MixedRouting(SequenceRouting):
             return  # no expert of this kind adapts this module: base output for these rows
         S = V.shape[0]
         gates = [self.rows[b] for b in rows]
-        allowed = has.unsqueeze(0).repeat(len(rows), 1)
-        bias = torch.zeros(len(rows), S, dtype=x.dtype)
+        allowed = has.to(x.device).unsqueeze(0).repeat(len(rows), 1)
+        dev = x.device
+        bias = torch.zeros(len(rows), S, dtype=torch.float32)
         for i, g in enumerate(gates):
             if g.experts is not None:
-                keep = torch.zeros(S, dtype=torch.bool)
+                keep = torch.zeros(S, dtype=torch.bool, device=dev)
                 keep[[s for s in g.experts if s < S]] = True
                 allowed[i] &= keep
             for s, v in g.bias.items():
                 if s < S:
                     bias[i, s] = v
-        row_idx = torch.tensor(rows)
-        tok = (row_idx.unsqueeze(1) * T + torch.arange(T)).reshape(-1)  # flat token ids of the gated rows
+        bias = bias.to(dev)
+        row_idx = torch.tensor(rows, device=dev)
+        tok = (row_idx.unsqueeze(1) * T + torch.arange(T, device=dev)).reshape(
+            -1
+        )  # flat token ids of the gated rows
         xs = x[tok]
-        logits = gates[0].score(xs, V.to(xs.dtype)).view(len(rows), T, S) + bias.unsqueeze(1)
+        # scores and their softmax in float32: low-precision ties would flip top-k choices
+        logits = gates[0].score(xs, V.to(xs.dtype)).float().view(len(rows), T, S) + bias.unsqueeze(1)
         logits = logits.masked_fill(~allowed.unsqueeze(1), float("-inf")).view(-1, S)
         k = min(max(g.top_k for g in gates), S)
         top, idx = logits.topk(k, dim=-1)
-        ks = torch.tensor([g.top_k for g in gates]).repeat_interleave(T).unsqueeze(1)
-        top = top.masked_fill(torch.arange(k).unsqueeze(0) >= ks, float("-inf"))
-        temp = torch.tensor([g.temperature for g in gates], dtype=x.dtype).repeat_interleave(T).unsqueeze(1)
+        ks = torch.tensor([g.top_k for g in gates], device=dev).repeat_interleave(T).unsqueeze(1)
+        top = top.masked_fill(torch.arange(k, device=dev).unsqueeze(0) >= ks, float("-inf"))
+        temp = torch.tensor([g.temperature for g in gates], device=dev).repeat_interleave(T).unsqueeze(1)
         w = torch.softmax(top / temp, dim=-1).nan_to_num(0.0)  # a token with no allowed expert: all zero
         idx = idx.masked_fill(~torch.isfinite(top), -1)
         slots[tok] = -1

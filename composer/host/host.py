@@ -1,9 +1,12 @@
 """The host: one base causal LM serving every LoRA expert of that base at once.
 
 Contract:
-- `Host.load(path)` loads a local HF causal LM + tokenizer (safetensors only: no pickle, no
-  remote code, no download).
-- `add_adapter(name, path)` installs a PEFT LoRA adapter (plain, rsLoRA, rank/alpha
+- `Host.load(path, device="auto", dtype="auto")` loads a local HF causal LM + tokenizer
+  (safetensors only: no pickle, no remote code, no download) on `resolve(device, dtype)`:
+  "auto" is CUDA when available (bfloat16 where the GPU has it), else the CPU in float32.
+  Every tensor the host, its layers, gates and routings make lives on the model's device
+  and dtype (routing scores and softmax in float32); inputs are moved there, outputs back.
+- (`composer.host.slots`) `add_adapter(name, path)` installs a PEFT LoRA adapter (plain, rsLoRA, rank/alpha
   patterns, DoRA, lora_B biases, trained module biases; on Linear and Conv1D modules: see
   `registry.lora`) into mixture-of-LoRA layers, wrapping the modules it changes on first
   use, without reloading the base; it checks every module and shape before touching the
@@ -47,7 +50,7 @@ from composer.errors import ComposerError
 from composer.host.gates import Gate, MixedRouting, RoutingTrace
 from composer.host.layer import MoLoRALinear
 from composer.host.routing import Routing, SequenceRouting, use_routing
-from registry.lora import LoraWeights, ModuleDelta, features, lora_types, read_lora
+from composer.host.slots import AdapterSlots
 
 Mixture = Mapping[str, float]
 Row = Mixture | Gate
@@ -75,7 +78,26 @@ class Generation:
     prompt_tokens: int = 0
 
 
-class Host:
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def resolve(device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto"):
+    """(torch.device, torch.dtype) for settings' values: device "auto" is CUDA when available,
+    else the CPU; dtype "auto" is bfloat16 on a GPU that has it, else float32."""
+    if device in (None, "auto"):
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(device)
+    if isinstance(dtype, torch.dtype):
+        return dev, dtype
+    if dtype in (None, "auto"):
+        return dev, torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, not {dtype!r}")
+    return dev, DTYPES[dtype]
+
+
+class Host(AdapterSlots):
     def __init__(self, model: nn.Module, tokenizer, name: str = "base"):
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
         self.slots: dict[str, int] = {}
@@ -85,11 +107,26 @@ class Host:
             tokenizer.pad_token = tokenizer.eos_token
 
     @classmethod
-    def load(cls, path: str | Path, name: str = "base", dtype: torch.dtype = torch.float32) -> Host:
+    def load(
+        cls,
+        path: str | Path,
+        name: str = "base",
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+    ) -> Host:
+        dev, dt = resolve(device, dtype)
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, trust_remote_code=False, use_safetensors=True
+            path, dtype=dt, trust_remote_code=False, use_safetensors=True
         )
-        return cls(model, AutoTokenizer.from_pretrained(path, trust_remote_code=False), name)
+        return cls(model.to(dev), AutoTokenizer.from_pretrained(path, trust_remote_code=False), name)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     @property
     def experts(self) -> list[str]:
@@ -117,103 +154,9 @@ class Host:
             "shorten the prompt or max_tokens"
         )
 
-    # -- adapters -------------------------------------------------------------------------
-    def _target(self, module: str, delta: ModuleDelta | None, bias: torch.Tensor | None) -> nn.Module:
-        """The module an adapter changes, checked: it exists, takes a LoRA (Linear, Conv1D) where
-        the adapter has one, and has a bias of the trained bias's shape where it has one."""
-        try:
-            m = self.model.get_submodule(module)
-        except AttributeError:
-            raise ValueError(f"the base model has no module {module!r}") from None
-        base = m.base_layer if isinstance(m, MoLoRALinear) else m
-        if delta is not None:
-            if not isinstance(base, lora_types()):
-                raise ValueError(f"module {module!r} is {type(base).__name__}, not Linear or Conv1D")
-            fi, fo = features(base)
-            A, B = delta.A, delta.B
-            if A.shape[1] != fi or B.shape[0] != fo or A.shape[0] != B.shape[1]:
-                raise ValueError(
-                    f"adapter shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit {module!r} ({fi} -> {fo})"
-                )
-        if bias is not None and tuple(getattr(getattr(base, "bias", None), "shape", ())) != tuple(bias.shape):
-            raise ValueError(f"a trained bias of shape {tuple(bias.shape)} does not fit module {module!r}")
-        return m
-
-    def _wrap(self, module: str) -> MoLoRALinear:
-        m = self.model.get_submodule(module)
-        if not isinstance(m, MoLoRALinear):
-            parent, _, child = module.rpartition(".")
-            m = MoLoRALinear(m)
-            m.path = module
-            setattr(self.model.get_submodule(parent) if parent else self.model, child, m)
-            self.layers[module] = m
-        return m
-
-    def add_adapter(self, name: str, adapter: str | Path | LoraWeights) -> int:
-        lw = adapter if isinstance(adapter, LoraWeights) else read_lora(adapter)
-        if not lw.modules:
-            raise ValueError(f"adapter {name!r} has no LoRA weights")
-        changed = sorted(set(lw.modules) | set(lw.biases))
-        with self.lock:
-            if name in self.slots:
-                raise ValueError(f"expert {name!r} is already loaded; remove it first")
-            for module in changed:  # validate everything before changing anything
-                self._target(module, lw.modules.get(module), lw.biases.get(module))
-            used = set(self.slots.values())
-            slot = min(set(range(len(used) + 1)) - used)
-            try:
-                for module in changed:
-                    d = lw.modules.get(module)
-                    parts = (
-                        {}
-                        if d is None
-                        else {
-                            "A": d.A,
-                            "B": d.B,
-                            "scale": d.scale,
-                            "lora_bias": d.lora_bias,
-                            "magnitude": d.magnitude,
-                        }
-                    )
-                    self._wrap(module).set_slot(slot, bias=lw.biases.get(module), **parts)
-            except Exception:
-                for layer in self.layers.values():  # nothing half-installed
-                    layer.clear_slot(slot)
-                raise
-            self.slots[name] = slot
-            return slot
-
     def routed(self, routing: Routing):
         """Context manager: forwards of this model inside it use `routing` (e.g. a fitter's own)."""
         return use_routing(routing)
-
-    def memory(self) -> dict:
-        """Adapter pools over every wrapped module: rows held vs rows of real ranks, bytes."""
-        parts = [layer.memory() for layer in self.layers.values()]
-        return {k: sum(p[k] for p in parts) for k in ("rows_held", "rows_real", "bytes")}
-
-    def remove_adapter(self, name: str) -> None:
-        with self.lock:
-            if name not in self.slots:
-                raise KeyError(f"expert {name!r} is not loaded")
-            slot = self.slots.pop(name)
-            for layer in self.layers.values():
-                layer.clear_slot(slot)
-
-    def set_vectors(self, name: str, kind: str, vectors: Mapping[str, torch.Tensor]) -> None:
-        with self.lock:
-            slot = self._slot(name)
-            for module, v in vectors.items():  # validate everything before changing anything
-                layer = self.layers.get(module)
-                if layer is None or slot >= len(layer.rank) or layer.rank[slot] == 0:
-                    raise ValueError(f"{kind} vector for {module!r}, which expert {name!r} does not adapt")
-                if tuple(v.shape) != (layer.in_features,):
-                    raise ValueError(
-                        f"{kind} vector for {module!r} has shape {tuple(v.shape)}, "
-                        f"expected ({layer.in_features},)"
-                    )
-            for module, v in vectors.items():
-                self.layers[module].set_vector(kind, slot, v)
 
     # -- routing ----------------------------------------------------------------------------
     def _slot(self, name: str) -> int:
@@ -240,8 +183,8 @@ class Host:
                 raise KeyError(f"expert(s) not loaded on host {self.name!r}: {', '.join(unknown)}")
             out.append([(self.slots[e], float(w)) for e, w in row.items() if w != 0])
         if trace is None and not any(isinstance(r, Gate) for r in out):
-            return SequenceRouting(out)
-        return MixedRouting(out, trace)
+            return SequenceRouting(out, device=self.device)
+        return MixedRouting(out, trace, device=self.device)
 
     def _resolve(
         self, n: int, rows: Sequence[Row] | None, routing: Routing | None, trace: RoutingTrace | None = None
@@ -263,8 +206,10 @@ class Host:
         routing: Routing | None = None,
         trace: RoutingTrace | None = None,
     ) -> torch.Tensor:
+        dev = self.device
+        mask = attention_mask.to(dev) if attention_mask is not None else None
         with self.lock, use_routing(self._resolve(len(input_ids), mixtures, routing, trace)):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            return self.model(input_ids=input_ids.to(dev), attention_mask=mask).logits
 
     @torch.no_grad()
     def loglik(
@@ -286,7 +231,7 @@ class Host:
         width = max(map(len, rows))
         ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        logp = self.logits(ids, mask, mixtures).float().log_softmax(-1)[:, :-1]
+        logp = self.logits(ids, mask, mixtures).float().log_softmax(-1)[:, :-1].cpu()
         tok_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
         return [float(tok_logp[b, width - 1 - n :].sum()) for b, n in enumerate(n_cont)]
 
@@ -332,6 +277,7 @@ class Host:
         tok = self.tokenizer
         enc = self.encode(prompts, chat)
         max_new_tokens = self._room(enc, max_new_tokens, fit_context)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
         sample = temperature > 0
         if seed is not None:
             torch.manual_seed(seed)
@@ -351,8 +297,9 @@ class Host:
             )
         new = out.sequences[:, enc["input_ids"].shape[1] :]
         steps = torch.stack(out.logits, 1).float()
-        logp = steps.log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        finite = torch.isfinite(steps).all(-1)  # [rows, steps]
+        logp = steps.log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1).cpu()
+        finite = torch.isfinite(steps).all(-1).cpu()  # [rows, steps]
+        new = new.cpu()
         results, broken = [], []
         for b in range(len(prompts)):
             ids = new[b].tolist()

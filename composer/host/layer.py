@@ -117,7 +117,7 @@ class MoLoRALinear(nn.Module):
         self.shift = torch.cat([self.shift, self.shift.new_zeros(extra, self.out_features)])
         for kind, V in self.vectors.items():
             self.vectors[kind] = torch.cat([V, V.new_zeros(extra, V.shape[1])])
-            self.has_vector[kind] = torch.cat([self.has_vector[kind], torch.zeros(extra, dtype=torch.bool)])
+            self.has_vector[kind] = torch.cat([self.has_vector[kind], self.has_vector[kind].new_zeros(extra)])
 
     def _alloc(self, r: int) -> int:
         for i, (start, n) in enumerate(self.free):
@@ -240,7 +240,7 @@ class MoLoRALinear(nn.Module):
             )
         if kind not in self.vectors:
             self.vectors[kind] = self.A_rows.new_zeros(len(self.rank), self.in_features)
-            self.has_vector[kind] = torch.zeros(len(self.rank), dtype=torch.bool)
+            self.has_vector[kind] = torch.zeros(len(self.rank), dtype=torch.bool, device=self.A_rows.device)
         self.vectors[kind][slot] = v.to(self.vectors[kind].dtype)
         self.has_vector[kind][slot] = True
 
@@ -261,10 +261,11 @@ class MoLoRALinear(nn.Module):
     def _tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(offset, rank, scale) per slot as tensors, with one more entry (S) meaning "no expert"."""
         if self._cached is None:
+            dev = self.B_rows.device
             self._cached = (
-                torch.tensor(self.offset + [0]),
-                torch.tensor(self.rank + [0]),
-                torch.tensor(self.scale + [0.0], dtype=self.B_rows.dtype),
+                torch.tensor(self.offset + [0], device=dev),
+                torch.tensor(self.rank + [0], device=dev),
+                torch.tensor(self.scale + [0.0], dtype=self.B_rows.dtype, device=dev),
             )
         return self._cached
 
@@ -274,7 +275,7 @@ class MoLoRALinear(nn.Module):
         s = torch.where((slots >= 0) & (slots < S), slots, S)
         offset, rank, _ = self._tables()
         offset, rank = offset[s], rank[s]
-        ar = torch.arange(r)
+        ar = torch.arange(r, device=slots.device)
         return torch.where(ar < rank.unsqueeze(-1), offset.unsqueeze(-1) + ar, 0)
 
     def _routed(self, routing, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -343,7 +344,7 @@ class MoLoRALinear(nn.Module):
         size = _bucket(counts)
         for b in torch.unique(size).tolist():
             g = (size == b).nonzero(as_tuple=True)[0]
-            ar = torch.arange(b)
+            ar = torch.arange(b, device=y2.device)
             idx = torch.where(
                 ar < counts[g, None], starts[g, None] + ar, tokens.numel() - 1
             )  # padding -> dummy

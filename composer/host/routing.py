@@ -10,6 +10,7 @@ before its MLP, as OPT does): the N tokens split evenly into the batch's rows
 `(slots, weights)`, both [N, k]: expert slot ids (-1 = unused) and mixture weights. `None`
 means "base only".
 
+Routings hold their tensors on the device they are built for (the host's).
 `SequenceRouting` carries per-sequence weights (select, merge): row b uses the same
 experts and weights for every token, in every layer, at every decoding step; its
 `per_row()` hands layers that [batch, k] assignment directly (no per-token dispatch). Token-level
@@ -50,13 +51,14 @@ class SequenceRouting:
     """Per-row mixtures: `rows[b]` is a list of (slot, weight) pairs; empty = base model.
     `width` reserves room for more experts per token (subclasses that add gated rows)."""
 
-    def __init__(self, rows: Sequence[Sequence[tuple[int, float]]], width: int = 1):
+    def __init__(self, rows: Sequence[Sequence[tuple[int, float]]], width: int = 1, device=None):
         k = max((len(r) for r in rows), default=0)
-        self.slots = torch.full((len(rows), max(k, width, 1)), -1, dtype=torch.long)
-        self.weights = torch.zeros((len(rows), max(k, width, 1)))
+        slots = torch.full((len(rows), max(k, width, 1)), -1, dtype=torch.long)
+        weights = torch.zeros((len(rows), max(k, width, 1)))
         for b, row in enumerate(rows):
             for j, (slot, w) in enumerate(row):
-                self.slots[b, j], self.weights[b, j] = slot, w
+                slots[b, j], weights[b, j] = slot, w
+        self.slots, self.weights = slots.to(device), weights.to(device)  # built on the CPU, moved once
         self.empty = k == 0
 
     def per_row(self) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -64,7 +64,8 @@ class SigmoidGates:
         v = self.gates.get(layer.path)
         if v is None:
             return None
-        return torch.full((x.shape[0], 1), self.slot), torch.sigmoid(x @ v).unsqueeze(-1)
+        slots = torch.full((x.shape[0], 1), self.slot, device=x.device)
+        return slots, torch.sigmoid(x.float() @ v).unsqueeze(-1)  # gates train in float32
 
 
 def fit_gates(
@@ -78,7 +79,8 @@ def fit_gates(
     rows = _rows(host, examples[: cfg.max_examples])
     if not rows:
         raise RouterError("PHATGOOSE gates need at least one example of the expert")
-    gates = {m: torch.zeros(d.A.shape[1], requires_grad=True) for m, d in lora.modules.items()}
+    dev = host.device
+    gates = {m: torch.zeros(d.A.shape[1], requires_grad=True, device=dev) for m, d in lora.modules.items()}
     opt = torch.optim.AdamW(list(gates.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, losses = random.Random(cfg.seed), []
     name = "__phatgoose-fit__"
@@ -86,6 +88,7 @@ def fit_gates(
     try:
         for _ in progress(range(cfg.steps), desc="phatgoose gates"):
             batch = _batch(rng.sample(rows, min(cfg.batch_size, len(rows))), host.tokenizer.pad_token_id)
+            batch = {k: t.to(dev) for k, t in batch.items()}
             with host.routed(routing):
                 loss = host.model(**batch).loss
             loss.backward()
@@ -102,7 +105,7 @@ def fit_gates(
         "loss_first": round(losses[0], 4),
         "loss_last": round(losses[-1], 4),
     }
-    return {m: v.detach().clone() for m, v in gates.items()}, stats
+    return {m: v.detach().cpu().clone() for m, v in gates.items()}, stats
 
 
 def _fit(ctx, record, path: Path, **options) -> tuple[bytes, dict]:

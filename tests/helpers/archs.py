@@ -1,5 +1,5 @@
 """Tiny random models of several architectures, and PEFT LoRA adapters of them, for the
-compatibility matrix (tests/composer/host/test_compat.py).
+compatibility matrix (tests/composer_tests/host/test_compat.py).
 
 Contract:
 - `ARCHS`: the architectures (HF `model_type`s) the matrix covers: llama, qwen2, mistral, phi3

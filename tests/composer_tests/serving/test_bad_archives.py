@@ -3,7 +3,7 @@ shapes, names, zip-slip, links, bombs...) and malformed JSON registrations, each
 error naming the problem, after which the registry rows, the store's files, the uploads dir
 and a normal request's answers are exactly as before (fixtures in conftest.py: the app in
 this process behind TestClient). The same server on Ray under load and faults:
-tests/ray_cluster/test_load.py, test_faults.py.
+tests/ray_cluster_tests/test_load.py, test_faults.py.
 """
 
 from __future__ import annotations

@@ -54,3 +54,17 @@ def test_config_builder_refuses_to_run_open(monkeypatch, tmp_path):
     monkeypatch.delenv("COMPOSER_API_KEY", raising=False)
     with pytest.raises(ValueError, match="COMPOSER_API_KEY"):
         app_builder({"home": str(tmp_path)})
+
+
+def test_cuda_settings_give_each_model_replica_its_share_of_a_gpu(tmp_path):
+    from composer.settings import Settings
+    from ray_cluster.app import GPU_SHARE, _on_gpu, gpu_shares
+    from ray_cluster.deployments import HostDeployment
+
+    assert gpu_shares(Settings(home=str(tmp_path), device="cpu")) == {}
+    shares = gpu_shares(Settings(home=str(tmp_path), device="cuda"))
+    assert shares == GPU_SHARE and sum(shares.values()) <= 1  # one device holds a host and its companions
+    host = _on_gpu(HostDeployment, shares["host"], name="Host:b")
+    assert host.ray_actor_options["num_gpus"] == 0.5
+    assert host.ray_actor_options["num_cpus"] == HostDeployment.ray_actor_options["num_cpus"]  # kept
+    assert _on_gpu(HostDeployment, None) is HostDeployment

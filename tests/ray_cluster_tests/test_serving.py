@@ -3,7 +3,7 @@
 What only a running service shows: the OpenAI client through Serve's proxy, requests of
 several clients sharing host batches, a registration reaching every replica during traffic,
 the whole-model deployment, evaluation jobs on their deployment. (Error shapes, auth and
-refused input run in-process: tests/composer/serving/test_errors.py, test_bad_*.py.)
+refused input run in-process: tests/composer_tests/serving/test_errors.py, test_bad_*.py.)
 One server per module, on a private copy of the fast demo ocean, with an API key and one
 allowed root for server-side registration. Ray runs embedded with its files in a temp dir
 and auth disabled, so nothing is written to $HOME. Answers are checked by relations (the
