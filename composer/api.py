@@ -20,7 +20,7 @@ only registered base model; `writer`: GLIDER's instruction writer spec or object
 - `register(path, name, fit_options=None, **kw)` registers an expert with its per-expert
   artifacts (`routers.artifacts.fit_expert`: embeddings, gates, prototypes, task embedding)
   committed atomically, then syncs the host; a LoRA must first prove it can be served
-  (`composer.adapters.prove` on the fitting host: one forward alone, one per gate kind), or
+  (`composer.probe.prove` on the fitting host: one forward alone, one per gate kind), or
   it is refused and nothing is stored. `remove` drops an expert and its artifacts.
 - `fit(name, **options)`: a router fitted over all experts (`coe`, `bench_coe`: its
   registered `fit`), or a per-expert artifact name (`embeddings`, `phatgoose`, `arrow`,
@@ -36,10 +36,11 @@ import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from composer.adapters import AdapterManager, load_host, prove
+from composer.adapters import AdapterManager, load_host
 from composer.errors import ComposerError
 from composer.executor import Completion, Executor
 from composer.models import ModelPool
+from composer.probe import prove
 from composer.progress import progress, set_quiet
 from composer.settings import Settings
 from registry import Registry
@@ -104,7 +105,13 @@ class Composer:
             score=self.score_experts,
         )
         load = functools.partial(load_host, device=settings.device, dtype=settings.dtype)
-        self.adapters = AdapterManager(self.ctx, load=load)
+        self.adapters = AdapterManager(
+            self.ctx,
+            load=load,
+            max_adapters=settings.max_adapters,
+            memory_mb=settings.adapter_memory_mb,
+            pinned=settings.pinned_adapters,
+        )
         self.models = ModelPool(self.registry, max_models or settings.max_models, load=load)
         self.executor = Executor(
             self.adapters, self.models, lambda: {r.name for r in self.registry.list(kind="model")}

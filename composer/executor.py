@@ -18,6 +18,10 @@ Contract:
   ensemble's answer comes as one delta). `choose(prompts, plans, choices)` -> per prompt
   the log-likelihood of each choice (multiple choice). `trace(prompt, plan)` -> which
   experts every module chose for every prompt token (token-level plans).
+- Residency: host plans run through `resident_groups` — with an adapter budget a token plan
+  whose candidates do not fit keeps the ones its gates use most on its own prompt, rows are
+  grouped so each group's experts fit, and each group is made resident before it runs; a
+  row's output never depends on the other rows or on what happened to be resident.
 - Quarantine: host plans first pass `servable(plans)` (a token plan drops quarantined
   candidates; a plan naming an expert the host does not serve is an `ExpertUnavailable`);
   a generation that fails inside a layer, or turns NaN/Inf, has its experts probed one by one
@@ -186,8 +190,56 @@ class Executor:
                 ) from e
             raise
 
-    def _on_host(self, prompts: Sequence, plans: Sequence[RoutingPlan], settings: dict) -> list[Completion]:
+    def resident_groups(self, prompts: Sequence, plans: Sequence[RoutingPlan], chat: bool = True) -> list:
+        """Host plans made to fit the adapter budget: a token plan whose candidates do not fit
+        keeps the ones its gates use most on its own prompt (`GateBank.preselect`); rows are
+        grouped in order so that each group's experts fit at once. Returns [(row indices, their
+        plans)]; run each under `adapters.holding(experts)`. No budget: one group."""
         plans = self.servable(plans)
+        if not self.adapters.limited:
+            return [(list(range(len(plans))), plans)]
+        plans = [self._narrow(prompt, plan, chat) for prompt, plan in zip(prompts, plans)]
+        records = {r.name: r for r in self.adapters.servable()}
+        groups: list[list[int]] = []
+        union: set[str] = set()
+        for i, plan in enumerate(plans):
+            need = union | set(plan.experts)
+            if groups and self.adapters.fits(records[e] for e in need if e in records):
+                groups[-1].append(i)
+                union = need
+            else:
+                groups.append([i])
+                union = set(plan.experts)
+        return [(idx, [plans[i] for i in idx]) for idx in groups]
+
+    def _narrow(self, prompt, plan: RoutingPlan, chat: bool) -> RoutingPlan:
+        if plan.mode != "token":
+            return plan
+        records = {r.name: r for r in self.adapters.servable()}
+        cands = [records[e] for e in plan.experts if e in records]
+        if self.adapters.fits(cands):
+            return plan
+        ranked = self.adapters.bank.preselect(self.adapters.host, prompt, plan, len(cands), cands, chat)
+        kept: list[str] = []
+        for name in ranked:  # the most used candidates, as many as fit
+            if not self.adapters.fits(records[e] for e in [*kept, name]):
+                break
+            kept.append(name)
+        note = (
+            f"; {len(kept)} of {len(cands)} candidates kept (the adapter budget), by gate mass on the prompt"
+        )
+        return plan.model_copy(update={"experts": kept, "explanation": plan.explanation + note})
+
+    def _on_host(self, prompts: Sequence, plans: Sequence[RoutingPlan], settings: dict) -> list[Completion]:
+        out: list = [None] * len(plans)
+        for idx, group_plans in self.resident_groups(prompts, plans, settings.get("chat", True)):
+            with self.adapters.holding(e for p in group_plans for e in p.experts):
+                done = self._run_rows([prompts[i] for i in idx], group_plans, settings)
+            for i, c in zip(idx, done):
+                out[i] = c
+        return out
+
+    def _run_rows(self, prompts: Sequence, plans: Sequence[RoutingPlan], settings: dict) -> list[Completion]:
         rows, owner = [], []  # one host row per (query, candidate expert)
         for i, plan in enumerate(plans):
             if plan.mode == "ensemble":
@@ -225,11 +277,14 @@ class Executor:
             yield c
             return
         where = placement(plan, self.model_names())
-        if where == HOST:
-            (plan,) = self.servable([plan])
-        row = host_row(plan) if where == HOST else {}
-        for item in stream_generation(self._engine(where), prompt, row, **settings):
-            yield item if isinstance(item, str) else Completion.of(item, plan, plan.selected())
+        if where != HOST:
+            for item in stream_generation(self._engine(where), prompt, {}, **settings):
+                yield item if isinstance(item, str) else Completion.of(item, plan, plan.selected())
+            return
+        ((_, (plan,)),) = self.resident_groups([prompt], [plan], settings.get("chat", True))
+        with self.adapters.holding(plan.experts) as host:  # leased until the stream ends or is dropped
+            for item in stream_generation(host, prompt, host_row(plan), **settings):
+                yield item if isinstance(item, str) else Completion.of(item, plan, plan.selected())
 
     def choose(
         self,
@@ -241,38 +296,60 @@ class Executor:
     ) -> list[list[float]]:
         """Per prompt, the log-likelihood of each choice under its plan; an ensemble scores each
         choice with every candidate and keeps the best."""
-        groups = group(plans, self.model_names())
         scores = [[-float("inf")] * len(c) for c in choices]
-        for where, idx in groups.items():
-            jobs = [
-                (i, j, row)
-                for i in idx
-                for j in range(len(choices[i]))
-                for row in (
-                    [{e: 1.0} for e in plans[i].experts]
-                    if plans[i].mode == "ensemble"
-                    else [host_row(plans[i]) if where == HOST else {}]
+        for where, idx in group(plans, self.model_names()).items():
+            if where != HOST:
+                self._score(
+                    self._engine(where), idx, [{}] * len(idx), prompts, choices, scores, chat, batch_size
                 )
-            ]
-            engine = self._engine(where)
-            for k in range(0, len(jobs), batch_size):
-                chunk = jobs[k : k + batch_size]
-                lls = engine.loglik(
-                    [prompts[i] for i, _, _ in chunk],
-                    [choices[i][j] for i, j, _ in chunk],
-                    [row for *_, row in chunk],
-                    chat=chat,
+                continue
+            for sub, sub_plans in self.resident_groups(
+                [prompts[i] for i in idx], [plans[i] for i in idx], chat
+            ):
+                rows = [
+                    [{e: 1.0} for e in p.experts] if p.mode == "ensemble" else [host_row(p)]
+                    for p in sub_plans
+                ]
+                self._score(
+                    self.adapters.host,
+                    [idx[k] for k in sub],
+                    rows,
+                    prompts,
+                    choices,
+                    scores,
+                    chat,
+                    batch_size,
                 )
-                for (i, j, _), ll in zip(chunk, lls):
-                    scores[i][j] = max(scores[i][j], ll)
         return scores
+
+    @staticmethod
+    def _score(engine: Host, idx, rows, prompts, choices, scores, chat: bool, batch_size: int) -> None:
+        """Each choice of each prompt in `idx` scored under each of its rows; keep the best."""
+        jobs = [
+            (i, j, row)
+            for i, rs in zip(idx, rows)
+            for j in range(len(choices[i]))
+            for row in (rs if isinstance(rs, list) else [rs])
+        ]
+        for k in range(0, len(jobs), batch_size):
+            chunk = jobs[k : k + batch_size]
+            lls = engine.loglik(
+                [prompts[i] for i, _, _ in chunk],
+                [choices[i][j] for i, j, _ in chunk],
+                [row for *_, row in chunk],
+                chat=chat,
+            )
+            for (i, j, _), ll in zip(chunk, lls):
+                scores[i][j] = max(scores[i][j], ll)
 
     def trace(self, prompt, plan: RoutingPlan, chat: bool = True) -> dict | None:
         """For a token-level plan, which experts every module chose for every prompt token."""
         if plan.mode != "token":
             return None
-        host, trace = self.adapters.host, RoutingTrace()
-        ids = host.encode([prompt], chat)["input_ids"]
-        host.logits(ids, mixtures=[host_row(plan)], trace=trace)
+        ((_, (plan,)),) = self.resident_groups([prompt], [plan], chat)
+        trace = RoutingTrace()
+        with self.adapters.holding(plan.experts) as host:
+            ids = host.encode([prompt], chat)["input_ids"]
+            host.logits(ids, mixtures=[host_row(plan)], trace=trace)
         names = {s: n for n, s in host.slots.items()}
         return token_report(trace, [host.tokenizer.decode([i]) for i in ids[0].tolist()], names)

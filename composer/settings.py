@@ -30,6 +30,9 @@ replica, a test or a library caller sees exactly the configuration it was given.
 | COMPOSER_MAX_EVAL_EXAMPLES | max_eval_examples | 10000 examples per evaluation job |
 | COMPOSER_MAX_MODELS | max_models | 2 whole-model experts resident per replica |
 | COMPOSER_THREADS | threads | torch threads per model replica (0: all cores) |
+| COMPOSER_MAX_ADAPTERS | max_adapters | 0: no limit; LoRA experts resident per host replica (LRU beyond) |
+| COMPOSER_ADAPTER_MEMORY_MB | adapter_memory_mb | 0: no limit; adapter memory per host replica (LRU beyond) |
+| COMPOSER_PINNED_ADAPTERS | pinned_adapters | none; comma-separated experts never evicted |
 | COMPOSER_DEVICE | device | auto: CUDA when available, else cpu (or cpu, cuda, cuda:N) |
 | COMPOSER_DTYPE | dtype | auto: bfloat16 on a GPU that has it, else float32 (or bfloat16, float16, float32) |
 | COMPOSER_QUIET | quiet | off; 1 hides progress bars |
@@ -85,6 +88,9 @@ class Settings:
     max_eval_examples: int = 10000
     max_models: int = 2
     threads: int = 0
+    max_adapters: int = 0
+    adapter_memory_mb: int = 0
+    pinned_adapters: tuple[str, ...] = ()
     device: str = "auto"
     dtype: str = "auto"
     quiet: bool = False
@@ -101,8 +107,9 @@ class Settings:
             raise ValueError(
                 f"dtype ($COMPOSER_DTYPE) must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
             )
-        if self.threads < 0:
-            raise ValueError(f"threads (${env_name('threads')}) must be >= 0, got {self.threads!r}")
+        for name in ("threads", "max_adapters", "adapter_memory_mb"):  # 0: torch's default / no limit
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} (${env_name(name)}) must be >= 0, got {getattr(self, name)!r}")
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -133,8 +140,9 @@ def _read(name: str, kind: type):
     raw = os.environ.get(var)
     if raw is None or raw == "":
         return None
-    if kind is tuple:  # path lists, as PATH
-        return tuple(p for p in raw.split(os.pathsep) if p) or None
+    if kind is tuple:  # path lists as PATH is (os.pathsep), name lists comma-separated
+        sep = os.pathsep if name == "allowed_roots" else ","
+        return tuple(p.strip() for p in raw.split(sep) if p.strip()) or None
     if kind is bool:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if kind in (int, float):

@@ -111,8 +111,9 @@ class RayBackend:
         hosts = await asyncio.gather(*(call(h.stats.remote()) for h in self.hosts.values()))
         return {
             "adapters_resident": {b: s["adapters"] for b, s in zip(self.hosts, hosts)},
+            "residency": {b: s["residency"] for b, s in zip(self.hosts, hosts)},
             "batches": {
-                b: {k: v for k, v in s.items() if k not in ("adapters", "pid")}
+                b: {k: v for k, v in s.items() if k not in ("adapters", "residency", "pid")}
                 for b, s in zip(self.hosts, hosts)
             },
             "models_resident": await call(self.models.resident.remote()),

@@ -138,7 +138,12 @@ class HostDeployment:
             yield item
 
     async def stats(self) -> dict:
-        return {"adapters": len(self.composer.resident()), "pid": os.getpid(), **self.batches}
+        return {
+            "adapters": len(self.composer.resident()),
+            "residency": self.composer.adapters.stats(),
+            "pid": os.getpid(),
+            **self.batches,
+        }
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)

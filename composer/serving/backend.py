@@ -10,7 +10,8 @@ Contract (`Backend`): every method is a coroutine, except `stream`, an async ite
   visible to every replica at their next request.
 - `start_evaluation(request)` -> the job's view (`composer.eval.jobs`); `evaluation(id,
   records)` -> its view (KeyError if unknown); `evaluations()` -> all views.
-- `stats()` -> {"adapters_resident": {base: n}, "models_resident": [names]}, and where the
+- `stats()` -> {"adapters_resident": {base: n}, "residency": {base: AdapterManager.stats()},
+  "models_resident": [names]}, and where the
   executor batches, "batches": {base: {"batches", "rows", "max_rows", "shared"}} (one
   replica's; "shared": batches holding rows of more than one request);
   `ready()` -> {component: bool}.
@@ -146,6 +147,7 @@ class LocalBackend:
         cs = list(self._composers.items())
         return {
             "adapters_resident": {b: len(c.resident()) for b, c in cs},
+            "residency": {b: c.adapters.stats() for b, c in cs},
             "models_resident": sorted({m for _, c in cs for m in c.models.resident()}),
         }
 

@@ -42,6 +42,12 @@ class Metrics:
         self.adapters = Gauge(
             "composer_adapters_resident", "LoRA adapters loaded in the host", ["base"], registry=r
         )
+        self.residency = Gauge(
+            "composer_adapter_residency",
+            "one host replica's adapter residency: resident, bytes, loads, evictions, load_seconds (sum)",
+            ["base", "stat"],
+            registry=r,
+        )
         self.models = Gauge("composer_models_resident", "whole-model experts resident", registry=r)
         self.batching = Gauge(
             "composer_host_batching",
@@ -79,6 +85,9 @@ class Metrics:
         self.quarantined.clear()
         for name, version in quarantined or {}:
             self.quarantined.labels(name, str(version)).set(1)
+        for base, residency in stats.get("residency", {}).items():
+            for stat, v in residency.items():
+                self.residency.labels(base, stat).set(v)
         for base, n in stats.get("adapters_resident", {}).items():
             self.adapters.labels(base).set(n)
         self.models.set(len(stats.get("models_resident", [])))
