@@ -102,6 +102,11 @@ class AdapterManager:
     def stats(self) -> dict:
         return {"resident": len(self._loaded), "bytes": sum(self._bytes.values()), **self._stats}
 
+    def batching(self) -> dict:
+        """The host's decoding-loop counters (`Engine.stats`), once it is loaded and has one."""
+        engine = self._host.engine if self._host is not None else None
+        return dict(engine.stats) if engine is not None else {}
+
     # -- budget ---------------------------------------------------------------------------
     def size(self, rec: ExpertRecord) -> int:
         """Bytes the expert's adapter takes on this host (its A and B at the host's dtype)."""

@@ -177,8 +177,17 @@ class Executor:
             out.append(plan)
         return out
 
-    def _generate(self, prompts: Sequence, rows: Sequence, plans: Sequence[RoutingPlan], settings: dict):
-        """The host's generation; a failure inside a layer is pinned on the experts that cause it."""
+    def _generate(
+        self,
+        prompts: Sequence,
+        rows: Sequence,
+        plans: Sequence[RoutingPlan],
+        settings: dict,
+        retried: bool = False,
+    ):
+        """The host's generation; a failure inside a layer is pinned on the experts that cause it.
+        A failure none of these plans' experts causes came from another request's row in the
+        same decoding step (continuous batching): the rows are run once more."""
         try:
             return self.adapters.host.generate(prompts, rows, **settings)
         except (LayerError, NonFiniteOutput) as e:
@@ -188,7 +197,9 @@ class Executor:
                     f"expert(s) {', '.join(broken)} failed on this host and are quarantined ({e}); "
                     "retry: routing no longer picks them"
                 ) from e
-            raise
+            if retried or not isinstance(e, LayerError):
+                raise
+            return self._generate(prompts, rows, plans, settings, retried=True)
 
     def resident_groups(self, prompts: Sequence, plans: Sequence[RoutingPlan], chat: bool = True) -> list:
         """Host plans made to fit the adapter budget: a token plan whose candidates do not fit

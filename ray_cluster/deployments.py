@@ -5,10 +5,10 @@ exposes the part of it that its role needs, so Ray adds placement and batching, 
   base model (`route`: concurrent requests are batched into one encoder call per router and
   config); registration and removal (post-hoc fitting runs here, on a private
   frozen copy of the base, never on a serving host).
-- `HostDeployment(base)`: one per base model: the base with every adapter and its gates.
-  Concurrent requests' prompts are gathered by `@serve.batch` into one heterogeneous
-  mixed-adapter batch per decoding-settings group (a group that fails is rerun row by row,
-  so a bad prompt fails only its own request). Follows the registry before each batch.
+- `HostDeployment(base)`: one per base model: the base with its resident adapters and
+  their gates. Concurrent requests run in their own threads and meet in the host's decoding
+  loop (continuous batching: rows join and leave between steps, each with its own routing
+  and sampling), so no request-level batching window is needed; a bad row fails alone.
 - `ModelDeployment`: whole-model experts, loaded on demand, at most `max_models` resident
   (LRU).
 - `EvalDeployment`: batch evaluation jobs (POST /v1/evaluations), one replica, its own
@@ -21,14 +21,12 @@ so post-hoc fitting during a registration leaves the hosts room; bench/registrat
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 from collections import defaultdict
 
 from ray import serve
 
-from composer.executor import execute_each
 from composer.progress import set_quiet
 from composer.serving import LocalBackend, create_app
 from composer.settings import Settings
@@ -95,43 +93,11 @@ class HostDeployment:
         self.local = LocalBackend(settings)
         self.composer = self.local.composer(base)
         _ = self.composer.host  # load the base and every adapter now
-        self.batches = {"batches": 0, "rows": 0, "max_rows": 0, "shared": 0}  # shared: rows of >1 request
-        self._requests = itertools.count()
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02)
-    async def _batch(self, items: list[tuple]) -> list:
-        b = self.batches
-        b["batches"], b["rows"], b["max_rows"] = (
-            b["batches"] + 1,
-            b["rows"] + len(items),
-            max(b["max_rows"], len(items)),
-        )
-        b["shared"] += len({request for *_, request in items}) > 1
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, (_, _, key, _) in enumerate(items):
-            groups[key].append(i)
-        out: list = [None] * len(items)
-        for key, idx in groups.items():  # one batch per decoding-settings group; a bad row fails only itself
-            done = await asyncio.to_thread(
-                execute_each,
-                self.composer.execute,
-                [items[i][0] for i in idx],
-                [items[i][1] for i in idx],
-                dict(key),
-            )
-            for i, c in zip(idx, done):
-                out[i] = c
-        return out
 
     async def execute(self, prompts, plans, settings):
-        key, request = tuple(sorted(settings.items())), next(self._requests)
-        done = await asyncio.gather(
-            *(self._batch((p, plan, key, request)) for p, plan in zip(prompts, plans))
-        )
-        for c in done:
-            if isinstance(c, Exception):
-                raise c
-        return list(done)
+        # no request-level batching here: the host's decoding loop batches every request's rows
+        # between steps (continuous batching), across the replica's concurrent requests
+        return await self.local.execute(self.base, prompts, plans, settings)
 
     async def stream(self, prompt, plan, settings):
         async for item in self.local.stream(self.base, prompt, plan, settings):
@@ -142,7 +108,7 @@ class HostDeployment:
             "adapters": len(self.composer.resident()),
             "residency": self.composer.adapters.stats(),
             "pid": os.getpid(),
-            **self.batches,
+            **self.composer.adapters.batching(),
         }
 
 

@@ -98,8 +98,9 @@ def resolve(device: str | torch.device | None = "auto", dtype: str | torch.dtype
 
 
 class Host(AdapterSlots):
-    def __init__(self, model: nn.Module, tokenizer, name: str = "base"):
+    def __init__(self, model: nn.Module, tokenizer, name: str = "base", continuous: bool = True):
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+        self.continuous, self._engine = continuous, False
         self.slots: dict[str, int] = {}
         self.layers: dict[str, MoLoRALinear] = {}
         self.lock = threading.RLock()
@@ -153,6 +154,26 @@ class Host(AdapterSlots):
             f"{longest + max_new_tokens} ({longest} in the prompt, {max_new_tokens} to generate): "
             "shorten the prompt or max_tokens"
         )
+
+    @property
+    def engine(self):
+        """The continuous-batching loop (`composer.host.engine`), or None where the model's cache
+        does not support it (or `continuous=False`): `generate` then runs one static batch."""
+        if self._engine is False:
+            from composer.host.engine import Engine, supported
+
+            self._engine = Engine(self) if self.continuous and supported(self) else None
+        return self._engine
+
+    def _continuous(self, enc, mixtures, max_new: int, temperature: float, top_p: float, seed, on_step):
+        rows = list(mixtures) if mixtures is not None else [{}] * len(enc["input_ids"])
+        if len(rows) != len(enc["input_ids"]):
+            raise ValueError(f"{len(rows)} row specs for {len(enc['input_ids'])} rows")
+        for row in rows:  # unknown experts are the caller's error, before any work
+            self.routing([row])
+        ids = [r[m.bool()].tolist() for r, m in zip(enc["input_ids"], enc["attention_mask"])]
+        jobs = self.engine.generate(ids, rows, max_new, temperature, top_p, seed, on_step)
+        return _generations(self.tokenizer, jobs, [len(i) for i in ids])
 
     def routed(self, routing: Routing):
         """Context manager: forwards of this model inside it use `routing` (e.g. a fitter's own)."""
@@ -277,6 +298,8 @@ class Host(AdapterSlots):
         tok = self.tokenizer
         enc = self.encode(prompts, chat)
         max_new_tokens = self._room(enc, max_new_tokens, fit_context)
+        if trace is None and routing is None and self.engine is not None:
+            return self._continuous(enc, mixtures, max_new_tokens, temperature, top_p, seed, on_step)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         sample = temperature > 0
         if seed is not None:
@@ -320,6 +343,16 @@ class Host(AdapterSlots):
         if broken:
             raise NonFiniteOutput(broken)
         return results
+
+
+def _generations(tok, jobs, prompt_tokens: list[int]) -> list[Generation]:
+    out = []
+    for job, n_prompt in zip(jobs, prompt_tokens):
+        stop = bool(job.tokens) and job.tokens[-1] == tok.eos_token_id
+        text = tok.decode(job.tokens, skip_special_tokens=True).strip()
+        logprob = sum(job.logps) / len(job.logps) if job.logps else 0.0
+        out.append(Generation(text, list(job.tokens), logprob, "stop" if stop else "length", n_prompt))
+    return out
 
 
 class _StepStreamer(BaseStreamer):

@@ -53,10 +53,11 @@ class Backend(Protocol):
     async def ready(self) -> dict: ...
 
 
-async def iterate_in_thread(it: Iterator) -> AsyncIterator:
-    """Drive a blocking iterator from worker threads, one item at a time."""
+async def iterate_in_thread(it: Iterator, run=None) -> AsyncIterator:
+    """Drive a blocking iterator from worker threads (`run(fn, *args)`, else asyncio's), one item at a time."""
     done = object()
-    while (item := await asyncio.to_thread(next, it, done)) is not done:
+    run = run or asyncio.to_thread
+    while (item := await run(next, it, done)) is not done:
         yield item
 
 
@@ -69,6 +70,7 @@ class LocalBackend:
         self._lock = threading.Lock()
         self._jobs = None
         self._registrar: ThreadPoolExecutor | None = None  # one low-priority thread for registrations
+        self._workers: ThreadPoolExecutor | None = None  # requests waiting in the decoding loop
         sweep_uploads(self.registry.home)  # uploads a killed process left half-unpacked
 
     def composer(self, base: str | None = None):
@@ -82,15 +84,23 @@ class LocalBackend:
                 )
             return self._composers[base]
 
+    def _run(self, fn, *args):
+        """`fn(*args)` on the backend's worker threads: enough of them for every admitted request
+        to wait in the host's decoding loop at once (asyncio's default pool has a handful)."""
+        with self._lock:
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(self.settings.max_queue + 8, "composer-work")
+        return asyncio.get_running_loop().run_in_executor(self._workers, fn, *args)
+
     async def route(self, base, queries, router, config):
-        return await asyncio.to_thread(lambda: self.composer(base).route(queries, router, **config))
+        return await self._run(lambda: self.composer(base).route(queries, router, **config))
 
     async def execute(self, base, prompts, plans, settings):
-        return await asyncio.to_thread(lambda: self.composer(base).execute(prompts, plans, **settings))
+        return await self._run(lambda: self.composer(base).execute(prompts, plans, **settings))
 
     async def stream(self, base, prompt, plan, settings):
-        it = await asyncio.to_thread(lambda: self.composer(base).stream(prompt, plan, **settings))
-        async for item in iterate_in_thread(it):
+        it = await self._run(lambda: self.composer(base).stream(prompt, plan, **settings))
+        async for item in iterate_in_thread(it, self._run):
             yield item
 
     async def register(self, request, archive):
@@ -148,6 +158,7 @@ class LocalBackend:
         return {
             "adapters_resident": {b: len(c.resident()) for b, c in cs},
             "residency": {b: c.adapters.stats() for b, c in cs},
+            "batches": {b: c.adapters.batching() for b, c in cs if c.adapters.batching()},
             "models_resident": sorted({m for _, c in cs for m in c.models.resident()}),
         }
 
