@@ -39,6 +39,7 @@ from typing import Any
 from composer.adapters import AdapterManager, load_host
 from composer.errors import ComposerError
 from composer.executor import Completion, Executor
+from composer.host import resolve
 from composer.models import ModelPool
 from composer.probe import prove
 from composer.progress import progress, set_quiet
@@ -47,6 +48,7 @@ from registry import Registry
 from registry.records import ExpertRecord
 from routers import Query, RouterContext, RouterError, RoutingPlan, build, method, methods
 from routers.artifacts import artifacts, backfill, fit_expert, named
+from routers.encoders import MiniLM
 from routers.glider.writers import writer_from_spec
 from routers.token import gate_kinds, vectors_from_bytes
 
@@ -94,6 +96,8 @@ class Composer:
                 settings.instruction_writer_key,
                 load_host,
             )
+        if encoder is None:  # the query encoder runs where the models do
+            encoder = MiniLM(device=str(resolve(settings.device, "float32")[0]))
         self.ctx = RouterContext(
             self.registry,
             self.base,
@@ -175,7 +179,8 @@ class Composer:
 
     def route(self, prompts, router: str | None = None, **config: Any) -> list[RoutingPlan]:
         queries = as_queries(prompts)
-        return self.router(router, **config).route(queries) if queries else []
+        with self.registry.snapshot():  # one registry read for the whole call
+            return self.router(router, **config).route(queries) if queries else []
 
     def direct(self, expert: str) -> RoutingPlan:
         """The plan for a request that names an expert (or the base model): no routing."""
@@ -205,20 +210,22 @@ class Composer:
         queries = as_queries(prompts)
         if expert is not None and (router is not None or config):
             raise ComposerError("give either expert= (no routing) or a router, not both")
-        self.sync()
-        plans = [self.direct(expert)] * len(queries) if expert else self.route(queries, router, **config)
-        return self.execute(
-            [q.prompt for q in queries],
-            plans,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            chat=chat,
-            seed=seed,
-        )
+        with self.registry.snapshot():  # one registry read for the whole request
+            self.sync()
+            plans = [self.direct(expert)] * len(queries) if expert else self.route(queries, router, **config)
+            return self.execute(
+                [q.prompt for q in queries],
+                plans,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                chat=chat,
+                seed=seed,
+            )
 
     def execute(self, prompts: Sequence, plans: Sequence[RoutingPlan], **settings: Any) -> list[Completion]:
-        return self.executor.execute(prompts, plans, **settings)
+        with self.registry.snapshot():
+            return self.executor.execute(prompts, plans, **settings)
 
     def stream(self, prompt, plan: RoutingPlan, **settings: Any) -> Iterator[str | Completion]:
         return self.executor.stream(prompt, plan, **settings)

@@ -38,9 +38,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from composer.errors import ExpertUnavailable
+from composer.errors import ExpertUnavailable, NonFiniteOutput
 from composer.host import Gate, Generation, Host, RoutingTrace
-from composer.host.host import NonFiniteOutput
 from composer.host.layer import LayerError
 from composer.host.stream import stream as stream_generation
 from composer.introspect import token_report

@@ -33,6 +33,8 @@ replica, a test or a library caller sees exactly the configuration it was given.
 | COMPOSER_MAX_ADAPTERS | max_adapters | 0: no limit; LoRA experts resident per host replica (LRU beyond) |
 | COMPOSER_ADAPTER_MEMORY_MB | adapter_memory_mb | 0: no limit; adapter memory per host replica (LRU beyond) |
 | COMPOSER_PINNED_ADAPTERS | pinned_adapters | none; comma-separated experts never evicted |
+| COMPOSER_HOST_REPLICAS | host_replicas | 1 host replica per base model on Ray (each holds the base and its resident adapters) |
+| COMPOSER_HOST_RESOURCES | host_resources | none; comma-separated `name=amount` custom Ray resources each host replica asks for (place replicas on nodes that offer them) |
 | COMPOSER_DEVICE | device | auto: CUDA when available, else cpu (or cpu, cuda, cuda:N) |
 | COMPOSER_DTYPE | dtype | auto: bfloat16 on a GPU that has it, else float32 (or bfloat16, float16, float32) |
 | COMPOSER_QUIET | quiet | off; 1 hides progress bars |
@@ -91,6 +93,8 @@ class Settings:
     max_adapters: int = 0
     adapter_memory_mb: int = 0
     pinned_adapters: tuple[str, ...] = ()
+    host_replicas: int = 1
+    host_resources: tuple[str, ...] = ()
     device: str = "auto"
     dtype: str = "auto"
     quiet: bool = False
@@ -107,6 +111,11 @@ class Settings:
             raise ValueError(
                 f"dtype ($COMPOSER_DTYPE) must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
             )
+        if self.host_replicas < 1:
+            raise ValueError(
+                f"host_replicas ($COMPOSER_HOST_REPLICAS) must be >= 1, got {self.host_replicas!r}"
+            )
+        self.resources()  # a malformed COMPOSER_HOST_RESOURCES fails here, not in a replica
         for name in ("threads", "max_adapters", "adapter_memory_mb"):  # 0: torch's default / no limit
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} (${env_name(name)}) must be >= 0, got {getattr(self, name)!r}")
@@ -116,6 +125,23 @@ class Settings:
         values = {f.name: _read(f.name, type(f.default)) for f in fields(cls)}
         values.update((k, v) for k, v in overrides.items() if v is not None)
         return replace(cls(), **{k: v for k, v in values.items() if v is not None})
+
+    def resources(self) -> dict[str, float]:
+        """`host_resources` as Ray's `resources` option: "gpu_node=1,fast=0.5" -> {"gpu_node": 1.0, "fast": 0.5}."""
+        out = {}
+        for item in self.host_resources:
+            name, eq, amount = item.partition("=")
+            try:
+                out[name.strip()] = float(amount) if eq else 1.0
+            except ValueError:
+                raise ValueError(
+                    f"host_resources ($COMPOSER_HOST_RESOURCES) takes name=amount items, got {item!r}"
+                ) from None
+            if not name.strip() or out[name.strip()] <= 0:
+                raise ValueError(
+                    f"host_resources ($COMPOSER_HOST_RESOURCES) takes name=amount items, got {item!r}"
+                )
+        return out
 
     @property
     def max_upload_bytes(self) -> int:

@@ -2,7 +2,8 @@
 
 Contract: `build(settings)` -> a Serve `Application`: the ingress bound to the router
 deployment, the model deployment, one host deployment per registered base model (named
-`Host:<base>`) and the evaluation deployment; when the models run on CUDA (`COMPOSER_DEVICE`
+`Host:<base>`, `settings.host_replicas` replicas each asking for `settings.resources()`)
+and the evaluation deployment; when the models run on CUDA (`COMPOSER_DEVICE`
 cuda, or auto on a cluster with GPUs) each model-holding replica asks Ray for its share of a
 GPU (`GPU_SHARE`: a host, the router's fitting host, the model pool and the evaluations
 share one device). `app_builder(args)` is the same for `serve run` / `serve deploy`
@@ -36,17 +37,32 @@ def gpu_shares(settings: Settings) -> dict[str, float]:
     return {}
 
 
-def _on_gpu(deployment, share: float | None, **options):
-    """The deployment with `num_gpus` added to its own actor options (when it gets a share)."""
+def _on_gpu(deployment, share: float | None, resources: dict | None = None, **options):
+    """The deployment with `num_gpus` (when it gets a share) and custom `resources` added to its
+    own actor options."""
+    actor = dict(deployment.ray_actor_options or {})
     if share:
-        options["ray_actor_options"] = {**(deployment.ray_actor_options or {}), "num_gpus": share}
+        actor["num_gpus"] = share
+    if resources:
+        actor["resources"] = resources
+    if actor != (deployment.ray_actor_options or {}):
+        options["ray_actor_options"] = actor
     return deployment.options(**options) if options else deployment
 
 
 def build(settings: Settings):
     bases = [r.name for r in settings.registry().list(kind="base")]
     gpus = gpu_shares(settings)
-    hosts = {b: _on_gpu(HostDeployment, gpus.get("host"), name=f"Host:{b}").bind(settings, b) for b in bases}
+    hosts = {
+        b: _on_gpu(
+            HostDeployment,
+            gpus.get("host"),
+            settings.resources(),
+            name=f"Host:{b}",
+            num_replicas=settings.host_replicas,
+        ).bind(settings, b)
+        for b in bases
+    }
     return Ingress.bind(
         _on_gpu(RouterDeployment, gpus.get("router")).bind(settings),
         _on_gpu(ModelDeployment, gpus.get("models")).bind(settings),

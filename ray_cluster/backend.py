@@ -1,7 +1,10 @@
 """`RayBackend`: the `composer.serving.Backend` interface over Serve deployment handles.
 
-Contract: routing, registration and removal go to the router deployment; evaluations to
-the evaluation deployment; execution is split by plan with `composer.executor.group` (the
+Contract: `complete` (route and execute) goes to the host deployment of the request's base
+model, which routes in the same replica that executes (one hop; rows it routed to a
+whole-model expert come back unrun and go to the model deployment); routing alone
+(`route`, POST /v1/route and streams), registration and removal go to the router
+deployment; evaluations to the evaluation deployment; execution is split by plan with `composer.executor.group` (the
 same split as in-process): plans selecting a whole-model expert go to the model deployment,
 the rest to the host deployment of the request's base model (batched there). Errors raised in a
 replica come back as the original exception (not Ray's wrapper with a remote traceback),
@@ -13,6 +16,7 @@ Serve restarts the replica and the client retries (OpenAI clients do so by thems
 from __future__ import annotations
 
 import asyncio
+import time
 
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -83,6 +87,19 @@ class RayBackend:
         )
         return scatter(len(plans), groups, dict(zip(groups, done)))
 
+    async def complete(self, base, queries, prompts, router, config, settings):
+        served = await call(self._host(base).complete.remote(queries, prompts, router, config, settings))
+        rest = [i for i, c in enumerate(served.completions) if c is None]
+        if rest:  # routed to whole-model experts
+            t0 = time.perf_counter()
+            done = await self.execute(
+                base, [prompts[i] for i in rest], [served.plans[i] for i in rest], settings
+            )
+            for i, c in zip(rest, done):
+                served.completions[i] = c
+            served.execute_s += time.perf_counter() - t0
+        return served
+
     async def stream(self, base, prompt, plan, settings):
         target = self._deployment(base, placement(plan, self._models()))
         gen = target.options(stream=True).stream.remote(prompt, plan, settings)
@@ -113,7 +130,7 @@ class RayBackend:
             "adapters_resident": {b: s["adapters"] for b, s in zip(self.hosts, hosts)},
             "residency": {b: s["residency"] for b, s in zip(self.hosts, hosts)},
             "batches": {
-                b: {k: v for k, v in s.items() if k not in ("adapters", "residency", "pid")}
+                b: {k: v for k, v in s.items() if k not in ("adapters", "residency", "pid", "replica")}
                 for b, s in zip(self.hosts, hosts)
             },
             "models_resident": await call(self.models.resident.remote()),

@@ -1,14 +1,16 @@
 """The Serve deployments. Each wraps an in-process `LocalBackend` (composer.serving) and
 exposes the part of it that its role needs, so Ray adds placement and batching, not logic.
 
-- `RouterDeployment`: the sentence encoder, faiss index and fitted global routers of every
-  base model (`route`: concurrent requests are batched into one encoder call per router and
-  config); registration and removal (post-hoc fitting runs here, on a private
-  frozen copy of the base, never on a serving host).
+- `RouterDeployment`: routing alone (`route`: POST /v1/route, streams) over every base
+  model; registration and removal (post-hoc fitting runs here, on a private frozen copy
+  of the base, never on a serving host).
 - `HostDeployment(base)`: one per base model: the base with its resident adapters and
-  their gates. Concurrent requests run in their own threads and meet in the host's decoding
-  loop (continuous batching: rows join and leave between steps, each with its own routing
-  and sampling), so no request-level batching window is needed; a bad row fails alone.
+  their gates, and its own routers (`complete` routes and executes in one call, so a
+  completion makes one hop from the ingress). Concurrent requests run in their own threads:
+  their queries meet in shared encoder calls (`routers.coalesce`) and their rows in the
+  host's decoding loop (continuous batching: rows join and leave between steps, each with
+  its own routing and sampling), so no request-level batching window is needed anywhere; a
+  bad row fails alone.
 - `ModelDeployment`: whole-model experts, loaded on demand, at most `max_models` resident
   (LRU).
 - `EvalDeployment`: batch evaluation jobs (POST /v1/evaluations), one replica, its own
@@ -20,11 +22,9 @@ so post-hoc fitting during a registration leaves the hosts room; bench/registrat
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-from collections import defaultdict
 
+import ray
 from ray import serve
 
 from composer.progress import set_quiet
@@ -41,39 +41,21 @@ def _threads(settings: Settings, share: float = 1.0) -> None:
     set_quiet(settings.quiet)
 
 
+def _warm(composer) -> None:
+    """Load the query encoder and build the example index now, not on the first request."""
+    if composer.experts():
+        composer.route(["warm up"])
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class RouterDeployment:
     def __init__(self, settings: Settings):
         _threads(settings, share=0.5)  # registration's fitting must leave the hosts room to serve
         self.local = LocalBackend(settings)
-        c = self.local.composer()
-        if c.experts():
-            c.route(["warm up"])  # load the encoder and build the index now, not on the first request
-
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
-    async def _route(self, items: list[tuple]) -> list:
-        """Concurrent requests' queries, one encoder call per (base, router, config) group; a
-        group that fails hands its error to its own callers only."""
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, (base, _, router, key) in enumerate(items):
-            groups[(base, router, key)].append(i)
-        out: list = [None] * len(items)
-        for (base, router, key), idx in groups.items():
-            try:
-                plans = await self.local.route(base, [items[i][1] for i in idx], router, json.loads(key))
-            except Exception as e:  # noqa: BLE001 - re-raised in `route`, for this group's callers
-                plans = [e] * len(idx)
-            for i, p in zip(idx, plans):
-                out[i] = p
-        return out
+        _warm(self.local.composer())
 
     async def route(self, base, queries, router, config):
-        key = json.dumps(config, sort_keys=True)  # hashable, and lists in configs are fine
-        plans = await asyncio.gather(*(self._route((base, q, router, key)) for q in queries))
-        for p in plans:
-            if isinstance(p, Exception):
-                raise p
-        return list(plans)
+        return await self.local.route(base, queries, router, config)
 
     async def register(self, request, archive):
         return await self.local.register(request, archive)
@@ -90,9 +72,19 @@ class HostDeployment:
     def __init__(self, settings: Settings, base: str):
         _threads(settings)
         self.base = base
+        self.replica = f"{ray.get_runtime_context().get_node_id()}/{os.getpid()}"
         self.local = LocalBackend(settings)
         self.composer = self.local.composer(base)
         _ = self.composer.host  # load the base and every adapter now
+        _warm(self.composer)
+
+    async def complete(self, queries, prompts, router, config, settings):
+        # whole-model rows come back unrun: the ingress sends them to the model deployment
+        served = await self.local.complete(
+            self.base, queries, prompts, router, config, settings, hosts_only=True
+        )
+        served.replica = self.replica
+        return served
 
     async def execute(self, prompts, plans, settings):
         # no request-level batching here: the host's decoding loop batches every request's rows
@@ -108,6 +100,7 @@ class HostDeployment:
             "adapters": len(self.composer.resident()),
             "residency": self.composer.adapters.stats(),
             "pid": os.getpid(),
+            "replica": self.replica,
             **self.composer.adapters.batching(),
         }
 

@@ -1,10 +1,11 @@
 """`composer serve`: start (or join) Ray, run the Serve app, wait, shut down cleanly.
 
-Contract: `serve(settings, host, port, address=None, on_ready=None, block=True)` refuses a
-non-loopback `host` without `settings.api_key` (`UnsafeBind`); starts an embedded local
-Ray (no dashboard; temp dir and auth mode from the environment as Ray reads them) or joins
-`address`; starts Serve's HTTP proxy on host:port; deploys the app as "composer" on "/";
-waits until /readyz answers 200, then calls `on_ready(url)`. With `block=True` it then
+Contract: `serve(settings, host, port, address=None, on_ready=None, block=True, num_cpus=None,
+proxy_location="EveryNode")` refuses a non-loopback `host` without `settings.api_key`
+(`UnsafeBind`); starts an embedded local Ray (no dashboard; temp dir and auth mode from the
+environment as Ray reads them) or joins `address`; starts Serve's HTTP proxies on host:port
+(one per node; "HeadOnly" where several nodes share one machine, hence the port); deploys
+the app as "composer" on "/"; waits until /readyz answers 200, then calls `on_ready(url)`. With `block=True` it then
 sleeps until Ctrl-C / SIGTERM and shuts Serve and Ray down (a joined cluster keeps
 running; only the app is deleted). `shutdown(own_ray)` does the same for callers that
 passed `block=False` (`own_ray`: no `address` was given).
@@ -55,6 +56,7 @@ def serve(
     on_ready=None,
     block: bool = True,
     num_cpus: int | None = None,
+    proxy_location: str = "EveryNode",
 ) -> str:
     if not is_loopback(host) and not settings.api_key:
         raise UnsafeBind(
@@ -82,7 +84,7 @@ def serve(
                 }
             },
         )
-    rserve.start(http_options={"host": host, "port": port})
+    rserve.start(http_options={"host": host, "port": port}, proxy_location=proxy_location)
     rserve.run(build(settings), name="composer", route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     wait_ready(url)

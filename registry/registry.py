@@ -20,6 +20,10 @@ Contract:
   is unchanged, so routing on every request costs one small query, not a read of every
   expert. Writes must go through a Registry (or replace the token themselves). Records are
   shared by the callers of ``list`` until the registry changes: treat them as read-only.
+  ``with registry.snapshot():`` makes this thread's reads in the block share one token read
+  (a request reads the registry several times: routing, residency, quarantine), so a
+  request costs one small query and sees one consistent registry; a write in the block is
+  seen by the reads after it.
 - Registration: ``register.py``; artifacts: ``artifacts.py``; quarantine: ``quarantine.py``.
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +79,7 @@ class Registry(RegisterMixin, ArtifactsMixin, QuarantineMixin):
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._session, "after_flush", _wrote)
         self._lists: dict[tuple, tuple[str, list[ExpertRecord]]] = {}
+        self._pin = threading.local()  # this thread's snapshot: depth, token
         self.owns_store = self.store.claim(db_identity(self.engine))
         if not self.owns_store:
             log.warning(
@@ -95,14 +101,34 @@ class Registry(RegisterMixin, ArtifactsMixin, QuarantineMixin):
             yield s
             s.flush()
             if s.info.get("wrote"):
+                self._pin.token = None  # a snapshot reads the new token at its next read
                 s.execute(
                     update(RegistryInfo).where(RegistryInfo.key == REVISION).values(value=uuid.uuid4().hex)
                 )
 
     def revision(self) -> str:
-        """A token that changes whenever any process writes to this registry's database."""
-        with self.engine.connect() as c:  # Core, no ORM session: this runs several times per request
-            return c.execute(_REVISION).scalar()
+        """A token that changes whenever any process writes to this registry's database (inside
+        `snapshot()`, the one read when the snapshot began or after its last write)."""
+        pin = self._pin
+        if getattr(pin, "depth", 0) and getattr(pin, "token", None) is not None:
+            return pin.token
+        with self.engine.connect() as c:  # Core, no ORM session: this runs on every request
+            token = c.execute(_REVISION).scalar()
+        if getattr(pin, "depth", 0):
+            pin.token = token
+        return token
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Registry]:
+        """This thread's reads in the block share one revision read (nested blocks: the outer one)."""
+        pin = self._pin
+        pin.depth = getattr(pin, "depth", 0) + 1
+        try:
+            yield self
+        finally:
+            pin.depth -= 1
+            if not pin.depth:
+                pin.token = None
 
     def _rec(self, row: Expert) -> ExpertRecord:
         return ExpertRecord.from_row(row, self.store.path(row.uri))

@@ -36,6 +36,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from composer.errors import NonFiniteOutput
 from composer.host.routing import use_routing
 
 
@@ -210,8 +211,6 @@ class Engine:
         keep, stepped = [], {}
         for b, job in enumerate(jobs):
             if not finite[b]:
-                from composer.host.host import NonFiniteOutput
-
                 job.error = NonFiniteOutput([job.index])
                 self._finish(job)
                 keep.append(False)

@@ -46,7 +46,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
-from composer.errors import ComposerError
+from composer.errors import ComposerError, NonFiniteOutput
 from composer.host.gates import Gate, MixedRouting, RoutingTrace
 from composer.host.layer import MoLoRALinear
 from composer.host.routing import Routing, SequenceRouting, use_routing
@@ -59,14 +59,6 @@ Prompt = str | Sequence[Mapping[str, str]]  # text, or chat messages
 
 class ContextTooLong(ComposerError):
     """A prompt plus the tokens asked for do not fit the model's context."""
-
-
-class NonFiniteOutput(RuntimeError):
-    """Rows of a generation whose logits were NaN or Inf (what an expert that cannot serve makes)."""
-
-    def __init__(self, rows: list[int]):
-        super().__init__(f"the model's output was NaN or Inf for batch row(s) {rows}")
-        self.rows = rows
 
 
 @dataclass

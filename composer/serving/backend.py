@@ -4,6 +4,10 @@ Contract (`Backend`): every method is a coroutine, except `stream`, an async ite
 - `route(base, queries, router, config)` -> one `RoutingPlan` per `Query`.
 - `execute(base, prompts, plans, settings)` -> one `Completion` per prompt (a string or chat
   messages); `settings` are `Host.generate`'s max_new_tokens/temperature/top_p/chat/seed.
+- `complete(base, queries, prompts, router, config, settings)` -> `Served`: routes and
+  executes in one call, in the process that executes (no hop between the two), refusing
+  plans that combine more experts than `settings.max_experts` (`policy.check_plans`) before
+  any generation; `Served` also says how long routing and execution took there.
 - `stream(base, prompt, plan, settings)` yields text deltas, then the `Completion`.
 - `register(request, archive)` -> `ExpertRecord` (see `registration.register_expert`);
   `remove(name, version)` -> the removed record. Replicas follow the registry, so both are
@@ -25,11 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from composer.executor import HOST, placement
 from composer.priority import lower_priority
+from composer.serving.policy import check_plans
 from composer.serving.registration import register_expert, sweep_uploads
 from composer.serving.schemas import RegisterRequest
 from composer.settings import Settings
@@ -38,11 +46,28 @@ from registry.records import ExpertRecord
 from routers import Query, RoutingPlan
 
 
+@dataclass
+class Served:
+    """`Backend.complete`'s answer: one plan and one completion per prompt (`None` where
+    `LocalBackend.complete(..., hosts_only=True)` left a whole-model row to its caller), and
+    the seconds spent routing and executing where it ran; `replica` names that process where
+    there are several (Ray: "<node id>/<pid>")."""
+
+    plans: list[RoutingPlan]
+    completions: list
+    route_s: float
+    execute_s: float
+    replica: str | None = None
+
+
 class Backend(Protocol):
     async def route(
         self, base: str, queries: list[Query], router: str | None, config: dict
     ) -> list[RoutingPlan]: ...
     async def execute(self, base: str, prompts: list, plans: list[RoutingPlan], settings: dict) -> list: ...
+    async def complete(
+        self, base: str, queries: list[Query], prompts: list, router: str | None, config: dict, settings: dict
+    ) -> Served: ...
     def stream(self, base: str, prompt: Any, plan: RoutingPlan, settings: dict) -> AsyncIterator: ...
     async def register(self, request: RegisterRequest, archive: bytes | None) -> ExpertRecord: ...
     async def remove(self, name: str, version: int | None) -> ExpertRecord: ...
@@ -97,6 +122,27 @@ class LocalBackend:
 
     async def execute(self, base, prompts, plans, settings):
         return await self._run(lambda: self.composer(base).execute(prompts, plans, **settings))
+
+    async def complete(self, base, queries, prompts, router, config, settings, hosts_only=False):
+        def work() -> Served:
+            c = self.composer(base)
+            with c.registry.snapshot():  # one registry read for routing and execution
+                return self._complete(c, queries, prompts, router, config, settings, hosts_only)
+
+        return await self._run(work)
+
+    def _complete(self, c, queries, prompts, router, config, settings, hosts_only) -> Served:
+        t0 = time.perf_counter()
+        plans = c.route(queries, router, **config)
+        check_plans(plans, self.settings)
+        t1 = time.perf_counter()
+        models = c.executor.model_names() if hosts_only else set()
+        idx = [i for i, p in enumerate(plans) if placement(p, models) == HOST]
+        done = c.execute([prompts[i] for i in idx], [plans[i] for i in idx], **settings)
+        out: list = [None] * len(plans)
+        for i, d in zip(idx, done):
+            out[i] = d
+        return Served(plans, out, t1 - t0, time.perf_counter() - t1)
 
     async def stream(self, base, prompt, plan, settings):
         it = await self._run(lambda: self.composer(base).stream(prompt, plan, **settings))

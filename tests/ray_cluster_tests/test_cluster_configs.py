@@ -68,3 +68,25 @@ def test_cuda_settings_give_each_model_replica_its_share_of_a_gpu(tmp_path):
     assert host.ray_actor_options["num_gpus"] == 0.5
     assert host.ray_actor_options["num_cpus"] == HostDeployment.ray_actor_options["num_cpus"]  # kept
     assert _on_gpu(HostDeployment, None) is HostDeployment
+
+
+def test_host_replicas_and_custom_resources_come_from_the_settings(tmp_path, monkeypatch):
+    from composer.settings import Settings
+    from ray_cluster.app import _on_gpu
+    from ray_cluster.deployments import HostDeployment
+
+    monkeypatch.setenv("COMPOSER_HOST_RESOURCES", "composer_host=1, fast=0.5,gpu_node")
+    monkeypatch.setenv("COMPOSER_HOST_REPLICAS", "3")
+    s = Settings.from_env(home=str(tmp_path))
+    assert s.host_replicas == 3 and s.resources() == {"composer_host": 1.0, "fast": 0.5, "gpu_node": 1.0}
+    host = _on_gpu(HostDeployment, None, s.resources(), name="Host:b", num_replicas=s.host_replicas)
+    assert host.num_replicas == 3 and host.ray_actor_options["resources"] == s.resources()
+    assert host.ray_actor_options["num_cpus"] == HostDeployment.ray_actor_options["num_cpus"]
+    for bad in ("=1", "x=many", "x=0"):
+        monkeypatch.setenv("COMPOSER_HOST_RESOURCES", bad)
+        with pytest.raises(ValueError, match="COMPOSER_HOST_RESOURCES"):
+            Settings.from_env(home=str(tmp_path))
+    monkeypatch.setenv("COMPOSER_HOST_RESOURCES", "")
+    monkeypatch.setenv("COMPOSER_HOST_REPLICAS", "0")
+    with pytest.raises(ValueError, match="COMPOSER_HOST_REPLICAS"):
+        Settings.from_env(home=str(tmp_path))

@@ -158,6 +158,39 @@ def test_list_answers_from_memory_until_any_client_writes(reg, fx, db_url):
     other.close()
 
 
+def test_a_snapshot_reads_the_token_once_and_sees_its_own_writes(reg, fx, db_url):
+    """Inside `snapshot()` (one request), reads share one token read: another client's write
+    shows after the block, this thread's own write at once; other threads are not pinned."""
+    import threading
+
+    from sqlalchemy import event
+
+    reg.register(fx.lora, "math", base="tiny")
+    other = Registry(home=reg.home, db_url=db_url)
+    statements: list[str] = []
+    event.listen(reg.engine, "before_cursor_execute", lambda conn, cur, sql, *rest: statements.append(sql))
+    reg.list(kind="lora")
+    statements.clear()
+    with reg.snapshot():
+        for _ in range(5):
+            assert [r.name for r in reg.list(kind="lora")] == ["math"] and reg.quarantined() == {}
+        assert len([s for s in statements if "registry_info" in s]) == 1, statements
+        other.register(fx.lora, "extra", base="tiny")
+        with reg.snapshot():  # nested: still the outer snapshot
+            assert [r.name for r in reg.list(kind="lora")] == ["math"]
+        seen: list = []
+        worker = threading.Thread(target=lambda: seen.append([r.name for r in reg.list(kind="lora")]))
+        worker.start()
+        worker.join()
+        assert seen == [["extra", "math"]]  # another thread reads the database as it is
+        reg.quarantine("math", 1, "own write")
+        assert list(reg.quarantined()) == [("math", 1)]  # its own write: seen at once
+        assert [r.name for r in reg.list(kind="lora")] == ["extra", "math"]
+    other.remove("extra")
+    assert [r.name for r in reg.list(kind="lora")] == ["math"]  # after the block: every read follows
+    other.close()
+
+
 def test_any_sqlalchemy_url(tmp_path, fx):
     url = f"sqlite:///{tmp_path}/elsewhere/other.db"
     r1 = Registry(home=tmp_path / "h", db_url=url, store_dir=tmp_path / "objects")
