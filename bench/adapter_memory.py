@@ -29,7 +29,7 @@ def main() -> None:
     base = realistic_base(root / "base", hidden=hidden, layers=layers, heads=4 if a.smoke else 8)
     small = random_adapters(base, root / "adapters", n_small)  # rank 8
     (big,) = random_adapters(base, root / f"adapters-r{big_rank}", 1, rank=big_rank, seed=1)
-    host = Host.load(base)
+    host = Host.load(base, device=a.device, dtype=a.dtype)
     t0 = time.perf_counter()
     host.add_adapter("e000", small[0])
     first_ms = 1000 * (time.perf_counter() - t0)

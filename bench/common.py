@@ -4,8 +4,11 @@ random PEFT LoRA adapters, timing, and writing results.
 Contract: every bench script takes `--smoke` (seconds-long sizes, for `make bench-smoke`)
 and writes `bench/results/<name>.json` = {"bench", "machine", "smoke", "results",
 "targets"} via `write(...)`, printing a table. Times are wall-clock percentiles over
-`repeat` calls after `warmup`; speed claims are ratios against a baseline measured in
-the same run, never absolute targets in tests.
+`repeat` calls after `warmup` (CUDA synchronised before each clock read); speed claims are
+ratios against a baseline measured in the same run, never absolute targets in tests.
+`--device` / `--dtype` (default: $COMPOSER_DEVICE / $COMPOSER_DTYPE, else auto) put every model
+a bench builds, baselines included, on the same device and dtype; a CUDA run writes
+`<name>-cuda.json` beside the CPU figures.
 """
 
 from __future__ import annotations
@@ -31,9 +34,16 @@ def args(description: str, **extra) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script runs (CI)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     p.add_argument("--out", default=str(RESULTS), help="results directory")
+    p.add_argument("--device", default=os.environ.get("COMPOSER_DEVICE", "auto"), help="auto|cpu|cuda[:N]")
+    p.add_argument(
+        "--dtype", default=os.environ.get("COMPOSER_DTYPE", "auto"), help="auto|bfloat16|float16|float32"
+    )
     for name, kw in extra.items():
         p.add_argument(f"--{name.replace('_', '-')}", **kw)
     a = p.parse_args()
+    from composer.host.host import resolve
+
+    a.device, a.dtype = resolve(a.device, a.dtype)
     if a.threads:
         torch.set_num_threads(a.threads)
     from composer.progress import set_quiet
@@ -48,8 +58,12 @@ def args(description: str, **extra) -> argparse.Namespace:
     return a
 
 
-def machine() -> dict:
+def machine(a: argparse.Namespace | None = None) -> dict:
+    gpu = a is not None and a.device.type == "cuda"
     return {
+        "device": str(a.device) if a else None,
+        "dtype": str(a.dtype).removeprefix("torch.") if a else None,
+        "gpu": torch.cuda.get_device_name(a.device) if gpu else None,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -59,13 +73,21 @@ def machine() -> dict:
     }
 
 
+def sync() -> None:
+    """Wait for queued CUDA work, so a clock read covers what was asked (a no-op on the CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], object], repeat: int = 10, warmup: int = 2) -> dict:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return _stats(times)
 
@@ -78,8 +100,10 @@ def compare(fns: dict[str, Callable[[], object]], repeat: int = 10, warmup: int 
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             times[k].append(time.perf_counter() - t0)
     return {k: _stats(v) for k, v in times.items()}
 
@@ -200,10 +224,11 @@ def percentiles(latencies: list[float]) -> dict:
 def write(name: str, a: argparse.Namespace, results: list[dict], targets: dict, columns: list[str]) -> Path:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}{'-smoke' if a.smoke else ''}.json"
+    cuda = "-cuda" if a.device.type == "cuda" else ""
+    path = out / f"{name}{cuda}{'-smoke' if a.smoke else ''}.json"
     path.write_text(
         json.dumps(
-            {"bench": name, "machine": machine(), "smoke": a.smoke, "results": results, "targets": targets},
+            {"bench": name, "machine": machine(a), "smoke": a.smoke, "results": results, "targets": targets},
             indent=1,
         )
     )

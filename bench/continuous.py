@@ -66,7 +66,7 @@ def main() -> None:
     paths = random_adapters(base, root / "adapters", 8)
     results = []
     for continuous in (True, False):
-        host = Host.load(base)
+        host = Host.load(base, device=a.device, dtype=a.dtype)
         host.continuous = continuous
         names = [f"e{i}" for i in range(len(paths))]
         for n, p in zip(names, paths):

@@ -28,14 +28,15 @@ def main() -> None:
     base = realistic_base(root / "base", hidden=hidden, layers=layers, heads=4 if a.smoke else 8)
     paths = random_adapters(base, root / "adapters", N_ADAPTERS)
     names = [f"e{i:03d}" for i in range(N_ADAPTERS)]
-    host = Host.load(base)
+    host = Host.load(base, device=a.device, dtype=a.dtype)
     for n, p in zip(names, paths):
         host.add_adapter(n, p)
     ids = torch.randint(3, len(host.tokenizer), (batch, seq), generator=torch.Generator().manual_seed(0))
+    ids = ids.to(a.device)
     mask = torch.ones_like(ids)
     mixed_rows = [{names[b % N_ADAPTERS]: 1.0} for b in range(batch)]
     same_rows = [{names[0]: 1.0}] * batch
-    peft = _peft(base, names, paths)
+    peft = _peft(base, names, paths).to(a.device, a.dtype)
     peft_names = [names[b % N_ADAPTERS] for b in range(batch)]
     prefill = {
         "base_only": lambda: host.logits(ids, mask, mixtures=[{}] * batch),

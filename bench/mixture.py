@@ -32,7 +32,7 @@ def naive_forward(self: MoLoRALinear, x: torch.Tensor) -> torch.Tensor:
     if assigned is None:
         return y
     slots, weights = assigned
-    dense = torch.zeros(x2.shape[0], len(self.rank), dtype=x.dtype)
+    dense = torch.zeros(x2.shape[0], len(self.rank), dtype=x.dtype, device=x.device)
     keep = slots >= 0
     dense[keep.nonzero(as_tuple=True)[0], slots[keep]] = weights[keep]
     for s, (off, r) in enumerate(zip(self.offset, self.rank)):
@@ -61,8 +61,9 @@ def main() -> None:
     root = CACHE / f"mixture-h{hidden}-l{layers}"
     base = realistic_base(root / "base", hidden=hidden, layers=layers, heads=4 if smoke else 8)
     paths = random_adapters(base, root / "adapters", max(sizes))
-    host = Host.load(base)
+    host = Host.load(base, device=a.device, dtype=a.dtype)
     ids = torch.randint(3, len(host.tokenizer), (batch, seq), generator=torch.Generator().manual_seed(0))
+    ids = ids.to(a.device)
     results = [_measure(host, paths, base, E, ids, repeat) for E in sizes]
     last = results[-1]
     targets = {
@@ -96,7 +97,7 @@ def _measure(host: Host, paths, base, E: int, ids: torch.Tensor, repeat: int) ->
             host.set_vectors(name, "arrow", fit_prototypes(read_lora(p)))
     batch = ids.shape[0]
     routing = host.routing([Gate("arrow", ARROW.score, top_k=2)] * batch)
-    peft_model = _peft_arrow(base, paths[:E])
+    peft_model = _peft_arrow(base, paths[:E]).to(host.device, host.model.dtype)
 
     def naive_run():
         with naive_layers():

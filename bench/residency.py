@@ -42,7 +42,13 @@ def main() -> None:
         reg.register(base, "bench-base", kind="base")
         for i, p in enumerate(paths):
             reg.register(p, f"a{i:04d}", base="bench-base")
-        settings = Settings(home=home, max_adapters=budget, quiet=True)
+        settings = Settings(
+            home=home,
+            max_adapters=budget,
+            quiet=True,
+            device=str(a.device),
+            dtype=str(a.dtype).removeprefix("torch."),
+        )
         c = Composer(reg, settings=settings)
         proc = psutil.Process(os.getpid())
         c.host  # noqa: B018 - the base model, no adapter yet

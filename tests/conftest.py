@@ -18,6 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["COMPOSER_QUIET"] = "1"  # for the subprocesses the tests start
+# Exactness against PEFT is defined in float32 on the CPU, also on a machine with a GPU; the tests
+# marked `gpu` ask for CUDA themselves. A developer may still point the suite elsewhere.
+os.environ.setdefault("COMPOSER_DEVICE", "cpu")
+os.environ.setdefault("COMPOSER_DTYPE", "float32")
 
 
 def pytest_configure(config):

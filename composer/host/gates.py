@@ -63,6 +63,7 @@ class MixedRouting(SequenceRouting):
         device=None,
     ):
         self.rows, self.trace = list(rows), trace
+        self._cache: dict[tuple, object] = {}  # per-kind constants of the gated rows (see _constants)
         self.gated = [b for b, r in enumerate(self.rows) if isinstance(r, Gate)]
         super().__init__(
             [[] if isinstance(r, Gate) else r for r in self.rows],
@@ -89,36 +90,25 @@ class MixedRouting(SequenceRouting):
 
     def _gate(self, layer, x, T, kind, rows, slots, weights) -> None:
         V, has = layer.gate_vectors(kind)  # [S, d], [S] bool
-        if V is None or not bool(has.any()):
+        if V is None:
             return  # no expert of this kind adapts this module: base output for these rows
-        S = V.shape[0]
+        S, dev = V.shape[0], x.device
         gates = [self.rows[b] for b in rows]
-        allowed = has.to(x.device).unsqueeze(0).repeat(len(rows), 1)
-        dev = x.device
-        bias = torch.zeros(len(rows), S, dtype=torch.float32)
-        for i, g in enumerate(gates):
-            if g.experts is not None:
-                keep = torch.zeros(S, dtype=torch.bool, device=dev)
-                keep[[s for s in g.experts if s < S]] = True
-                allowed[i] &= keep
-            for s, v in g.bias.items():
-                if s < S:
-                    bias[i, s] = v
-        bias = bias.to(dev)
-        row_idx = torch.tensor(rows, device=dev)
-        tok = (row_idx.unsqueeze(1) * T + torch.arange(T, device=dev)).reshape(
-            -1
-        )  # flat token ids of the gated rows
+        keep, bias, ks, temp, row_idx = self._constants(kind, rows, S, dev)
+        allowed = has.unsqueeze(0) & keep
+        tok = self._tokens(kind, row_idx, T)  # flat token ids of the gated rows
         xs = x[tok]
         # scores and their softmax in float32: low-precision ties would flip top-k choices
         logits = gates[0].score(xs, V.to(xs.dtype)).float().view(len(rows), T, S) + bias.unsqueeze(1)
         logits = logits.masked_fill(~allowed.unsqueeze(1), float("-inf")).view(-1, S)
         k = min(max(g.top_k for g in gates), S)
         top, idx = logits.topk(k, dim=-1)
-        ks = torch.tensor([g.top_k for g in gates], device=dev).repeat_interleave(T).unsqueeze(1)
-        top = top.masked_fill(torch.arange(k, device=dev).unsqueeze(0) >= ks, float("-inf"))
-        temp = torch.tensor([g.temperature for g in gates], device=dev).repeat_interleave(T).unsqueeze(1)
-        w = torch.softmax(top / temp, dim=-1).nan_to_num(0.0)  # a token with no allowed expert: all zero
+        top = top.masked_fill(
+            torch.arange(k, device=dev).unsqueeze(0) >= ks.repeat_interleave(T, 0), float("-inf")
+        )
+        w = torch.softmax(top / temp.repeat_interleave(T, 0), dim=-1).nan_to_num(
+            0.0
+        )  # a token with no allowed expert: all zero
         idx = idx.masked_fill(~torch.isfinite(top), -1)
         slots[tok] = -1
         slots[tok, :k], weights[tok, :k] = idx, w.to(weights.dtype)
@@ -127,3 +117,30 @@ class MixedRouting(SequenceRouting):
             self.trace.record(
                 getattr(layer, "path", "?"), row_idx, idx.view(len(rows), T, k), w.view(len(rows), T, k)
             )
+
+    def _constants(self, kind: str, rows: list[int], S: int, dev) -> tuple:
+        """Per gated kind, the same at every module and step: which slots each row may use
+        ([R, S] bool), its bias ([R, S] float32), top-k and temperature ([R, 1]) and the rows'
+        indices, built once on the host and moved in one go."""
+        key = (kind, S)
+        if key not in self._cache:
+            gates = [self.rows[b] for b in rows]
+            keep = torch.ones(len(rows), S, dtype=torch.bool)
+            bias = torch.zeros(len(rows), S, dtype=torch.float32)
+            for i, g in enumerate(gates):
+                if g.experts is not None:
+                    keep[i] = False
+                    keep[i, [s for s in g.experts if s < S]] = True
+                for s, v in g.bias.items():
+                    if s < S:
+                        bias[i, s] = v
+            ks = torch.tensor([[g.top_k] for g in gates])
+            temp = torch.tensor([[g.temperature] for g in gates])
+            self._cache[key] = tuple(t.to(dev) for t in (keep, bias, ks, temp, torch.tensor(rows)))
+        return self._cache[key]
+
+    def _tokens(self, kind: str, row_idx: torch.Tensor, T: int) -> torch.Tensor:
+        key = (kind, "tokens", T)
+        if key not in self._cache:
+            self._cache[key] = (row_idx.unsqueeze(1) * T + torch.arange(T, device=row_idx.device)).reshape(-1)
+        return self._cache[key]

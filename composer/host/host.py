@@ -1,8 +1,9 @@
 """The host: one base causal LM serving every LoRA expert of that base at once.
 
 Contract:
-- `Host.load(path, device="auto", dtype="auto")` loads a local HF causal LM + tokenizer
-  (safetensors only: no pickle, no remote code, no download) on `resolve(device, dtype)`:
+- `Host.load(path, device=None, dtype=None)` loads a local HF causal LM + tokenizer
+  (safetensors only: no pickle, no remote code, no download) on `resolve(device, dtype)`;
+  None reads the settings ($COMPOSER_DEVICE / $COMPOSER_DTYPE, both "auto" by default):
   "auto" is CUDA when available (bfloat16 where the GPU has it), else the CPU in float32.
   Every tensor the host, its layers, gates and routings make lives on the model's device
   and dtype (routing scores and softmax in float32); inputs are moved there, outputs back.
@@ -104,9 +105,14 @@ class Host(AdapterSlots):
         cls,
         path: str | Path,
         name: str = "base",
-        device: str | torch.device = "auto",
-        dtype: str | torch.dtype = "auto",
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> Host:
+        if device is None or dtype is None:
+            from composer.settings import Settings
+
+            env = Settings.from_env()
+            device, dtype = device or env.device, dtype or env.dtype
         dev, dt = resolve(device, dtype)
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dt, trust_remote_code=False, use_safetensors=True

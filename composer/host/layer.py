@@ -87,6 +87,7 @@ class MoLoRALinear(nn.Module):
         self.path = ""  # module path in the model, set by the host (errors and traces name modules by it)
         self.vectors: dict[str, torch.Tensor] = {}  # kind -> [slots, d_in]
         self.has_vector: dict[str, torch.Tensor] = {}  # kind -> [slots] bool
+        self.vector_slots: dict[str, set[int]] = {}  # the same on the host: no device read per forward
         self._cached: tuple | None = None  # index tables, rebuilt after any slot change
 
     @property
@@ -229,6 +230,7 @@ class MoLoRALinear(nn.Module):
         for kind in self.vectors:
             self.vectors[kind][slot].zero_()
             self.has_vector[kind][slot] = False
+            self.vector_slots[kind].discard(slot)
 
     @torch.no_grad()
     def set_vector(self, kind: str, slot: int, v: torch.Tensor) -> None:
@@ -243,9 +245,14 @@ class MoLoRALinear(nn.Module):
             self.has_vector[kind] = torch.zeros(len(self.rank), dtype=torch.bool, device=self.A_rows.device)
         self.vectors[kind][slot] = v.to(self.vectors[kind].dtype)
         self.has_vector[kind][slot] = True
+        self.vector_slots.setdefault(kind, set()).add(slot)
 
     def gate_vectors(self, kind: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        return self.vectors.get(kind), self.has_vector.get(kind)
+        """([slots, d_in] vectors, [slots] bool has-a-vector) of `kind`; (None, None) when no
+        expert has one here (known on the host, so asking costs the device nothing)."""
+        if not self.vector_slots.get(kind):
+            return None, None
+        return self.vectors[kind], self.has_vector[kind]
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -288,15 +295,17 @@ class MoLoRALinear(nn.Module):
             wx = y2 - bias if bias is not None else y2.clone()
         per_row = getattr(routing, "per_row", lambda: None)()  # a per-token routing may not have it
         if per_row is not None:
-            return self._per_row(x2, y2, wx, *per_row).view_as(y)
+            return self._per_row(x2, y2, wx, *per_row, routing.host_slots).view_as(y)
         assigned = routing.assign(self, x2 if x2 is not None else y2)
         if assigned is not None:
             self._per_token(x2, y2, wx, *assigned)
         return y
 
-    def _per_row(self, x2, y2, wx, slots: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _per_row(self, x2, y2, wx, slots: torch.Tensor, weights: torch.Tensor, host_slots) -> torch.Tensor:
         """Rows routed alike at every token (select, merge): per mixture position, gather each
-        row's A and B rows from the pool and run two batched matmuls over the rows."""
+        row's A and B rows from the pool and run two batched matmuls over the rows. Which
+        positions are live and their largest rank come from `host_slots` (the same slots as
+        lists on the host), so the device is never waited on."""
         rows, out = slots.shape[0], self.out_features
         T = y2.shape[0] // rows
         if T * rows != y2.shape[0]:
@@ -305,14 +314,14 @@ class MoLoRALinear(nn.Module):
             )
         S = len(self.rank)
         y3 = y2.view(rows, T, out)
-        _, ranks, scale = self._tables()
+        scale = self._tables()[2]
         for j in range(slots.shape[1]):
-            s = torch.where((slots[:, j] >= 0) & (slots[:, j] < S), slots[:, j], S)
-            live = s < S
-            if not bool(live.any()):
+            used = [self.rank[c[j]] for c in host_slots if 0 <= c[j] < S]
+            if not used:
                 continue
-            w = weights[:, j].to(y2.dtype) * live
-            r = int(ranks[s].max())
+            s = torch.where((slots[:, j] >= 0) & (slots[:, j] < S), slots[:, j], S)
+            w = weights[:, j].to(y2.dtype) * (s < S)
+            r = max(used)
             if r:
                 idx = self._rows_of(slots[:, j], r)  # [rows, r]
                 h = torch.bmm(x2.view(rows, T, -1), self.A_rows[idx].transpose(1, 2))  # [rows, T, r]

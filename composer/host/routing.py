@@ -13,7 +13,9 @@ means "base only".
 Routings hold their tensors on the device they are built for (the host's).
 `SequenceRouting` carries per-sequence weights (select, merge): row b uses the same
 experts and weights for every token, in every layer, at every decoding step; its
-`per_row()` hands layers that [batch, k] assignment directly (no per-token dispatch). Token-level
+`per_row()` hands layers that [batch, k] assignment directly (no per-token dispatch), and
+`host_slots` the same slots as host lists, so a layer never waits on the device to learn
+which experts a batch uses. Token-level
 gates (PHATGOOSE, Arrow, GLIDER) implement the same `assign` method from the activations.
 """
 
@@ -59,6 +61,7 @@ class SequenceRouting:
             for j, (slot, w) in enumerate(row):
                 slots[b, j], weights[b, j] = slot, w
         self.slots, self.weights = slots.to(device), weights.to(device)  # built on the CPU, moved once
+        self.host_slots = slots.tolist()  # [batch][k] on the host: what layers decide from, no device read
         self.empty = k == 0
 
     def per_row(self) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -8,8 +8,10 @@ logit, compounded over the layers (measured here: max 0.07-0.12 in bfloat16, 0.0
 float16, for both). The test therefore compares errors, not outputs: against PEFT in float32
 on the same adapters, the host's mean error is at most 2x PEFT's mean error in that dtype and
 its largest error at most 3x PEFT's largest (measured ratios: 1.0-1.4 and 0.7-1.8). A mixed
-batch still equals each row alone within 16 ulps, and generation runs. The `gpu` tests
-repeat this on CUDA and skip, with the reason, where no GPU is present (CI has none).
+batch still equals each row alone within 16 ulps (64 on CUDA: see ULPS), and generation runs. The `gpu` tests
+repeat this on CUDA and skip, with the reason, where no GPU is present (CI has none); in
+float32 there PEFT is the reference itself, so the host must be within 1e-4 of it (the
+exactness bar of the compatibility matrix).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from routers import RoutingPlan
 EXPERTS = ["reverse", "uppercase", "atbash"]
 PROMPTS = ["Reverse the letters: a b c d", "Make these letters uppercase: q r s", "Count the letters: x y"]
 ULP = {torch.bfloat16: 2**-7, torch.float16: 2**-10, torch.float32: 2**-23}  # relative spacing
+# A row batched vs alone, in ulps: the CPU's kernels give 16 at most; cuBLAS picks its GEMM kernel
+# (tiling, split-K) per shape, so on CUDA a batched row is not bitwise the row alone: 24.5 ulps
+# measured in float32 on an H200 (bench/gpu.sh), hence 64 there (7.6e-6 relative in float32,
+# still far inside the 1e-4 bar against PEFT).
+ULPS = {"cpu": 16, "cuda": 64}
 
 
 def host_and_peft(ocean, device: str, dtype: torch.dtype):
@@ -60,6 +67,9 @@ def check_against_peft(ocean, device: str, dtype: torch.dtype) -> None:
         ours = host.logits(enc["input_ids"], enc["attention_mask"], [{name: 1.0}] * len(PROMPTS))
         assert ours.dtype == dtype
         e_ours, e_peft = (ours.float()[real] - truth).abs(), (theirs - truth).abs()
+        if dtype == torch.float32:  # PEFT is the reference itself (error 0): the exactness bar
+            assert float(e_ours.max()) <= 1e-4, (name, float(e_ours.max()))
+            continue
         assert float(e_ours.mean()) <= 2 * float(e_peft.mean()), (
             name,
             float(e_ours.mean()),
@@ -75,7 +85,7 @@ def check_against_peft(ocean, device: str, dtype: torch.dtype) -> None:
         alone = host.logits(enc["input_ids"][b : b + 1], enc["attention_mask"][b : b + 1], [{e: 1.0}])
         n = int(enc["attention_mask"][b].sum())
         diff = (mixed[b, :n].float() - alone[0, :n].float()).abs() / alone[0, :n].float().abs().clamp(min=1)
-        assert float(diff.max()) <= 16 * ULP[dtype], (e, float(diff.max()))
+        assert float(diff.max()) <= ULPS[host.device.type] * ULP[dtype], (e, float(diff.max()))
     plan = RoutingPlan(router="t", mode="token", experts=EXPERTS, gate={"kind": "arrow", "top_k": 2})
     gated = host.logits(enc["input_ids"], enc["attention_mask"], [host_row(plan)] * len(PROMPTS))
     assert gated.dtype == dtype and bool(torch.isfinite(gated).all())  # no gate vectors here: base rows
