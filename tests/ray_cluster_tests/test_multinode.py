@@ -39,8 +39,10 @@ def start_node(root: Path, *args: str) -> subprocess.Popen:
     """`ray start ... --block`: the node lives as long as this process (SIGTERM stops it all)."""
     cli = Path(sys.executable).with_name("ray")
     common = ["--block", "--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
-    log = open(root.with_suffix(".log"), "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([str(cli), "start", f"--temp-dir={root}", *common, *args], stdout=log, stderr=log)
+    with open(root.with_suffix(".log"), "wb") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen(
+            [str(cli), "start", f"--temp-dir={root}", *common, *args], stdout=log, stderr=log
+        )
 
 
 def accepts(port: int) -> bool:
