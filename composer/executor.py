@@ -110,6 +110,7 @@ def host_row(plan: RoutingPlan):
         gate_kinds()[g.kind].score,
         top_k=g.top_k,
         temperature=g.temperature,
+        top_p=g.top_p,
         bias=g.bias,
         experts=plan.experts,
     )

@@ -52,6 +52,12 @@ def _mass(host, ids: torch.Tensor, bank: dict, kind, plan: RoutingPlan) -> dict[
     return mass
 
 
+def _stack(vs: list[torch.Tensor]) -> torch.Tensor:
+    """[E, width]: vectors of kinds with several rows per expert (SpectR) zero-padded to the widest."""
+    width = max(v.numel() for v in vs)
+    return torch.stack([torch.nn.functional.pad(v, (0, width - v.numel())) for v in vs])
+
+
 class GateBank:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -74,7 +80,7 @@ class GateBank:
                 rows.setdefault(module, ([], []))
                 rows[module][0].append(rec.name)
                 rows[module][1].append(v)
-        return {m: (names, torch.stack(vs)) for m, (names, vs) in rows.items()}
+        return {m: (names, _stack(vs)) for m, (names, vs) in rows.items()}
 
     def preselect(self, host, prompt, plan: RoutingPlan, n: int, records, chat: bool = True) -> list[str]:
         bank = self.modules(plan.gate.kind, [r for r in records if r.name in set(plan.experts)])

@@ -47,11 +47,13 @@ class Query(BaseModel):
 
 class GateSpec(BaseModel):
     """Per-token routing inside the host (mode "token"): a registered gate kind, top-k,
-    temperature and a per-expert logit bias."""
+    temperature, a per-expert logit bias, and optionally dynamic-k: top-p (each token keeps
+    the fewest experts whose softmax mass reaches p, at most top-k)."""
 
     kind: str
     top_k: int = Field(2, ge=1)
     temperature: float = Field(1.0, gt=0)
+    top_p: float | None = Field(None, gt=0, le=1)
     bias: dict[str, float] = Field(default_factory=dict)  # expert -> logit added at every token
 
     @field_validator("kind")

@@ -3,11 +3,14 @@
 Contract:
 - `GateKind(name, artifact, prepare, score)`: a kind of per-token gate. Each expert carries
   one vector per adapted module (`artifact`: safetensors, module path -> [d_in]); `prepare`
-  maps a stored vector to what the host keeps, and `score(x [N, d], V [S, d]) -> [N, S]`
-  scores tokens against the kept vectors of S experts. A method registers its kind with
+  maps a stored vector to what the host keeps, and `score(x [N, d], V [S, m·d]) -> [N, S]`
+  scores tokens against the kept vectors of S experts (m = 1 but for kinds with several
+  rows per expert, flattened and zero-padded: SpectR). A method registers its kind with
   `register_method(..., gate=KIND)`; `gate_kinds()` lists every registered kind.
-- `TokenConfig`: `top_k`, `temperature` and `experts` (restrict the candidates; default
-  every expert of the base) — per request, like every router config.
+- `TokenConfig`: `top_k`, `temperature`, `top_p` (dynamic-k: each token keeps the fewest
+  experts whose softmax mass over all candidates reaches p, at most `top_k`: harder tokens
+  use more experts) and `experts` (restrict the candidates; default every expert of the
+  base) — per request, like every router config.
 - `token_plan(router, kind, bias=None, scores=None, note="")` -> a `RoutingPlan` with mode
   "token": the executor routes every token of the row through the host's gates of `kind`.
 - `vectors_to_bytes` / `vectors_from_bytes` (de)serialise {module: vector}.
@@ -41,6 +44,12 @@ def gate_kinds() -> dict[str, GateKind]:
 class TokenConfig(RouterConfig):
     top_k: int = Field(2, ge=1, le=64, description="experts kept per token per module")
     temperature: float = Field(1.0, gt=0, description="softmax temperature over the kept scores")
+    top_p: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="dynamic-k: keep the fewest experts whose softmax mass reaches p (at most top_k)",
+    )
     experts: list[str] | None = Field(None, description="candidate experts (default: all of the base)")
 
 
@@ -77,8 +86,13 @@ def token_plan(
     if not experts:
         return router.fallback("no experts are registered for this base model")
     cfg = router.config
-    gate = GateSpec(kind=kind, top_k=cfg.top_k, temperature=cfg.temperature, bias=bias or {})
-    what = f"per token, per module: top-{cfg.top_k} of {len(experts)} experts by {kind} gates" + note
+    gate = GateSpec(kind=kind, top_k=cfg.top_k, temperature=cfg.temperature, top_p=cfg.top_p, bias=bias or {})
+    keep = (
+        f"top-{cfg.top_k}"
+        if cfg.top_p is None
+        else f"the fewest reaching mass {cfg.top_p} (at most {cfg.top_k})"
+    )
+    what = f"per token, per module: {keep} of {len(experts)} experts by {kind} gates" + note
     return RoutingPlan(
         router=router.name, mode="token", experts=experts, scores=scores or {}, gate=gate, explanation=what
     )

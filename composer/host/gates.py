@@ -2,13 +2,17 @@
 
 Contract:
 - An expert carries, per module it adapts, one vector per gate *kind* (e.g. a PHATGOOSE gate
-  vector, an Arrow prototype), installed already prepared (`Host.set_vectors`). What a kind
+  vector, an Arrow prototype; a kind with several rows per expert, SpectR's spectrum, stores
+  them flattened, [m·d_in], and the module's table is zero-padded to the widest), installed
+  already prepared (`Host.set_vectors`). What a kind
   means is not known here: each routing method registers it (`routers.token.GateKind`), and
-  a row's `Gate` carries its `score(x [N, d], V [S, d]) -> [N, S]`.
-- `Gate(kind, score, top_k, temperature, bias, experts)` routes one row: at every module,
-  each token scores the experts that adapt the module and carry a vector of `kind`
+  a row's `Gate` carries its `score(x [N, d], V [S, m·d]) -> [N, S]`.
+- `Gate(kind, score, top_k, temperature, bias, experts, top_p)` routes one row: at every
+  module, each token scores the experts that adapt the module and carry a vector of `kind`
   (restricted to `experts` slots when given), adds `bias[slot]` (GLIDER's alpha * global
-  score), keeps the top-k and takes softmax(kept / temperature).
+  score), keeps the top-k and takes softmax(kept / temperature). With `top_p` (dynamic-k)
+  a token keeps, of those top-k, the fewest whose softmax mass over every candidate
+  reaches p; its weights are the softmax over what it keeps.
 - `MixedRouting(rows, trace=None)` is a `Routing` for a batch whose rows are fixed
   mixtures (`[(slot, weight)]`, empty = base) or `Gate`s: heterogeneous batches share one
   forward pass. With a `RoutingTrace`, every gated decision (module, token, slots, weights)
@@ -35,12 +39,15 @@ class Gate:
     temperature: float = 1.0
     bias: Mapping[int, float] = field(default_factory=dict)  # slot -> added logit
     experts: Sequence[int] | None = None  # allowed slots (None = every expert on the host)
+    top_p: float | None = None  # dynamic-k: the fewest of the top-k reaching this softmax mass
 
     def __post_init__(self):
         if not callable(self.score):
             raise TypeError(f"gate kind {self.kind!r} needs a score function")
         if self.top_k < 1 or self.temperature <= 0:
             raise ValueError("a gate needs top_k >= 1 and temperature > 0")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"a gate's top_p must be in (0, 1], got {self.top_p}")
 
 
 class RoutingTrace:
@@ -94,7 +101,7 @@ class MixedRouting(SequenceRouting):
             return  # no expert of this kind adapts this module: base output for these rows
         S, dev = V.shape[0], x.device
         gates = [self.rows[b] for b in rows]
-        keep, bias, ks, temp, row_idx = self._constants(kind, rows, S, dev)
+        keep, bias, ks, temp, top_p, row_idx = self._constants(kind, rows, S, dev)
         allowed = has.unsqueeze(0) & keep
         tok = self._tokens(kind, row_idx, T)  # flat token ids of the gated rows
         xs = x[tok]
@@ -103,6 +110,12 @@ class MixedRouting(SequenceRouting):
         logits = logits.masked_fill(~allowed.unsqueeze(1), float("-inf")).view(-1, S)
         k = min(max(g.top_k for g in gates), S)
         top, idx = logits.topk(k, dim=-1)
+        if top_p is not None:  # dynamic-k: drop a kept expert once those before it reach mass p
+            mass = (
+                torch.softmax(logits / temp.repeat_interleave(T, 0), dim=-1).nan_to_num(0.0).gather(-1, idx)
+            )
+            reached = (mass.cumsum(-1) - mass) >= top_p.repeat_interleave(T, 0)
+            top = top.masked_fill(reached, float("-inf"))
         top = top.masked_fill(
             torch.arange(k, device=dev).unsqueeze(0) >= ks.repeat_interleave(T, 0), float("-inf")
         )
@@ -120,8 +133,8 @@ class MixedRouting(SequenceRouting):
 
     def _constants(self, kind: str, rows: list[int], S: int, dev) -> tuple:
         """Per gated kind, the same at every module and step: which slots each row may use
-        ([R, S] bool), its bias ([R, S] float32), top-k and temperature ([R, 1]) and the rows'
-        indices, built once on the host and moved in one go."""
+        ([R, S] bool), its bias ([R, S] float32), top-k, temperature and top-p ([R, 1]; None
+        when no row asks for dynamic-k) and the rows' indices, built once on the host."""
         key = (kind, S)
         if key not in self._cache:
             gates = [self.rows[b] for b in rows]
@@ -136,7 +149,10 @@ class MixedRouting(SequenceRouting):
                         bias[i, s] = v
             ks = torch.tensor([[g.top_k] for g in gates])
             temp = torch.tensor([[g.temperature] for g in gates])
-            self._cache[key] = tuple(t.to(dev) for t in (keep, bias, ks, temp, torch.tensor(rows)))
+            p = torch.tensor([[g.top_p if g.top_p is not None else float("inf")] for g in gates])
+            top_p = p if any(g.top_p is not None for g in gates) else None
+            consts = (keep, bias, ks, temp, top_p, torch.tensor(rows))
+            self._cache[key] = tuple(t if t is None else t.to(dev) for t in consts)
         return self._cache[key]
 
     def _tokens(self, kind: str, row_idx: torch.Tensor, T: int) -> torch.Tensor:

@@ -236,14 +236,18 @@ class MoLoRALinear(nn.Module):
     def set_vector(self, kind: str, slot: int, v: torch.Tensor) -> None:
         if slot >= len(self.rank) or self.rank[slot] == 0:
             raise ValueError(f"expert slot {slot} does not adapt this module; a {kind} vector needs its LoRA")
-        if v.shape != (self.in_features,):
+        if v.dim() != 1 or v.numel() == 0 or v.numel() % self.in_features:
             raise ValueError(
                 f"{kind} vector of shape {tuple(v.shape)} does not fit in_features={self.in_features}"
             )
         if kind not in self.vectors:
-            self.vectors[kind] = self.A_rows.new_zeros(len(self.rank), self.in_features)
+            self.vectors[kind] = self.A_rows.new_zeros(len(self.rank), v.numel())
             self.has_vector[kind] = torch.zeros(len(self.rank), dtype=torch.bool, device=self.A_rows.device)
-        self.vectors[kind][slot] = v.to(self.vectors[kind].dtype)
+        V = self.vectors[kind]
+        if v.numel() > V.shape[1]:  # a kind with several rows per expert (SpectR): widen, zero-padded
+            self.vectors[kind] = V = torch.cat([V, V.new_zeros(V.shape[0], v.numel() - V.shape[1])], 1)
+        V[slot] = 0
+        V[slot, : v.numel()] = v.to(V.dtype)
         self.has_vector[kind][slot] = True
         self.vector_slots.setdefault(kind, set()).add(slot)
 

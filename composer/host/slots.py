@@ -107,10 +107,10 @@ class AdapterSlots:
                 layer = self.layers.get(module)
                 if layer is None or slot >= len(layer.rank) or layer.rank[slot] == 0:
                     raise ValueError(f"{kind} vector for {module!r}, which expert {name!r} does not adapt")
-                if tuple(v.shape) != (layer.in_features,):
+                if v.dim() != 1 or v.numel() == 0 or v.numel() % layer.in_features:
                     raise ValueError(
                         f"{kind} vector for {module!r} has shape {tuple(v.shape)}, "
-                        f"expected ({layer.in_features},)"
+                        f"expected ({layer.in_features},) or rows of it flattened"
                     )
             for module, v in vectors.items():
                 self.layers[module].set_vector(kind, slot, v)

@@ -124,6 +124,7 @@ def test_every_router_publishes_a_config_schema():
         "oracle",
         "phatgoose",
         "retrieval",
+        "spectr",
         "uniform",
     }
     assert all(s["description"] and s["config"]["type"] == "object" for s in schemas.values())
