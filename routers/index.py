@@ -1,8 +1,10 @@
 """A faiss index over expert example embeddings (retrieval) and their centroids.
 
 Contract: `ExampleIndex({expert: vectors [n_i, d]})` indexes every row (inner product on
-unit vectors = cosine). `max_cosine(queries, k)` returns, per query, the best `k`
-experts by their highest-scoring example, best first. It searches the `depth` nearest
+unit vectors = cosine). `max_cosine(queries, k, top_m=1)` returns, per query, the best `k`
+experts by their highest-scoring example (top_m > 1: by the mean of their m best-scoring
+examples among the rows searched, as semantic-router aggregates its matches), best first.
+It searches the `depth` nearest
 rows, so an expert none of whose rows is among them is not a candidate: with thousands of
 experts the search stays a flat top-M scan instead of E dot products per example.
 `centroids()` gives the unit-norm mean embedding per expert. Up to `exact_limit` rows
@@ -45,20 +47,23 @@ class ExampleIndex:
     def __len__(self) -> int:
         return len(self.experts)
 
-    def max_cosine(self, queries: np.ndarray, k: int, depth: int = 256) -> list[list[tuple[str, float]]]:
+    def max_cosine(
+        self, queries: np.ndarray, k: int, depth: int = 256, top_m: int = 1
+    ) -> list[list[tuple[str, float]]]:
         if not self.experts:
             return [[] for _ in queries]
-        depth = min(self.index.ntotal, max(depth, 4 * k))
+        depth = min(self.index.ntotal, max(depth, 4 * k, top_m * k))
         sims, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), depth)
         out = []
         for s, r in zip(sims, rows):
-            best: dict[str, float] = {}
+            hits: dict[str, list[float]] = {}
             for score, row in zip(s, r):
                 if row < 0:
                     continue
-                name = self.experts[self.labels[row]]
-                if name not in best:  # rows come best first, so the first hit is the max
-                    best[name] = float(score)
+                mine = hits.setdefault(self.experts[self.labels[row]], [])
+                if len(mine) < top_m:  # rows come best first: an expert's first m hits are its best
+                    mine.append(float(score))
+            best = {name: sum(v) / len(v) for name, v in hits.items()}
             out.append(sorted(best.items(), key=lambda kv: -kv[1])[:k])
         return out
 

@@ -2,8 +2,9 @@
 
 Contract: `AbstainConfig` adds `threshold` (abstain below this similarity) and `fallback`
 (expert to use then; default the base model). `score_experts(ctx, vectors, k, scorer)`
-ranks experts per query by "max" (max-cosine over each expert's examples, faiss) or
-"centroid" (cosine to the mean embedding), best first. `pick(router, ranked, k)` turns a
+ranks experts per query by "max" (max-cosine over each expert's examples, faiss; with
+`top_m` > 1 the mean of its m best examples) or "centroid" (cosine to the mean embedding),
+best first. `pick(router, ranked, k)` turns a
 ranking into a plan: the top `k` (uniform weights) unless the best score is below the
 threshold, in which case it abstains with the reason. Whole-model experts can be selected,
 not merged or ensembled: `route_by_similarity` ranks LoRA experts only for other modes. `route_by_similarity` is the whole
@@ -33,10 +34,10 @@ SCORER_TEXT = {"max": "max cosine to its examples", "centroid": "cosine to its c
 
 
 def score_experts(
-    ctx, queries: np.ndarray, k: int, scorer: Scorer = "max", depth: int = 256
+    ctx, queries: np.ndarray, k: int, scorer: Scorer = "max", depth: int = 256, top_m: int = 1
 ) -> list[list[tuple[str, float]]]:
     if scorer == "max":
-        return ctx.index.max_cosine(queries, k, depth=depth)
+        return ctx.index.max_cosine(queries, k, depth=depth, top_m=top_m)
     names, C = ctx.index.centroids()
     if not names:
         return [[] for _ in queries]
@@ -62,12 +63,15 @@ def pick(router: Router, ranked: list[tuple[str, float]], k: int, mode: Mode, wh
 
 
 def route_by_similarity(
-    router: Router, batch, k: int, mode: Mode, scorer: Scorer, depth: int = 256
+    router: Router, batch, k: int, mode: Mode, scorer: Scorer, depth: int = 256, top_m: int = 1
 ) -> list[RoutingPlan]:
     q = router.ctx.encoder.encode([x.prompt for x in batch])
     adapters = None if mode == "select" else set(router.ctx.adapter_names)  # read once per batch
     extra = 0 if adapters is None else len(router.ctx.expert_names) - len(adapters)
-    ranked = score_experts(router.ctx, q, max(k, 3) + extra, scorer, depth)  # a few more than k, to explain
+    ranked = score_experts(router.ctx, q, max(k, 3) + extra, scorer, depth, top_m)  # a few more, to explain
     if adapters is not None:
         ranked = [[(e, s) for e, s in r if e in adapters] for r in ranked]
-    return [pick(router, r, k, mode, SCORER_TEXT[scorer]) for r in ranked]
+    what = (
+        SCORER_TEXT[scorer] if top_m == 1 or scorer != "max" else f"mean cosine of its {top_m} best examples"
+    )
+    return [pick(router, r, k, mode, what) for r in ranked]

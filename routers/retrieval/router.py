@@ -1,4 +1,5 @@
-"""retrieval: top-1 expert by max cosine between the query and each expert's example embeddings.
+"""retrieval: top-1 expert by max cosine between the query and each expert's example embeddings
+(`top_m` > 1: by the mean of its m best matches, semantic-router's aggregation).
 
 Needs fitted: the per-expert `embeddings` artifact (made at registration). Abstains below
 `threshold` to `fallback` or the base model.
@@ -16,4 +17,4 @@ class RetrievalRouter(Router):
     """Top-1 expert by max cosine to its example prompts (faiss)."""
 
     def route(self, batch: Sequence[Query]) -> list[RoutingPlan]:
-        return route_by_similarity(self, batch, 1, "select", "max", self.config.depth)
+        return route_by_similarity(self, batch, 1, "select", "max", self.config.depth, self.config.top_m)

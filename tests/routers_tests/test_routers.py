@@ -51,6 +51,23 @@ def test_index_scores_each_expert_by_its_best_example():
     assert names == ["a", "b"] and np.allclose(np.linalg.norm(C, axis=1), 1)
 
 
+def test_retrieval_top_m_scores_an_expert_by_the_mean_of_its_best_matches():
+    """One lucky example wins the max; the mean of the m best matches (semantic-router's
+    aggregation) prefers the expert whose examples agree with the query."""
+    q = unit(1, 0, 0)
+    lucky = [q, unit(0, 1, 0), unit(0, 0, 1)]  # cosines 1, 0, 0
+    steady = [unit(0.9, 0.44, 0), unit(0.9, 0, 0.44), unit(0.9, -0.44, 0)]  # ~0.9 each
+    ctx = fake_ctx({"lucky": lucky, "steady": steady}, {"q": q})
+    (by_max,) = routers.build("retrieval", ctx).route([Query(prompt="q")])
+    assert by_max.experts == ["lucky"] and by_max.scores["lucky"] == pytest.approx(1.0)
+    (by_mean,) = routers.build("retrieval", ctx, top_m=3).route([Query(prompt="q")])
+    assert by_mean.experts == ["steady"] and "mean cosine of its 3 best examples" in by_mean.explanation
+    assert by_mean.scores["lucky"] == pytest.approx(1 / 3, abs=1e-6)
+    assert by_mean.scores["steady"] == pytest.approx(float(np.mean([float(q @ v) for v in steady])), abs=1e-6)
+    (two,) = ctx.index.max_cosine(q[None], k=2, top_m=2)  # the mean of each expert's 2 best
+    assert dict(two)["lucky"] == pytest.approx(0.5, abs=1e-6)
+
+
 def test_retrieval_threshold_abstains_and_says_why():
     ctx = fake_ctx(
         {"a": [unit(1, 0, 0)], "b": [unit(0, 1, 0)]}, {"near a": unit(1, 0.1, 0), "far": unit(0, 0, 1)}
