@@ -10,7 +10,8 @@ Contract:
 - `fit ROUTER [--expert NAME]... [options]`: ROUTER is passed to `Composer.fit` as given
   (the library rejects unknown names with `RouterError`); `--expert` restricts it to those
   experts. coe/bench_coe take their data from files, from `--from-eval DIR`, or from the
-  registered examples. Prints the JSON summary `Composer.fit` returns.
+  registered examples; retrieval's abstention thresholds from `--data` (labelled prompts).
+  Prints the JSON summary `Composer.fit` returns.
 Errors propagate to `main` (one line, exit 1).
 """
 
@@ -149,13 +150,21 @@ def _fit_kwargs(
     level: Level,
     category: CategoryField,
 ) -> dict:
-    """`Composer.fit` keyword arguments for coe and bench_coe; none for the other fitters."""
+    """`Composer.fit` keyword arguments for coe, bench_coe and retrieval's thresholds; none for
+    the other fitters."""
     files = {"--data": data, "--map": map_, "--results": results, "--from-eval": eval_dir}
+    if router == "retrieval":
+        given = [opt for opt, v in files.items() if v is not None and opt != "--data"]
+        if given:
+            raise CommandError(f"{', '.join(given)}: retrieval's thresholds fit from --data only")
+        return {"rows": load_json(data, "--data")}
     if router not in ("coe", "bench_coe"):
         given = [opt for opt, v in files.items() if v is not None]
         if given:
             verb = "apply" if len(given) > 1 else "applies"
-            raise CommandError(f"{', '.join(given)} {verb} to coe and bench_coe only, not {router!r}")
+            raise CommandError(
+                f"{', '.join(given)} {verb} to coe, bench_coe and retrieval only, not {router!r}"
+            )
         return {}
     kw = {"results": load_json(results, "--results")}
     if eval_dir:
@@ -178,8 +187,8 @@ def fit(
         str,
         typer.Argument(
             metavar="ROUTER",
-            help="coe, bench_coe (fitted over all experts) or a per-expert artifact (embeddings, phatgoose, "
-            "arrow, glider: backfills experts that lack it)",
+            help="coe, bench_coe, retrieval (abstention thresholds; fitted over all experts) or a per-expert "
+            "artifact (embeddings, phatgoose, arrow, spectr, glider: backfills experts that lack it)",
             show_default=False,
         ),
     ],
@@ -190,7 +199,9 @@ def fit(
     data: Annotated[
         str | None,
         typer.Option(
-            "--data", help="coe: labelled prompts .jsonl ({prompt, category}); default: registered examples"
+            "--data",
+            help="coe: labelled prompts .jsonl ({prompt, category}; default: registered examples); "
+            "retrieval: {prompt, expert} (expert null: no expert should take it)",
         ),
     ] = None,
     map_: Annotated[str | None, typer.Option("--map", help="coe: category -> expert .json")] = None,

@@ -14,3 +14,8 @@ class RetrievalConfig(AbstainConfig):
         description="score an expert by the mean cosine of its m best examples among those searched "
         "(1: the max, the paper's rule)",
     )
+    fitted_thresholds: bool = Field(
+        False,
+        description="abstain below the chosen expert's own threshold, fitted from labelled prompts "
+        "(`composer fit retrieval --data FILE`), instead of one threshold for all",
+    )

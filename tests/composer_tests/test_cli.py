@@ -204,7 +204,7 @@ def test_fit_unknown_router_is_one_line(demo_ocean, capsys):
     err = capsys.readouterr().err
     assert err.startswith("composer: error: ") and "nonesuch" in err and err.count("\n") == 1
     assert main(["--home", str(demo_ocean.home), "fit", "phatgoose", "--data", "x.jsonl"]) == 1
-    assert "--data applies to coe and bench_coe only" in capsys.readouterr().err
+    assert "--data applies to coe, bench_coe and retrieval only" in capsys.readouterr().err
 
 
 def test_fit_passes_the_router_name_and_experts_through(demo_ocean, monkeypatch, capsys):

@@ -68,6 +68,60 @@ def test_retrieval_top_m_scores_an_expert_by_the_mean_of_its_best_matches():
     assert dict(two)["lucky"] == pytest.approx(0.5, abs=1e-6)
 
 
+def with_store(ctx):
+    """The fake context keeps base artifacts in a dict (the registry's role, around the unit)."""
+    store = {}
+    ctx.save_artifact = lambda router, key, data, meta: store.__setitem__((router, key), (meta, data))
+    ctx.load_artifact = lambda router, key: store.get((router, key))
+    return ctx
+
+
+def cos(c: float, axis: int):
+    v = np.zeros(3, dtype=np.float32)
+    v[axis], v[2] = c, math.sqrt(1 - c * c)
+    return v
+
+
+def test_fitted_thresholds_abstain_per_expert_where_one_threshold_cannot():
+    """Expert a's right answers score high and a wrong one 0.6; b's right answers score 0.5 and
+    a wrong one 0.45. One global threshold either lets a's 0.7 through or stops b's 0.55; fitted
+    per expert, a abstains below 0.75 (midway 0.6..0.9) and b below 0.475."""
+    table = {
+        "a1": cos(0.95, 0),
+        "a2": cos(0.9, 0),
+        "not a": cos(0.6, 0),
+        "b1": cos(0.5, 1),
+        "not b": cos(0.45, 1),
+    }
+    table |= {"weak a": cos(0.7, 0), "fair b": cos(0.55, 1)}
+    ctx = with_store(fake_ctx({"a": [unit(1, 0, 0)], "b": [unit(0, 1, 0)]}, table))
+    labelled = [
+        {"prompt": "a1", "expert": "a"},
+        {"prompt": "a2", "expert": "a"},
+        {"prompt": "not a", "expert": None},
+    ]
+    labelled += [{"prompt": "b1", "expert": "b"}, {"prompt": "not b", "expert": None}]
+    with pytest.raises(RouterError, match="no fitted thresholds"):
+        routers.build("retrieval", ctx, fitted_thresholds=True).route([Query(prompt="a1")])
+    summary = routers.method("retrieval").fit(ctx, rows=labelled)
+    assert summary["thresholds"] == pytest.approx({"a": 0.75, "b": 0.475}, abs=1e-5)
+    assert summary["right_without"] == pytest.approx(3 / 5) and summary["right_with"] == 1.0
+    weak, fair = routers.build("retrieval", ctx, fitted_thresholds=True).route(
+        [Query(prompt="weak a"), Query(prompt="fair b")]
+    )
+    assert weak.mode == "base" and "below its fitted threshold 0.750" in weak.explanation
+    assert fair.experts == ["b"] and not fair.fallback
+    with pytest.raises(RouterError, match="refit"):
+        routers.build("retrieval", ctx, fitted_thresholds=True, top_m=2).route([Query(prompt="a1")])
+    for bad, message in [
+        ([{"expert": "a"}], "needs 'prompt'"),
+        ([{"prompt": "a1", "expert": "zz"}], "zz"),
+        ([], "labelled"),
+    ]:
+        with pytest.raises(RouterError, match=message):
+            routers.method("retrieval").fit(ctx, rows=bad)
+
+
 def test_retrieval_threshold_abstains_and_says_why():
     ctx = fake_ctx(
         {"a": [unit(1, 0, 0)], "b": [unit(0, 1, 0)]}, {"near a": unit(1, 0.1, 0), "far": unit(0, 0, 1)}
@@ -169,6 +223,61 @@ def test_retrieval_routes_held_back_paraphrases_to_their_expert(composer, rows):
     assert len({r["task"] for r in held_back}) == 8
     rate = own_expert_rate(composer.route([r["prompt"] for r in held_back], router="retrieval"), held_back)
     assert rate >= 0.90, rate
+
+
+OFF_TOPIC_FIT = [
+    "What is the capital of France?",
+    "Write a haiku about autumn leaves",
+    "How do I bake sourdough bread?",
+    "Explain photosynthesis to a child",
+    "Translate good morning into Spanish",
+    "What year did the Berlin wall fall?",
+    "Recommend a good science fiction novel",
+    "How far is the moon from the earth?",
+]
+OFF_TOPIC_NEW = [
+    "Who painted the Mona Lisa?",
+    "Give me tips for running a marathon",
+    "What is the boiling point of water?",
+    "Suggest a name for a pet cat",
+    "How do vaccines work?",
+    "Describe the rules of chess",
+]
+
+
+def test_fitted_thresholds_turn_away_off_topic_prompts_and_keep_paraphrases(
+    demo_ocean, composer, rows, tmp_path, capsys
+):
+    """`composer fit retrieval --data` on a quarter of the held-in prompts (labelled by skill)
+    and 8 off-topic questions (labelled none); then, on prompts it never saw, every off-topic
+    question whose nearest expert got a threshold is turned away, and held-back paraphrases
+    reach their expert as often as without thresholds (MiniLM: a fixed encoder, so these are
+    the same on any machine; measured: 4 of the 6 go to an expert with a threshold, all 4
+    turned away; paraphrases 95% with and without)."""
+    import json
+
+    from composer.cli import main
+
+    labelled = [{"prompt": r["prompt"], "expert": r["task"]} for r in rows if r["split"] == "held-in"][::4]
+    data = tmp_path / "labelled.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps(r) + "\n" for r in labelled + [{"prompt": p, "expert": None} for p in OFF_TOPIC_FIT]
+        )
+    )
+    assert main(["--home", str(demo_ocean.home), "fit", "retrieval", "--data", str(data)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    thresholds = summary["thresholds"]
+    assert thresholds and summary["right_with"] >= summary["right_without"]
+    off = composer.route(OFF_TOPIC_NEW, router="retrieval", fitted_thresholds=True)
+    plain_off = composer.route(OFF_TOPIC_NEW, router="retrieval")
+    guarded = [p for p, q in zip(off, plain_off) if q.experts[0] in thresholds]
+    assert guarded and all(p.mode == "base" and "fitted threshold" in p.explanation for p in guarded)
+    held_back = [r for r in rows if r["phrasing"] == "held-back"]
+    prompts = [r["prompt"] for r in held_back]
+    with_t = own_expert_rate(composer.route(prompts, router="retrieval", fitted_thresholds=True), held_back)
+    without = own_expert_rate(composer.route(prompts, router="retrieval"), held_back)
+    assert with_t >= without - 0.05, (with_t, without)
 
 
 def test_coe_after_fitting_routes_held_back_paraphrases(composer, rows):
