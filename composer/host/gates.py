@@ -96,7 +96,7 @@ class MixedRouting(SequenceRouting):
         return slots, weights
 
     def _gate(self, layer, x, T, kind, rows, slots, weights) -> None:
-        V, has = layer.gate_vectors(kind)  # [S, d], [S] bool
+        V, has = layer.gate_vectors(kind)  # [S, m·d], [S] bool
         if V is None:
             return  # no expert of this kind adapts this module: base output for these rows
         S, dev = V.shape[0], x.device
@@ -119,9 +119,8 @@ class MixedRouting(SequenceRouting):
         top = top.masked_fill(
             torch.arange(k, device=dev).unsqueeze(0) >= ks.repeat_interleave(T, 0), float("-inf")
         )
-        w = torch.softmax(top / temp.repeat_interleave(T, 0), dim=-1).nan_to_num(
-            0.0
-        )  # a token with no allowed expert: all zero
+        # a token with no allowed expert: all zero
+        w = torch.softmax(top / temp.repeat_interleave(T, 0), dim=-1).nan_to_num(0.0)
         idx = idx.masked_fill(~torch.isfinite(top), -1)
         slots[tok] = -1
         slots[tok, :k], weights[tok, :k] = idx, w.to(weights.dtype)

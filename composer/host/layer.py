@@ -85,7 +85,7 @@ class MoLoRALinear(nn.Module):
         self.dora = 0  # slots with a gain != 1
         self.shifted = 0  # slots with a constant c
         self.path = ""  # module path in the model, set by the host (errors and traces name modules by it)
-        self.vectors: dict[str, torch.Tensor] = {}  # kind -> [slots, d_in]
+        self.vectors: dict[str, torch.Tensor] = {}  # kind -> [slots, m·d_in] (m = 1 but for SpectR)
         self.has_vector: dict[str, torch.Tensor] = {}  # kind -> [slots] bool
         self.vector_slots: dict[str, set[int]] = {}  # the same on the host: no device read per forward
         self._cached: tuple | None = None  # index tables, rebuilt after any slot change
@@ -252,7 +252,7 @@ class MoLoRALinear(nn.Module):
         self.vector_slots.setdefault(kind, set()).add(slot)
 
     def gate_vectors(self, kind: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """([slots, d_in] vectors, [slots] bool has-a-vector) of `kind`; (None, None) when no
+        """([slots, m·d_in] vectors, [slots] bool has-a-vector) of `kind`; (None, None) when no
         expert has one here (known on the host, so asking costs the device nothing)."""
         if not self.vector_slots.get(kind):
             return None, None
