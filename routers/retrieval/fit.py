@@ -27,11 +27,18 @@ ROUTER, KEY = "retrieval", "thresholds.json"
 
 def best_cut(scored: Sequence[tuple[float, bool]]) -> tuple[float | None, int]:
     """(threshold, right decisions) for rows (score, label is this expert), accepting scores at
-    or above the threshold; None when accepting every row is (one of) the best."""
-    cuts = sorted({s for s, _ in scored})
-    best, most = None, sum(ok for _, ok in scored)  # no threshold: everything accepted
+    or above the threshold; None when accepting every row is (one of) the best. One sweep up
+    the distinct scores: raising the cut past a score rejects its rows, which is right for the
+    wrong ones and wrong for the right ones."""
+    counts: dict[float, list[int]] = {}
+    for s, ok in scored:
+        counts.setdefault(s, [0, 0])[ok] += 1
+    cuts = sorted(counts)
+    best, right = None, sum(ok for _, ok in scored)  # no threshold: everything accepted
+    most = right
     for below, t in pairwise(cuts):
-        right = sum((s >= t) == ok for s, ok in scored)
+        wrong_rows, right_rows = counts[below]
+        right += wrong_rows - right_rows  # the cut now sits above `below`: its rows are rejected
         if right > most:
             best, most = (below + t) / 2, right
     return best, most

@@ -122,6 +122,25 @@ def test_fitted_thresholds_abstain_per_expert_where_one_threshold_cannot():
             routers.method("retrieval").fit(ctx, rows=bad)
 
 
+def test_best_cut_is_the_brute_force_cut():
+    """The one-sweep cut equals trying every cut (most right decisions, lowest cut on ties)."""
+    import random
+
+    from routers.retrieval.fit import best_cut
+
+    rng = random.Random(0)
+    for _ in range(200):
+        scored = [(round(rng.random(), 1), rng.random() < 0.6) for _ in range(rng.randint(1, 12))]
+        cuts = sorted({s for s, _ in scored})
+        brute = max(
+            ((sum((s >= t) == ok for s, ok in scored), -i) for i, t in enumerate(cuts)),
+        )
+        t, right = best_cut(scored)
+        assert right == brute[0]
+        i = -brute[1]
+        assert t == (None if i == 0 else (cuts[i - 1] + cuts[i]) / 2)
+
+
 def test_retrieval_threshold_abstains_and_says_why():
     ctx = fake_ctx(
         {"a": [unit(1, 0, 0)], "b": [unit(0, 1, 0)]}, {"near a": unit(1, 0.1, 0), "far": unit(0, 0, 1)}
