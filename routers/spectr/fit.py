@@ -5,7 +5,7 @@ the right singular vectors of B·A, each scaled by its share of the spectrum (σ
 unit length, so every expert's ΔW counts alike, as Arrow's unit prototypes do). Then
 ‖M x‖ = ‖B·A x‖ / ‖B·A‖_F: how strongly the expert's update responds to x, along every
 direction it writes, not only the first. For a rank-1 adapter M is Arrow's prototype and the
-score is Arrow's |x·p|. Computed as Arrow's prototype is, in float64 via two thin QRs and an
+score is Arrow's |x·p|. Computed by Arrow's `thin_svd`, in float64 via two thin QRs and an
 r×r SVD (A^T = Q_a R_a, B = Q_b R_b, R_b R_aᵀ = U S Vᵀ: the right singular vectors are Q_a V),
 O((d_in + d_out) r²). Singular values below 1e-12 of the largest are dropped (a rank-deficient
 adapter's null directions). Stored flattened, [r·d_in], so the host keeps one row per expert.
@@ -20,17 +20,16 @@ from pathlib import Path
 import torch
 
 from registry.lora import read_lora
+from routers.arrow.fit import thin_svd
 from routers.artifacts import Artifact
 from routers.token import vectors_to_bytes
 
 
 def spectrum(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    qa, ra = torch.linalg.qr(A.double().T)  # [d_in, r], [r, r]
-    _, rb = torch.linalg.qr(B.double(), mode="r")
-    _, s, vh = torch.linalg.svd(rb @ ra.T)
+    s, v = thin_svd(A, B)
     keep = s > 1e-12 * s[0]
-    s, vh = s[keep], vh[keep]
-    return ((s / s.norm()).unsqueeze(1) * (qa @ vh.T).T).float()  # [r', d_in]
+    s, v = s[keep], v[keep]
+    return ((s / s.norm()).unsqueeze(1) * v).float()  # [r', d_in]
 
 
 def fit_spectra(lora) -> dict[str, torch.Tensor]:
