@@ -37,6 +37,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from composer.adapters import AdapterManager, load_host
+from composer.endpoints import EndpointPool
+from composer.endpoints.register import admit
 from composer.errors import ComposerError
 from composer.executor import Completion, Executor
 from composer.host import resolve
@@ -48,6 +50,8 @@ from registry import Registry
 from registry.records import ExpertRecord
 from routers import Query, RouterContext, RouterError, RoutingPlan, build, method, methods
 from routers.artifacts import artifacts, backfill, fit_expert, named
+from routers.base import parse_config
+from routers.cost import Pricing, calibrate
 from routers.encoders import MiniLM
 from routers.glider.writers import writer_from_spec
 from routers.token import gate_kinds, vectors_from_bytes
@@ -107,6 +111,7 @@ class Composer:
             fitting_host=lambda: fitting_host(base_rec.path, base_rec.name, settings.device, settings.dtype),
             progress=progress,
             score=self.score_experts,
+            pricing=Pricing(self.registry, settings.price_per_bparam),
         )
         load = functools.partial(load_host, device=settings.device, dtype=settings.dtype)
         self.adapters = AdapterManager(
@@ -117,13 +122,20 @@ class Composer:
             pinned=settings.pinned_adapters,
         )
         self.models = ModelPool(self.registry, max_models or settings.max_models, load=load)
+        self.endpoints = EndpointPool(self.registry, settings.allowed_endpoints)
         self.executor = Executor(
-            self.adapters, self.models, lambda: {r.name for r in self.registry.list(kind="model")}
+            self.adapters,
+            self.models,
+            lambda: {r.name for r in self.registry.list(kind="model")},
+            self.endpoints,
+            self.ctx.pricing,
         )
 
     # -- experts --------------------------------------------------------------------------
     def experts(self) -> list[ExpertRecord]:
-        return self.adapters.servable() + self.registry.list(kind="model")
+        return (
+            self.adapters.servable() + self.registry.list(kind="model") + self.registry.list(kind="endpoint")
+        )
 
     @property
     def host(self):
@@ -148,6 +160,33 @@ class Composer:
         rec = self.registry.register(path, name, **kw)
         self.sync()
         return rec
+
+    def register_endpoint(self, name: str, endpoint: dict, **kw: Any) -> ExpertRecord:
+        """Register an endpoint expert (`registry.endpoint` spec: url, model, api_key_env,
+        timeout_s) once `composer.endpoints.admit` has shown the server may call it and it
+        serves that model; its embeddings commit with it, so routing picks it at once."""
+        spec = admit(endpoint, self.settings.allowed_endpoints)
+        options = kw.pop("fit_options", None)
+        kw["fit"] = lambda staged, draft: fit_expert(self.ctx, draft, staged, options)
+        return self.registry.register_endpoint(name, spec, **kw)
+
+    def calibrate_cost(
+        self,
+        router: str,
+        prompts: Sequence[str],
+        target_share: float,
+        expensive_above: float | None = None,
+        **config: Any,
+    ) -> dict:
+        """λ of `router`'s cost knob that sends `target_share` of `prompts` to the expensive
+        experts (`routers.cost.calibrate`); requests then ask `cost_weight: "calibrated"`."""
+        probe = dict(config, cost_weight=0.0, max_cost=1e300)  # every expert's plain score
+        held = parse_config(router, **probe).model_dump(exclude={"cost_weight", "max_cost"})
+
+        def score(ps):
+            return [list(p.scores.items()) for p in self.route(list(ps), router, **probe)]
+
+        return calibrate(self.ctx, router, score, prompts, target_share, held, expensive_above)
 
     def _fit_and_prove(self, staged, draft, fit_options) -> list:
         """Registration's fitting: a LoRA is proven servable on the fitting host (select), its

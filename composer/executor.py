@@ -1,18 +1,25 @@
 """Plans -> work: which engine runs each routing plan, and running it in-process.
 
 Contract:
-- `placement(plan, models)`: where a plan runs — `("model", name)` when it selects a
-  whole-model expert (`models`: their names), else `("host", None)`: the mixture-of-LoRA
+- `placement(plan, models, endpoints=())`: where a plan runs — `("model", name)` when it
+  selects a whole-model expert (`models`: their names), `("endpoint", name)` when it
+  selects an endpoint expert, else `("host", None)`: the mixture-of-LoRA
   host of the base runs select, merge, ensemble, token-gated and base rows together.
-  `group(plans, models)` -> {placement: [indices]} and `scatter(n, groups, results)` put
+  `group(plans, models, endpoints=())` -> {placement: [indices]} and `scatter(n, groups, results)` put
   per-group results back in request order. The in-process `Executor` and the Ray backend
   both split work with these, so the split is written once.
 - `host_row(plan)`: what the host runs for one non-ensemble plan: a mixture
   `{expert: weight}` (empty = base), or a `Gate` carrying its registered kind's score.
-- `Executor(adapters, models, model_names)`:
+- `Executor(adapters, models, model_names, endpoints=None, prices=None)`:
   `execute(prompts, plans, **settings)` -> one `Completion` per prompt: host plans as ONE
   heterogeneous batch (an ensemble adds one row per candidate; the best mean
-  log-likelihood wins), whole-model plans on their model (`ModelPool`). `settings` are
+  log-likelihood wins), whole-model plans on their model (`ModelPool`), endpoint plans
+  forwarded (`composer.endpoints.EndpointPool`). An endpoint that fails (down, past its
+  timeout, 5xx, or still cooling down from a failure) hands the row to the plan's next-best
+  expert by the router's scores (the plan's `fallback` says which endpoint failed and why);
+  with none left (or a request that named the endpoint) the row is `ExpertUnavailable` (503).
+  `prices(name)` -> (input, output) price per 1M tokens or None: each `Completion` carries
+  its `cost` (None when no expert it used has a price). `settings` are
   `Host.generate`'s (max_new_tokens, temperature, top_p, chat, seed, fit_context).
   `stream(prompt, plan, **settings)` yields text deltas, then the `Completion` (an
   ensemble's answer comes as one delta). `choose(prompts, plans, choices)` -> per prompt
@@ -35,11 +42,13 @@ Contract:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from composer.errors import ExpertUnavailable, NonFiniteOutput
-from composer.host import Gate, Generation, Host, RoutingTrace
+from composer.completion import Completion
+from composer.endpoints import EndpointPool
+from composer.endpoints.runner import EndpointRunner
+from composer.errors import ComposerError, ExpertUnavailable, NonFiniteOutput
+from composer.host import Gate, Host, RoutingTrace
 from composer.host.layer import LayerError
 from composer.host.stream import stream as stream_generation
 from composer.introspect import token_report
@@ -47,49 +56,23 @@ from composer.models import ModelPool
 from routers import RoutingPlan
 from routers.token import gate_kinds
 
-Placement = tuple[str, str | None]  # ("host", None) | ("model", name)
+Placement = tuple[str, str | None]  # ("host", None) | ("model", name) | ("endpoint", name)
 HOST: Placement = ("host", None)
 
 
-@dataclass
-class Completion:
-    text: str
-    plan: RoutingPlan
-    expert: str | None  # the expert whose output this is (ensemble winner); None for base/merge
-    logprob: float
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: str = "stop"
-    candidates: dict[str, float] = field(default_factory=dict)  # ensemble: expert -> mean log-lik
-    prompt_tokens: int = 0
-
-    def to_dict(self) -> dict:
-        return {
-            "text": self.text,
-            "expert": self.expert,
-            "logprob": self.logprob,
-            "finish_reason": self.finish_reason,
-            "candidates": self.candidates,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": len(self.token_ids),
-            "routing": self.plan.model_dump(),
-        }
-
-    @classmethod
-    def of(cls, g: Generation, plan: RoutingPlan, expert: str | None, candidates=None) -> Completion:
-        return cls(
-            g.text, plan, expert, g.logprob, g.token_ids, g.finish_reason, candidates or {}, g.prompt_tokens
-        )
-
-
-def placement(plan: RoutingPlan, models: set[str]) -> Placement:
+def placement(plan: RoutingPlan, models: set[str], endpoints=frozenset()) -> Placement:
     selected = plan.selected()
+    if selected in endpoints:
+        return ("endpoint", selected)
     return ("model", selected) if selected in models else HOST
 
 
-def group(plans: Sequence[RoutingPlan], models: set[str]) -> dict[Placement, list[int]]:
+def group(
+    plans: Sequence[RoutingPlan], models: set[str], endpoints=frozenset()
+) -> dict[Placement, list[int]]:
     out: dict[Placement, list[int]] = {}
     for i, plan in enumerate(plans):
-        out.setdefault(placement(plan, models), []).append(i)
+        out.setdefault(placement(plan, models, endpoints), []).append(i)
     return out
 
 
@@ -132,28 +115,63 @@ def execute_each(
 
 
 class Executor:
-    def __init__(self, adapters, models: ModelPool, model_names: Callable[[], set[str]]):
+    def __init__(
+        self,
+        adapters,
+        models: ModelPool,
+        model_names: Callable[[], set[str]],
+        endpoints: EndpointPool | None = None,
+        prices: Callable[[str], tuple[float, float] | None] | None = None,
+    ):
         self.adapters, self.models, self.model_names = adapters, models, model_names
+        self.endpoints, self.prices = endpoints, prices or (lambda name: None)
+        self.remote = (
+            None
+            if endpoints is None
+            else EndpointRunner(endpoints, self._live, lambda p, plan, st: self.execute([p], [plan], **st)[0])
+        )
+
+    def _live(self) -> set[str]:
+        return {r.name for r in self.adapters.servable()} | self.model_names() | self.endpoint_names()
 
     def _engine(self, where: Placement) -> Host:
         return self.adapters.host if where == HOST else self.models.get(where[1])
 
+    def endpoint_names(self) -> set[str]:
+        return self.endpoints.names() if self.endpoints is not None else set()
+
     def execute(self, prompts: Sequence, plans: Sequence[RoutingPlan], **settings: Any) -> list[Completion]:
         if len(prompts) != len(plans):
             raise ValueError(f"{len(plans)} plans for {len(prompts)} prompts")
-        groups = group(plans, self.model_names())
+        groups = group(plans, self.model_names(), self.endpoint_names())
         results = {}
         for where, idx in groups.items():
             ps, pl = [prompts[i] for i in idx], [plans[i] for i in idx]
-            results[where] = (
-                self._on_host(ps, pl, settings)
-                if where == HOST
-                else [
+            if where == HOST:
+                results[where] = self._on_host(ps, pl, settings)
+            elif where[0] == "endpoint":
+                results[where] = self.remote.run(where[1], ps, pl, settings)
+            else:
+                results[where] = [
                     Completion.of(g, plan, where[1])
                     for g, plan in zip(self._engine(where).generate(ps, **settings), pl)
                 ]
-            )
-        return scatter(len(plans), groups, results)
+        return [self.priced(c) for c in scatter(len(plans), groups, results)]
+
+    def priced(self, c: Completion) -> Completion:
+        """`c` with its cost: its expert's prices (a mixture: the weighted mean of its experts')."""
+        used = (
+            [(c.expert, 1.0)]
+            if c.expert
+            else list(zip(c.plan.experts, c.plan.weights or [1.0] * len(c.plan.experts)))
+        )
+        known = [(p, w) for p, w in ((self.prices(e), w) for e, w in used) if p is not None]
+        if known:
+            total = sum(w for _, w in known) or 1.0
+            p_in = sum(p[0] * w for p, w in known) / total
+            p_out = sum(p[1] * w for p, w in known) / total
+            c.cost = (c.prompt_tokens * p_in + c.completion_tokens * p_out) / 1e6
+        return c
 
     def servable(self, plans: Sequence[RoutingPlan]) -> list[RoutingPlan]:
         """Host plans as the host can run them now: a token plan loses quarantined candidates; a
@@ -282,20 +300,28 @@ class Executor:
 
     def stream(self, prompt, plan: RoutingPlan, **settings: Any) -> Iterator[str | Completion]:
         if plan.mode == "ensemble":  # every candidate must finish before one is kept
-            (c,) = self.execute([prompt], [plan], **settings)
+            (c,) = self.execute([prompt], [plan], **settings)  # priced there
             if c.text:
                 yield c.text
             yield c
             return
-        where = placement(plan, self.model_names())
+        where = placement(plan, self.model_names(), self.endpoint_names())
+        if where[0] == "endpoint":
+            for item in self.remote.stream(where[1], prompt, plan, settings):
+                yield item if isinstance(item, str) else self.priced(item)
+            return
         if where != HOST:
             for item in stream_generation(self._engine(where), prompt, {}, **settings):
-                yield item if isinstance(item, str) else Completion.of(item, plan, plan.selected())
+                yield (
+                    item if isinstance(item, str) else self.priced(Completion.of(item, plan, plan.selected()))
+                )
             return
         ((_, (plan,)),) = self.resident_groups([prompt], [plan], settings.get("chat", True))
         with self.adapters.holding(plan.experts) as host:  # leased until the stream ends or is dropped
             for item in stream_generation(host, prompt, host_row(plan), **settings):
-                yield item if isinstance(item, str) else Completion.of(item, plan, plan.selected())
+                yield (
+                    item if isinstance(item, str) else self.priced(Completion.of(item, plan, plan.selected()))
+                )
 
     def choose(
         self,
@@ -308,7 +334,12 @@ class Executor:
         """Per prompt, the log-likelihood of each choice under its plan; an ensemble scores each
         choice with every candidate and keeps the best."""
         scores = [[-float("inf")] * len(c) for c in choices]
-        for where, idx in group(plans, self.model_names()).items():
+        for where, idx in group(plans, self.model_names(), self.endpoint_names()).items():
+            if where[0] == "endpoint":
+                raise ComposerError(
+                    f"endpoint expert {where[1]} cannot score choices (log-likelihood): "
+                    "endpoint experts answer generation tasks"
+                )
             if where != HOST:
                 self._score(
                     self._engine(where), idx, [{}] * len(idx), prompts, choices, scores, chat, batch_size

@@ -20,6 +20,8 @@ replica, a test or a library caller sees exactly the configuration it was given.
 | COMPOSER_INSTRUCTION_WRITER | instruction_writer | none (GLIDER: descriptions and examples stand in) |
 | COMPOSER_INSTRUCTION_WRITER_KEY | instruction_writer_key | none (Bearer key of an endpoint writer) |
 | COMPOSER_ALLOWED_ROOTS | allowed_roots | none: server-side path registration disabled |
+| COMPOSER_ALLOWED_ENDPOINTS | allowed_endpoints | none: endpoint experts disabled; comma-separated URL prefixes the server may call (`composer.endpoints.guard`) |
+| COMPOSER_PRICE_PER_BPARAM | price_per_bparam | 0.03: price per 1M tokens per billion active parameters, for local experts without a price (`routers.cost`) |
 | COMPOSER_MAX_UPLOAD_MB | max_upload_mb | 1024 (archive size, and its unpacked size) |
 | COMPOSER_MAX_TOKENS | max_tokens | 512 new tokens per request |
 | COMPOSER_MAX_PROMPT_CHARS | max_prompt_chars | 32768 characters of prompt per request |
@@ -80,6 +82,8 @@ class Settings:
     instruction_writer: str | None = None
     instruction_writer_key: str | None = field(default=None, repr=False)
     allowed_roots: tuple[str, ...] = ()
+    allowed_endpoints: tuple[str, ...] = ()
+    price_per_bparam: float = 0.03
     max_upload_mb: int = 1024
     max_tokens: int = 512
     max_prompt_chars: int = 32768
@@ -116,7 +120,12 @@ class Settings:
                 f"host_replicas ($COMPOSER_HOST_REPLICAS) must be >= 1, got {self.host_replicas!r}"
             )
         self.resources()  # a malformed COMPOSER_HOST_RESOURCES fails here, not in a replica
-        for name in ("threads", "max_adapters", "adapter_memory_mb"):  # 0: torch's default / no limit
+        for name in (
+            "threads",
+            "max_adapters",
+            "adapter_memory_mb",
+            "price_per_bparam",
+        ):  # 0: torch's default / no limit
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} (${env_name(name)}) must be >= 0, got {getattr(self, name)!r}")
 

@@ -77,6 +77,10 @@ def app_builder(args: dict):
     open_ok = bool(args.pop("allow_no_key", False))
     if isinstance(args.get("allowed_roots"), str):
         args["allowed_roots"] = tuple(p for p in args["allowed_roots"].split(os.pathsep) if p)
+    if isinstance(args.get("allowed_endpoints"), str):
+        args["allowed_endpoints"] = tuple(
+            p.strip() for p in args["allowed_endpoints"].split(",") if p.strip()
+        )
     settings = Settings.from_env(**args)
     if not settings.api_key and not open_ok:
         raise ValueError(

@@ -23,6 +23,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from composer.errors import ComposerError
 from composer.executor import HOST, group, placement, scatter
+from composer.serving.backend import merge_endpoints
 from composer.serving.errors import Unavailable
 from composer.settings import Settings
 
@@ -130,9 +131,14 @@ class RayBackend:
             "adapters_resident": {b: s["adapters"] for b, s in zip(self.hosts, hosts)},
             "residency": {b: s["residency"] for b, s in zip(self.hosts, hosts)},
             "batches": {
-                b: {k: v for k, v in s.items() if k not in ("adapters", "residency", "pid", "replica")}
+                b: {
+                    k: v
+                    for k, v in s.items()
+                    if k not in ("adapters", "residency", "pid", "replica", "endpoints")
+                }
                 for b, s in zip(self.hosts, hosts)
             },
+            "endpoints": merge_endpoints(s.get("endpoints", {}) for s in hosts),
             "models_resident": await call(self.models.resident.remote()),
         }
 

@@ -99,6 +99,7 @@ class HostDeployment:
         return {
             "adapters": len(self.composer.resident()),
             "residency": self.composer.adapters.stats(),
+            "endpoints": self.composer.endpoints.stats(),
             "pid": os.getpid(),
             "replica": self.replica,
             **self.composer.adapters.batching(),

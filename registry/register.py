@@ -28,14 +28,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from . import validate as V
+from .cost import norm_cost
 from .db import Artifact, Expert, as_utc, utcnow
+from .endpoint import read_endpoint, write_endpoint_dir
 from .errors import ConflictError, NotFoundError, RegistryError, ValidationError
 from .files import PICKLE_SUFFIXES
 from .records import ExpertRecord, norm_examples, norm_strings
 from .store import copy_tree, sha256_bytes, sha256_tree, tree_digest
 
 log = logging.getLogger(__name__)
-KINDS = ("base", "lora", "model")
+KINDS = ("base", "lora", "model", "endpoint")
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 BUSY_GRACE_S = 600
 BASE_HINT = "register it first with: composer register PATH --kind base --name {}"
@@ -74,6 +76,7 @@ class RegisterMixin:
         new_version: bool = False,
         source: str | None = None,
         fit=None,
+        cost: dict | None = None,
     ) -> ExpertRecord:
         V.validate_name(name)
         if kind not in KINDS:
@@ -92,8 +95,11 @@ class RegisterMixin:
             "examples": norm_examples(examples),
             "source": str(source) if source else str(src.resolve()),
         }
+        cost = norm_cost(cost)
         if kind == "lora":  # cheap checks on the source first: no copy of a directory bound to fail
             V.check_lora_files(src)
+        elif kind == "endpoint":
+            read_endpoint(src)
         else:
             V.check_model_files(src)
         base_rec = self._resolve_base(src, base) if kind == "lora" else None
@@ -103,7 +109,9 @@ class RegisterMixin:
         try:
             rid, version, uri = self._reserve(name, kind, new_version, base_rec, staged, meta)
             copy_tree(src, staged)
-            cfg = self._validate_staged(staged, src, base_rec)
+            cfg = self._validate_staged(staged, src, base_rec, kind)
+            if cost:
+                cfg["cost"] = cost
             for p in [p for p in staged.rglob("*") if p.is_file() and p.suffix in PICKLE_SUFFIXES]:
                 p.unlink()  # never stored: pickle files beside the safetensors weights
             sha = sha256_tree(staged)
@@ -126,9 +134,22 @@ class RegisterMixin:
             raise
         return self.get(name, version)
 
-    @staticmethod
-    def _validate_staged(staged: Path, src: Path, base_rec: ExpertRecord | None) -> dict:
+    def register_endpoint(self, name: str, endpoint: dict, **kw) -> ExpertRecord:
+        """Register an endpoint expert from its spec (`registry.endpoint`): `register` on a
+        directory holding only its `endpoint.json`; `kw` as for `register` (no path, kind, base)."""
+        tmp = self.store.stage_dir()
         try:
+            write_endpoint_dir(tmp, endpoint)
+            kw.setdefault("source", endpoint.get("url") if isinstance(endpoint, dict) else None)
+            return self.register(tmp, name, kind="endpoint", **kw)
+        finally:
+            self.store.remove(tmp.relative_to(self.store.root).as_posix())
+
+    @staticmethod
+    def _validate_staged(staged: Path, src: Path, base_rec: ExpertRecord | None, kind: str) -> dict:
+        try:
+            if kind == "endpoint":
+                return {"endpoint": read_endpoint(staged)}
             if base_rec is None:
                 return V.validate_model_dir(staged)
             cfg = V.validate_lora_dir(staged, base_rec.path)

@@ -41,6 +41,7 @@ from sqlalchemy import and_, event, false, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .artifacts import ArtifactsMixin
+from .cost import norm_cost
 from .db import (
     MAX_VERSION,
     REVISION,
@@ -209,6 +210,15 @@ class Registry(RegisterMixin, ArtifactsMixin, QuarantineMixin):
             row = self._find(s, name, version)
             merged = {**(row.scores or {}), **scores}
             row.scores = {k: v for k, v in merged.items() if v is not None}
+            return self._rec(row)
+
+    def set_cost(self, name: str, cost: dict | None, version: int | None = None) -> ExpertRecord:
+        """Replace the record's cost metadata (`registry.cost.norm_cost`; None clears it)."""
+        cost = norm_cost(cost)
+        with self._tx() as s:
+            row = self._find(s, name, version)
+            config = {k: v for k, v in (row.config or {}).items() if k != "cost"}
+            row.config = {**config, **({"cost": cost} if cost else {})}
             return self._rec(row)
 
     # --------------------------------------------------------------- removal

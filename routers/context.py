@@ -1,9 +1,9 @@
 """What a router may use, shared by all routers of one base model and built lazily.
 
 Contract: `RouterContext(registry, base, encoder=None, experts=None, writer=None,
-fitting_host=None, progress=None, score=None)`:
-- `experts`: the ready experts routing may pick: LoRA experts of `base` and whole-model
-  experts (a callable may supply them, so the list follows runtime registration);
+fitting_host=None, progress=None, score=None, pricing=None)`:
+- `experts`: the ready experts routing may pick: LoRA experts of `base`, whole-model and
+  endpoint experts (a callable may supply them, so the list follows runtime registration);
   `expert_names` the same names. `adapter_names`: the LoRA experts only — what can be
   merged, ensembled in one batch or gated per token inside the host.
 - `encoder` (MiniLM by default, loaded on first use), `embeddings(record)` (the expert's
@@ -20,7 +20,8 @@ fitting_host=None, progress=None, score=None)`:
   using it; never the serving host), `progress(iterable, desc=...)` wraps long loops in a
   progress bar (default: none), `score(rows)` evaluates experts on labelled prompts
   (Bench-CoE fitting without results) and `writer` is GLIDER's instruction writer
-  (`routers.glider.writers`, or None: descriptions and examples stand in).
+  (`routers.glider.writers`, or None: descriptions and examples stand in); `pricing`
+  (`routers.cost.Pricing`) prices experts for cost-aware routing.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from registry import NotFoundError, Registry
 from registry.records import ExpertRecord
 from routers.artifacts import load
 from routers.base import RouterError
+from routers.cost import Pricing
 from routers.embeddings import EMBEDDINGS, read_embeddings
 from routers.encoders import Encoder, MiniLM
 from routers.index import ExampleIndex
@@ -57,12 +59,14 @@ class RouterContext:
         fitting_host: Callable[[], object] | None = None,
         progress: Callable | None = None,
         score: Callable[[list[dict]], list[dict]] | None = None,
+        pricing: Pricing | None = None,
     ):
         self.registry, self.base = registry, base
         self._encoder, self.writer = encoder, writer
         self._load_fit_host, self._fit_host = fitting_host, None
         self.progress = progress or _no_progress
         self.score = score
+        self.pricing = pricing or Pricing(registry)
         self.fit_lock = threading.Lock()
         self._experts = experts or (lambda: registry.list(kind="lora", base=base))
         self._emb: dict[tuple[str, int], np.ndarray | None] = {}

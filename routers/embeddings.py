@@ -42,5 +42,9 @@ def read_embeddings(data: bytes) -> np.ndarray:
 
 
 EMBEDDINGS = Artifact(
-    "embeddings", "embeddings", lambda ctx: f"{ctx.encoder.name}.npy", _fit, kinds=("lora", "model")
+    "embeddings",
+    "embeddings",
+    lambda ctx: f"{ctx.encoder.name}.npy",
+    _fit,
+    kinds=("lora", "model", "endpoint"),
 )

@@ -1,7 +1,9 @@
 """Shared pieces of the semantic (embedding-similarity) routers.
 
 Contract: `AbstainConfig` adds `threshold` (abstain below this similarity) and `fallback`
-(expert to use then; default the base model). `score_experts(ctx, vectors, k, scorer)`
+(expert to use then; default the base model) to the cost knob (`routers.cost.CostConfig`:
+with `cost_weight`/`max_cost` every expert is scored and ranked by score - λ·cost; the
+plan's scores are those, and the threshold applies to them). `score_experts(ctx, vectors, k, scorer)`
 ranks experts per query by "max" (max-cosine over each expert's examples, faiss; with
 `top_m` > 1 the mean of its m best examples) or "centroid" (cosine to the mean embedding),
 best first. `pick(router, ranked, k)` turns a
@@ -18,12 +20,13 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from routers.base import Mode, Router, RouterConfig, RoutingPlan
+from routers import cost
+from routers.base import Mode, Router, RoutingPlan
 
 Scorer = Literal["max", "centroid"]
 
 
-class AbstainConfig(RouterConfig):
+class AbstainConfig(cost.CostConfig):
     threshold: float | None = Field(
         None, ge=-1, le=1, description="abstain when the best cosine is below this"
     )
@@ -65,13 +68,23 @@ def pick(router: Router, ranked: list[tuple[str, float]], k: int, mode: Mode, wh
 def route_by_similarity(
     router: Router, batch, k: int, mode: Mode, scorer: Scorer, depth: int = 256, top_m: int = 1
 ) -> list[RoutingPlan]:
-    q = router.ctx.encoder.encode([x.prompt for x in batch])
-    adapters = None if mode == "select" else set(router.ctx.adapter_names)  # read once per batch
-    extra = 0 if adapters is None else len(router.ctx.expert_names) - len(adapters)
-    ranked = score_experts(router.ctx, q, max(k, 3) + extra, scorer, depth, top_m)  # a few more, to explain
+    ctx, c = router.ctx, router.config
+    q = ctx.encoder.encode([x.prompt for x in batch])
+    adapters = None if mode == "select" else set(ctx.adapter_names)  # read once per batch
+    extra = 0 if adapters is None else len(ctx.expert_names) - len(adapters)
+    priced = cost.active(c)
+    n = len(ctx.expert_names) if priced else max(k, 3) + extra  # a few more, to explain
+    ranked = score_experts(ctx, q, n, scorer, depth, top_m)
     if adapters is not None:
         ranked = [[(e, s) for e, s in r if e in adapters] for r in ranked]
     what = (
         SCORER_TEXT[scorer] if top_m == 1 or scorer != "max" else f"mean cosine of its {top_m} best examples"
     )
+    if priced:
+        weight = c.cost_weight
+        if weight == "calibrated":
+            weight = cost.stored_weight(ctx, router.name, c.model_dump(exclude={"cost_weight", "max_cost"}))
+        units = {e: ctx.pricing.unit(e) for e in ctx.expert_names}
+        ranked = [cost.rerank(r, lambda e: units.get(e, 0.0), weight, c.max_cost) for r in ranked]
+        what += f" - {weight:g} x price" + (f", price <= {c.max_cost:g}" if c.max_cost is not None else "")
     return [pick(router, r, k, mode, what) for r in ranked]

@@ -46,6 +46,7 @@ class Kind(str, Enum):
     lora = "lora"
     model = "model"
     base = "base"
+    endpoint = "endpoint"
 
 
 class ExpertAction(str, Enum):
@@ -54,6 +55,7 @@ class ExpertAction(str, Enum):
     versions = "versions"
     remove = "remove"
     release = "release"
+    cost = "cost"
 
 
 class FitBy(str, Enum):

@@ -7,7 +7,10 @@ Contract:
   GLIDER, tuned by `--fit-option FITTER.KEY=VALUE`) commit atomically with them. Base models
   and the error cases (no or unknown base, ...) go through `Registry.register`, which words
   the error. Prints one line naming the new record.
-- `experts list|show|versions|remove|release [NAME] [--version N] [--kind K] [--json]`:
+- `register --kind endpoint --name NAME --url URL --model M [--api-key-env VAR]`: an endpoint
+  expert through `Composer.register_endpoint` (allowlist, addresses, GET /models first).
+  `--cost-input/--cost-output` (price per 1M tokens) or `--active-params` give any expert a cost.
+- `experts list|show|versions|remove|release|cost [NAME] [--version N] [--kind K] [--json]`:
   `show` says whether the version is quarantined (a host could not load or run it; out of
   routing in every process), `release` lifts that.
 Errors propagate (`RegistryError`, `ComposerError`, `RouterError`, `CommandError`): `main`
@@ -37,13 +40,15 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of a 
 
 def register(
     ctx: typer.Context,
-    path: Annotated[
-        str,
-        typer.Argument(
-            metavar="PATH", help="directory of the model or adapter (PEFT format)", show_default=False
-        ),
-    ],
     name: Annotated[str, typer.Option("--name", help="name to register under", show_default=False)],
+    path: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[PATH]",
+            help="directory of the model or adapter (PEFT format); none for --kind endpoint",
+            show_default=False,
+        ),
+    ] = None,
     kind: Annotated[Kind, typer.Option("--kind", help="what PATH holds")] = Kind.lora,
     base: Annotated[str | None, typer.Option("--base", help="registered base model (LoRA only)")] = None,
     description: Annotated[str, typer.Option("--description", help="what the expert is good at")] = "",
@@ -66,10 +71,47 @@ def register(
             help="post-hoc fitting option, e.g. phatgoose.steps=200 (LoRA of a registered base); repeatable",
         ),
     ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="endpoint: OpenAI base URL, e.g. http://127.0.0.1:8000/v1")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="endpoint: the remote model name")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option("--api-key-env", help="endpoint: NAME of the variable holding its key")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="endpoint: seconds a call may take")] = 30.0,
+    cost_input: Annotated[
+        float | None, typer.Option("--cost-input", help="price per 1M input tokens")
+    ] = None,
+    cost_output: Annotated[
+        float | None, typer.Option("--cost-output", help="price per 1M output tokens")
+    ] = None,
+    active_params: Annotated[
+        int | None, typer.Option("--active-params", help="parameters active per token (local experts)")
+    ] = None,
 ) -> None:
-    """Register a base model, a LoRA adapter or a whole-model expert."""
+    """Register a base model, a LoRA adapter, a whole-model expert or an endpoint expert."""
     settings = load_settings(ctx)
     reg = settings.registry()
+    cost = _cost(cost_input, cost_output, active_params)
+    if kind is Kind.endpoint:
+        if path or not url or not model:
+            raise CommandError("--kind endpoint takes --url and --model, and no PATH")
+        c = open_composer(settings, reg)
+        spec = {"url": url, "model": model, "api_key_env": api_key_env, "timeout_s": timeout}
+        rec = c.register_endpoint(
+            name,
+            spec,
+            description=description,
+            tags=split_csv(tags),
+            domains=split_csv(domains),
+            examples=load_examples(examples),
+            new_version=new_version,
+            cost=cost,
+        )
+        out.print(f"registered [bold]{rec.name}[/bold] v{rec.version} (endpoint {url}, model {model})")
+        return
+    if not path:
+        raise CommandError(f"--kind {kind.value} needs a PATH")
     kw = {
         "kind": kind.value,
         "base": base,
@@ -78,6 +120,7 @@ def register(
         "domains": split_csv(domains),
         "examples": load_examples(examples),
         "new_version": new_version,
+        "cost": cost,
     }
     bases = [r.name for r in reg.list(kind="base")]
     if kind is Kind.lora and base in bases:
@@ -94,6 +137,11 @@ def register(
         c = open_composer(settings, reg, base=host_base)
         rec = c.register(path, name, fit_options=parse_fit_options(fit_option), **kw)
     out.print(f"registered [bold]{rec.name}[/bold] v{rec.version} ({rec.kind}) digest {rec.digest[:12]}")
+
+
+def _cost(cost_input: float | None, cost_output: float | None, active_params: int | None) -> dict | None:
+    given = {"input_per_1m": cost_input, "output_per_1m": cost_output, "active_params": active_params}
+    return {k: v for k, v in given.items() if v is not None} or None
 
 
 def experts(
@@ -114,8 +162,18 @@ def experts(
     ] = None,
     kind: Annotated[Kind | None, typer.Option("--kind", help="list only this kind")] = None,
     as_json: JsonFlag = False,
+    cost_input: Annotated[
+        float | None, typer.Option("--cost-input", help="cost: price per 1M input tokens")
+    ] = None,
+    cost_output: Annotated[
+        float | None, typer.Option("--cost-output", help="cost: price per 1M output tokens")
+    ] = None,
+    active_params: Annotated[
+        int | None, typer.Option("--active-params", help="cost: parameters active per token")
+    ] = None,
 ) -> None:
-    """List, show, list versions of, remove, or release (from quarantine) registered experts."""
+    """List, show, list versions of, remove, release (from quarantine) experts, or set their cost
+    (`cost NAME --cost-input X --cost-output Y`; no option clears it)."""
     reg = load_settings(ctx).registry()
     if action is ExpertAction.list:
         records(reg.list(kind=kind.value if kind else None), as_json)
@@ -127,6 +185,9 @@ def experts(
         print_json({**rec.to_dict(), "quarantined": reg.quarantined().get((rec.name, rec.version))})
     elif action is ExpertAction.versions:
         records(reg.versions(name), as_json)
+    elif action is ExpertAction.cost:
+        rec = reg.set_cost(name, _cost(cost_input, cost_output, active_params), version)
+        print_json({"expert": rec.name, "version": rec.version, "cost": rec.config.get("cost")})
     elif action is ExpertAction.release:
         reg.get(name, version)  # NotFoundError for an unknown name or version
         n = reg.release(name, version)

@@ -74,7 +74,12 @@ def _run_chunk(composer, examples: list[Example], plans: list[RoutingPlan], sett
         for i, c in zip(
             gen, composer.execute([examples[i].prompt for i in gen], [plans[i] for i in gen], **settings)
         ):
-            out[i] = {"prediction": c.text, "served_by": c.expert, "tokens": len(c.token_ids)}
+            out[i] = {
+                "prediction": c.text,
+                "served_by": c.expert,
+                "tokens": c.completion_tokens,
+                "cost": c.cost,
+            }
     mc = [i for i, e in enumerate(examples) if e.kind == "choice"]
     if mc:
         scores = composer.choose(

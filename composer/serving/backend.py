@@ -15,7 +15,7 @@ Contract (`Backend`): every method is a coroutine, except `stream`, an async ite
 - `start_evaluation(request)` -> the job's view (`composer.eval.jobs`); `evaluation(id,
   records)` -> its view (KeyError if unknown); `evaluations()` -> all views.
 - `stats()` -> {"adapters_resident": {base: n}, "residency": {base: AdapterManager.stats()},
-  "models_resident": [names]}, and where the
+  "models_resident": [names], "endpoints": {expert: EndpointPool.stats()}}, and where the
   executor batches, "batches": {base: {"batches", "rows", "max_rows", "shared"}} (one
   replica's; "shared": batches holding rows of more than one request);
   `ready()` -> {component: bool}.
@@ -76,6 +76,22 @@ class Backend(Protocol):
     async def evaluations(self) -> list[dict]: ...
     async def stats(self) -> dict: ...
     async def ready(self) -> dict: ...
+
+
+def merge_endpoints(views) -> dict[str, dict]:
+    """Per endpoint expert, the health several executors saw: counts and seconds add up;
+    up is the last call's outcome as its latest observer saw it (here: any up)."""
+    out: dict[str, dict] = {}
+    for view in views:
+        for name, s in view.items():
+            if name not in out:
+                out[name] = dict(s)
+                continue
+            o = out[name]
+            for k in ("calls", "failures", "seconds"):
+                o[k] += s[k]
+            o["up"] = o["up"] or s["up"]
+    return out
 
 
 async def iterate_in_thread(it: Iterator, run=None) -> AsyncIterator:
@@ -206,6 +222,7 @@ class LocalBackend:
             "residency": {b: c.adapters.stats() for b, c in cs},
             "batches": {b: c.adapters.batching() for b, c in cs if c.adapters.batching()},
             "models_resident": sorted({m for _, c in cs for m in c.models.resident()}),
+            "endpoints": merge_endpoints(c.endpoints.stats() for _, c in cs),
         }
 
     async def ready(self):

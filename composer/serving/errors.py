@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from composer.endpoints.guard import EndpointRefused
 from composer.errors import ComposerError, ExpertUnavailable
 from composer.eval.benchmark import BenchmarkError
 from composer.serving.archive import TooLarge, UploadError
@@ -74,6 +75,7 @@ KNOWN: list[tuple[type, int, str]] = [  # most specific first
     (TooLarge, 413, "request_too_large"),
     (UploadError, 400, "invalid_upload"),
     (PathNotAllowed, 403, "forbidden"),
+    (EndpointRefused, 403, "forbidden"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (RegistryError, 400, "invalid_expert"),

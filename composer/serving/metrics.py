@@ -3,7 +3,9 @@
 Contract: `Metrics()` holds the counters; `observe(endpoint, status, seconds)` records a
 request; `decided(plan)` counts a routing decision per router and per expert (merged
 experts each count; token-level plans count as expert "per-token", base as "(base)");
-`generated(router, n)` counts generated tokens (non-streaming requests);
+`generated(router, n, cost=None)` counts generated tokens and their price (non-streaming
+requests); per endpoint expert `composer_endpoint{expert,stat}` says up (its last call
+succeeded), calls, failures and the seconds they took (from the backend's `stats()`);
 `render(stats, in_flight, quarantined={})` returns the exposition text, after setting the
 residency and batching gauges from a backend's `stats()`, the admitted requests in flight
 (rejections are the 429s of `composer_requests`) and one `composer_expert_quarantined` series
@@ -62,6 +64,16 @@ class Metrics:
             ["expert", "version"],
             registry=r,
         )
+        self.endpoint = Gauge(
+            "composer_endpoint",
+            "endpoint experts as this replica sees them: up (1/0, last call), calls, failures, "
+            "seconds (sum of call latencies)",
+            ["expert", "stat"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "composer_request_cost", "price of served requests (experts' prices)", ["router"], registry=r
+        )
         self.in_flight = Gauge(
             "composer_requests_in_flight",
             "admitted model requests in flight (this ingress; 429 beyond COMPOSER_MAX_QUEUE)",
@@ -77,8 +89,10 @@ class Metrics:
         for e in experts:
             self.decisions.labels(plan.router, e).inc()
 
-    def generated(self, router: str, tokens: int) -> None:
+    def generated(self, router: str, tokens: int, cost: float | None = None) -> None:
         self.tokens.labels(router).inc(tokens)
+        if cost:
+            self.cost.labels(router).inc(cost)
 
     def render(self, stats: dict, in_flight: int = 0, quarantined: dict | None = None) -> bytes:
         self.in_flight.set(in_flight)
@@ -91,6 +105,9 @@ class Metrics:
         for base, n in stats.get("adapters_resident", {}).items():
             self.adapters.labels(base).set(n)
         self.models.set(len(stats.get("models_resident", [])))
+        for name, health in stats.get("endpoints", {}).items():
+            for stat in ("up", "calls", "failures", "seconds"):
+                self.endpoint.labels(name, stat).set(float(health[stat]))
         for base, counts in stats.get("batches", {}).items():
             for stat, n in counts.items():
                 self.batching.labels(base, stat).set(n)

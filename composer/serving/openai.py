@@ -24,9 +24,14 @@ def routing_view(c) -> dict:
 
 
 def usage(completions) -> dict:
+    """OpenAI's usage, plus `cost` (as OpenRouter reports it) when the experts have prices."""
     p = sum(c.prompt_tokens for c in completions)
-    n = sum(len(c.token_ids) for c in completions)
-    return {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n}
+    n = sum(c.completion_tokens for c in completions)
+    out = {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n}
+    costs = [c.cost for c in completions if c.cost is not None]
+    if costs:
+        out["cost"] = sum(costs)
+    return out
 
 
 def cut(text: str, stops: list[str]) -> tuple[str, bool]:

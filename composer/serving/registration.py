@@ -1,7 +1,9 @@
 """Runtime registration over HTTP: an uploaded archive or a confined server-side path.
 
 Contract: `register_expert(composer, request, settings, archive=None)` registers the expert
-described by `request` (a `RegisterRequest`) through `Composer.register` (validation,
+described by `request` (a `RegisterRequest`): an endpoint expert from its `endpoint` object
+through `Composer.register_endpoint` (allowlist, address and `/models` checks first), any
+other through `Composer.register` (validation,
 post-hoc fitting and the database row commit together, or nothing is stored) from either
 `archive` (zip/tar bytes, unpacked safely into `<home>/uploads/<host>-<pid>-*`, removed
 when the registration ends; `sweep_uploads(home)` removes those of processes that died
@@ -70,6 +72,16 @@ def confined(path: str, roots: tuple[str, ...]) -> Path:
 def register_expert(
     composer, request: RegisterRequest, settings: Settings, archive: bytes | None = None
 ) -> ExpertRecord:
+    if (request.kind == "endpoint") != (request.endpoint is not None):
+        raise UploadError("kind 'endpoint' takes an 'endpoint' object ({url, model, ...}), and only it does")
+    if request.endpoint is not None:
+        if archive is not None or request.path is not None:
+            raise UploadError(
+                "an endpoint expert is registered from its 'endpoint' object: no archive or path"
+            )
+        return composer.register_endpoint(
+            request.name, request.endpoint.model_dump(), **request.registry_kwargs(endpoint=True)
+        )
     if (archive is None) == (request.path is None):
         raise UploadError(
             "give either an archive upload or a server-side path, not both"

@@ -156,11 +156,28 @@ class Example(Strict):
     completion: str | None = None
 
 
+class EndpointSpec(Strict):
+    url: str = Field(description="OpenAI base URL, e.g. http://127.0.0.1:8000/v1 (must be allowlisted)")
+    model: str = Field(description="the remote model name (a vLLM/SGLang LoRA: its served name)")
+    api_key_env: str | None = Field(
+        None, description="NAME of the server's environment variable holding the key"
+    )
+    timeout_s: float = 30.0
+
+
+class Cost(Strict):
+    input_per_1m: float | None = None
+    output_per_1m: float | None = None
+    active_params: int | None = None
+
+
 class RegisterRequest(Strict):
     name: str
-    kind: Literal["lora", "model"] = "lora"
+    kind: Literal["lora", "model", "endpoint"] = "lora"
     base: str | None = None
     path: str | None = None  # server-side directory under an allowed root (JSON registration)
+    endpoint: EndpointSpec | None = None  # kind "endpoint": the server to forward to
+    cost: Cost | None = None
     description: str = ""
     tags: list[str] = Field(default_factory=list)
     domains: list[str] = Field(default_factory=list)
@@ -168,10 +185,11 @@ class RegisterRequest(Strict):
     new_version: bool = False
     fit_options: dict[str, dict] = Field(default_factory=dict)
 
-    def registry_kwargs(self) -> dict:
+    def registry_kwargs(self, endpoint: bool = False) -> dict:
+        """`Composer.register`'s keywords (`endpoint=True`: `register_endpoint`'s, without kind)."""
         examples = [e if isinstance(e, str) else e.model_dump(exclude_none=True) for e in self.examples]
         kw = {
-            "kind": self.kind,
+            **({} if endpoint else {"kind": self.kind}),
             "description": self.description,
             "tags": self.tags,
             "domains": self.domains,
@@ -180,4 +198,6 @@ class RegisterRequest(Strict):
         }
         if self.fit_options:
             kw["fit_options"] = self.fit_options
+        if self.cost is not None:
+            kw["cost"] = self.cost.model_dump(exclude_none=True)
         return kw

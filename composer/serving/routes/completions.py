@@ -84,7 +84,7 @@ async def chat_completions(req: ChatRequest, s: State, response: Response):
         served = await timed(response, generated(s, t, [req.routed_text()], [req.chat()], gen, deadline))
     (plan,), (c,) = served.plans, served.completions
     s.metrics.decided(plan)
-    s.metrics.generated(plan.router, len(c.token_ids))
+    s.metrics.generated(plan.router, c.completion_tokens, c.cost)
     return oai.chat_response(req.model, c, req.stops())
 
 
@@ -113,5 +113,9 @@ async def completions(req: CompletionRequest, s: State, response: Response):
     for p in served.plans:
         s.metrics.decided(p)
     cs = served.completions
-    s.metrics.generated(served.plans[0].router, sum(len(c.token_ids) for c in cs))
+    s.metrics.generated(
+        served.plans[0].router,
+        sum(c.completion_tokens for c in cs),
+        sum(c.cost for c in cs if c.cost is not None),
+    )
     return oai.text_response(req.model, cs, req.stops())

@@ -1,11 +1,12 @@
 """GET/POST /v1/experts, GET/DELETE /v1/experts/{name}: the registry over HTTP.
 
 Contract: GET /v1/experts lists the latest ready version of each expert (`?kind=` lora,
-model or base; anything else is a 400); GET /{name} is one record (`?version=N`, latest if
+model, endpoint or base; anything else is a 400); GET /{name} is one record (`?version=N`, latest if
 absent), examples included; both say whether the version is "quarantined" (a host could
 not load or run it: {reason, since}, out of routing). Records never show server paths (`public_record`). With an API
 key set, POST and DELETE need it (`require_key`). POST registers, answering 201 with the
-record: either `application/json` (a `RegisterRequest` with a server-side `path`) or
+record: either `application/json` (a `RegisterRequest` with a server-side `path`, or
+`kind: "endpoint"` with its `endpoint` object: url, model, api_key_env, timeout_s) or
 `multipart/form-data` with a file field `archive` and a JSON field `metadata` (413 beyond
 the upload limit, judged first from Content-Length; 400 if a field is missing, the
 metadata is invalid or names a path too); any other content type is a 415. DELETE removes
@@ -64,8 +65,8 @@ def parse(model: type[BaseModel], raw: str | bytes | dict) -> BaseModel:
 
 @router.get("/v1/experts")
 async def list_experts(s: State, kind: str | None = None):
-    if kind not in (None, "lora", "model", "base"):
-        raise ApiError(400, "invalid_request_error", "kind must be lora, model or base")
+    if kind not in (None, "lora", "model", "base", "endpoint"):
+        raise ApiError(400, "invalid_request_error", "kind must be lora, model, endpoint or base")
     held = s.registry.quarantined()
     return {
         "object": "list",
