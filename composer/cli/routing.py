@@ -11,7 +11,9 @@ Contract:
   (the library rejects unknown names with `RouterError`); `--expert` restricts it to those
   experts. coe/bench_coe take their data from files, from `--from-eval DIR`, or from the
   registered examples; retrieval's abstention thresholds from `--data` (labelled prompts).
-  Prints the JSON summary `Composer.fit` returns.
+  Prints the JSON summary `Composer.fit` returns. `fit ROUTER --target-share P [--data F]
+  [--expensive-above X] [-c KEY=VALUE]` instead calibrates ROUTER's cost weight
+  (`Composer.calibrate_cost`) on F's prompts (default: every expert's registered examples).
 Errors propagate to `main` (one line, exit 1).
 """
 
@@ -29,6 +31,7 @@ from composer.cli.common import (
     CommandError,
     FitBy,
     Level,
+    load_examples,
     load_json,
     load_settings,
     open_composer,
@@ -231,11 +234,44 @@ def fit(
             help="with --from-eval: what a category is (the benchmark's task, or its category field)",
         ),
     ] = CategoryField.task,
+    target_share: Annotated[
+        float | None,
+        typer.Option(
+            "--target-share",
+            help="calibrate ROUTER's cost weight so this share of prompts (--data: .jsonl {prompt} or one "
+            "a line; default: the registered examples) goes to the expensive experts; requests then ask "
+            'routing {"cost_weight": "calibrated"}',
+        ),
+    ] = None,
+    expensive_above: Annotated[
+        float | None,
+        typer.Option(
+            "--expensive-above",
+            help="with --target-share: price above which an expert is expensive "
+            "(default: above the cheapest expert's)",
+        ),
+    ] = None,
+    config: Annotated[
+        list[str] | None,
+        typer.Option("--config", "-c", metavar="KEY=VALUE", help="with --target-share: the router's config"),
+    ] = None,
     base: BaseOpt = None,
 ) -> None:
-    """Fit a router over all experts (coe, bench_coe) or backfill a per-expert artifact, into the registry."""
+    """Fit a router over all experts (coe, bench_coe) or backfill a per-expert artifact, into the registry;
+    with --target-share, calibrate a router's quality/cost knob."""
+    settings = load_settings(ctx, base=base)
+    if target_share is not None:
+        c = open_composer(settings)
+        prompts = (
+            [e["prompt"] for e in load_examples(data)]
+            if data
+            else [e["prompt"] for r in c.experts() for e in r.examples]
+        )
+        render.print_json(
+            c.calibrate_cost(router, prompts, target_share, expensive_above, **parse_config(config))
+        )
+        return
     kw = _fit_kwargs(router, data, map_, results, eval_dir, by, level, category)
     if expert:
         kw["experts"] = list(expert)
-    settings = load_settings(ctx, base=base)
     render.print_json(open_composer(settings).fit(router, **kw))
