@@ -54,6 +54,7 @@ from composer.host.stream import stream as stream_generation
 from composer.introspect import token_report
 from composer.models import ModelPool
 from routers import RoutingPlan
+from routers.cost import plan_cost
 from routers.token import gate_kinds
 
 Placement = tuple[str, str | None]  # ("host", None) | ("model", name) | ("endpoint", name)
@@ -159,18 +160,8 @@ class Executor:
         return [self.priced(c) for c in scatter(len(plans), groups, results)]
 
     def priced(self, c: Completion) -> Completion:
-        """`c` with its cost: its expert's prices (a mixture: the weighted mean of its experts')."""
-        used = (
-            [(c.expert, 1.0)]
-            if c.expert
-            else list(zip(c.plan.experts, c.plan.weights or [1.0] * len(c.plan.experts)))
-        )
-        known = [(p, w) for p, w in ((self.prices(e), w) for e, w in used) if p is not None]
-        if known:
-            total = sum(w for _, w in known) or 1.0
-            p_in = sum(p[0] * w for p, w in known) / total
-            p_out = sum(p[1] * w for p, w in known) / total
-            c.cost = (c.prompt_tokens * p_in + c.completion_tokens * p_out) / 1e6
+        """`c` with its cost (`routers.cost.plan_cost` at the experts' prices)."""
+        c.cost = plan_cost(self.prices, c.plan, c.expert, c.prompt_tokens, c.completion_tokens)
         return c
 
     def servable(self, plans: Sequence[RoutingPlan]) -> list[RoutingPlan]:

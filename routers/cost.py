@@ -12,6 +12,9 @@ Contract:
   "calibrated": the λ `calibrate` stored for this router; `max_cost` drops experts whose
   unit cost is above it. `active(config)` says whether either is set.
 - `rerank(ranked, unit, weight, max_cost)` applies them to one query's [(expert, score)].
+- `request_cost(pricing, [(expert, weight)], prompt_tokens, completion_tokens)`: what one
+  served request cost; `plan_cost(pricing, plan, served_by, ...)` the same for an executed
+  plan (usage, evaluation).
 - `calibrate(ctx, router, prompts, target_share, expensive_above=None, **config)`: as
   RouteLLM's `calibrate_threshold`: scores every prompt as the router does, finds for each
   the λ beyond which it leaves the expensive experts (unit cost > `expensive_above`,
@@ -62,6 +65,38 @@ class Pricing:
     def unit(self, name: str) -> float:
         p = self(name)
         return 0.0 if p is None else (p[0] + p[1]) / 2
+
+
+def request_cost(
+    pricing: Callable[[str], tuple[float, float] | None],
+    experts: Sequence[tuple[str, float]],
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> float | None:
+    """The price of one request served by `experts` [(name, weight)]: their prices per 1M
+    tokens, weighted (a mixture pays its experts' mean), times the tokens; None if unpriced."""
+    known = [(p, w) for p, w in ((pricing(e), w) for e, w in experts) if p is not None]
+    if not known:
+        return None
+    total = sum(w for _, w in known) or 1.0
+    p_in = sum(p[0] * w for p, w in known) / total
+    p_out = sum(p[1] * w for p, w in known) / total
+    return (prompt_tokens * p_in + completion_tokens * p_out) / 1e6
+
+
+def plan_cost(
+    pricing, plan, served_by: str | None, prompt_tokens: int, completion_tokens: int
+) -> float | None:
+    """`request_cost` of a plan as executed: the expert that served it (select), every
+    candidate (an ensemble runs them all), or the weighted mixture (merge, per-token)."""
+    if plan.mode == "ensemble":
+        costs = [request_cost(pricing, [(e, 1.0)], prompt_tokens, completion_tokens) for e in plan.experts]
+        known = [c for c in costs if c is not None]
+        return sum(known) if known else None
+    if served_by:
+        return request_cost(pricing, [(served_by, 1.0)], prompt_tokens, completion_tokens)
+    weights = plan.weights or [1.0] * len(plan.experts)
+    return request_cost(pricing, list(zip(plan.experts, weights)), prompt_tokens, completion_tokens)
 
 
 class CostConfig(RouterConfig):

@@ -6,10 +6,14 @@ pick one expert — select, ensemble winner, or base = no expert; "n/a" for merg
 per-token plans), mean experts per
 request (select 1, merge/ensemble all listed, per-token top-k, base 0), mean active
 adapter parameters per request (per token for token-level plans), examples/s (wall time
-of the spec, cache hits included) and the best pinned expert flagged `best_single`.
+of the spec, cache hits included), mean cost per request (the experts' prices; None when
+none is priced) and the best pinned expert flagged `best_single`.
 `write_report(run, out_dir, command="")` writes results.json (records, summary, settings,
 usage), report.md (the table, with the pinned experts apart) and PNGs:
-accuracy_by_split.png, accuracy_by_task.png and usage_<router>.png per token-level router.
+accuracy_by_split.png, accuracy_by_task.png, quality_cost.png (when experts have prices:
+accuracy vs mean cost per request, one point per router, the pinned experts with their
+`frontier`, RouterBench's non-decreasing convex hull) and usage_<router>.png per
+token-level router.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ COLUMNS = [
     ("experts_per_request", "experts/req"),
     ("active_params", "active adapter params"),
     ("examples_per_s", "examples/s"),
+    ("cost_per_request", "cost/req"),
 ]
 
 
@@ -77,6 +82,7 @@ def summarise(run: EvalRun) -> list[dict]:
                 "experts_per_request": _mean(a for a, _ in active),
                 "active_params": _mean(p for _, p in active),
                 "examples_per_s": len(recs) / max(run.seconds.get(spec.label, 0.0), 1e-9),
+                "cost_per_request": _mean(r["cost"] for r in recs if r.get("cost") is not None),
                 "n": len(recs),
             }
         )
@@ -97,6 +103,8 @@ def _fmt(key: str, v) -> str:
         return f"{v:.2f}"
     if key == "examples_per_s":
         return f"{v:.0f}"
+    if key == "cost_per_request":
+        return f"{v:.3g}"
     return str(v)
 
 
@@ -115,6 +123,62 @@ def main_rows(rows: list[dict]) -> list[dict]:
         elif r.get("best_single"):
             out.append({**r, "router": f"best single expert ({r['router'][7:]})"})
     return out
+
+
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """RouterBench's non-decreasing convex hull of (cost, accuracy) points: from the cheapest,
+    the upper hull of the points that buy accuracy with cost (a mix of two experts reaches
+    any point of the segment between them)."""
+    hull: list[tuple[float, float]] = []
+    for c, a in sorted(points, key=lambda p: (p[0], -p[1])):
+        if hull and a <= hull[-1][1]:
+            continue  # dearer and no better: dominated
+        while len(hull) >= 2:
+            (c1, a1), (c2, a2) = hull[-2], hull[-1]
+            if (a2 - a1) * (c - c1) <= (a - a1) * (c2 - c1):  # hull[-1] lies on or below the chord
+                hull.pop()
+            else:
+                break
+        hull.append((c, a))
+    return hull
+
+
+def _quality_cost(rows: list[dict], out: Path, plt) -> Path | None:
+    """Accuracy vs mean cost per request: one point per router, single experts with their hull."""
+    priced = [r for r in rows if r.get("cost_per_request") is not None and r["overall"] is not None]
+    if not priced:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 5))
+    singles = [r for r in priced if r["kind"] == "expert"]
+    if singles:
+        ax.scatter(
+            [r["cost_per_request"] for r in singles],
+            [100 * r["overall"] for r in singles],
+            c="grey",
+            marker="s",
+            label="single experts",
+        )
+        hull = frontier([(r["cost_per_request"], 100 * r["overall"]) for r in singles])
+        ax.plot([c for c, _ in hull], [a for _, a in hull], "--", c="grey", label="their convex hull")
+    for r in priced:
+        if r["kind"] != "expert":
+            ax.scatter(r["cost_per_request"], 100 * r["overall"])
+            ax.annotate(
+                r["router"],
+                (r["cost_per_request"], 100 * r["overall"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    ax.set_xlabel("mean cost per request (experts' prices)")
+    ax.set_ylabel("accuracy, all splits (%)")
+    ax.set_title("quality vs cost")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = out / "quality_cost.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _plots(run: EvalRun, rows: list[dict], out: Path) -> list[Path]:
@@ -159,6 +223,8 @@ def _plots(run: EvalRun, rows: list[dict], out: Path) -> list[Path]:
     paths.append(out / "accuracy_by_task.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
+    if (qc := _quality_cost(rows, out, plt)) is not None:
+        paths.append(qc)
     for label, layers in run.usage.items():
         safe = re.sub(r"[^a-z0-9_.=-]+", "_", label.lower())
         paths.append(

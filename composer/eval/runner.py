@@ -5,7 +5,9 @@ Contract: `evaluate(composer, examples, specs, settings=None, cache=None, on_pro
 the oracle works), looks each (example, execution, settings) up in the `OutputCache`,
 executes the misses through `Composer.execute` (generation) or `Composer.choose`
 (multiple choice, by log-likelihood) in batches, and records per example: router label,
-plan (mode, experts, weights, fallback), served_by, prediction, correct. A progress bar
+plan (mode, experts, weights, fallback), served_by, prediction, correct, and cost (the
+request's price at the experts' current prices, from its tokens; None when unpriced).
+Endpoint experts run like the others, their answers cached the same way. A progress bar
 per spec counts examples; `on_progress(label, done, total)` sees the same. Token-level
 specs also get a layer x expert usage summary over a few held-out examples (`usage=False`
 skips it: shards). `specs` may be a string ("all", "a,b(k=v)"). `EvalRun.generated`
@@ -23,6 +25,7 @@ from composer.eval.benchmark import Example, normalise
 from composer.eval.specs import RouterSpec, parse_specs
 from composer.progress import progress
 from routers import Query, RoutingPlan
+from routers.cost import plan_cost
 
 DEFAULT_SETTINGS = {"max_new_tokens": 32, "temperature": 0.0, "chat": True}
 USAGE_SAMPLES = 16
@@ -78,7 +81,7 @@ def _run_chunk(composer, examples: list[Example], plans: list[RoutingPlan], sett
                 "prediction": c.text,
                 "served_by": c.expert,
                 "tokens": c.completion_tokens,
-                "cost": c.cost,
+                "prompt_tokens": c.prompt_tokens,
             }
     mc = [i for i, e in enumerate(examples) if e.kind == "choice"]
     if mc:
@@ -97,6 +100,15 @@ def _run_chunk(composer, examples: list[Example], plans: list[RoutingPlan], sett
                 "served_by": plans[i].selected(),
             }
     return out
+
+
+def _cost(composer, plan: RoutingPlan, out: dict) -> float | None:
+    """The request's price at the experts' current prices (cached outputs keep their tokens)."""
+    if "tokens" not in out:
+        return None
+    return plan_cost(
+        composer.ctx.pricing, plan, out.get("served_by"), out.get("prompt_tokens", 0), out["tokens"]
+    )
 
 
 def _correct(e: Example, out: dict) -> bool:
@@ -188,6 +200,7 @@ def evaluate(
                     "prediction": out["prediction"],
                     "answer": e.answer if e.kind == "generate" else e.choices[e.label],
                     "correct": _correct(e, out),
+                    "cost": _cost(composer, p, out),
                 }
             )
         if usage and any(p.mode == "token" for p in plans):
