@@ -43,12 +43,10 @@ class EndpointRunner:
 
     def _cooling(self, name: str) -> EndpointError | None:
         why = self.pool.down(name)
-        return (
-            None
-            if why is None
-            else EndpointError(
-                "down", f"its last call failed less than {self.pool.cooldown_s:g} s ago ({why})"
-            )
+        if why is None:
+            return None
+        return EndpointError(
+            "cooling down", f"a call less than {self.pool.cooldown_s:g} s ago failed ({why})"
         )
 
     def run(

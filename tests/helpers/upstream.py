@@ -7,7 +7,9 @@ restart answers on the same URL). `url` is its OpenAI base URL (`.../v1`). Every
 it receives is recorded as (method, path, Authorization header) in `seen`: the tests check
 which key reached it. Use as a context manager (`with Upstream(...) as up:`).
 `PlainServer(port)` is a web server that is not an OpenAI server: under /html/ it answers
-every path with a web page, under /redirect/ with a 302 to `redirect_to`. `prompts(ocean,
+every path with a web page, under /redirect/ with a 302 to `redirect_to`; under /slow/ and
+/fail/ it is a broken OpenAI server: GET .../v1/models lists model "slow" / "fail", a
+completion takes `SLOW_S` seconds (/slow/) or answers HTTP 500 (/fail/). `prompts(ocean,
 task, n)` are held-in benchmark prompts of a demo task; `REMOTE` maps the endpoint experts
 the tests register to the upstream models they forward to; `KEY_ENV`/`SECRET` the key.
 """
@@ -30,12 +32,35 @@ def prompts(ocean, task: str, n: int = 6) -> list[str]:
     return [r["prompt"] for r in rows if r["task"] == task and r["split"] == "held-in"][:n]
 
 
+SLOW_S = 5.0
+
+
 class PlainServer:
     def __init__(self, port: int, redirect_to: str = "http://127.0.0.1:1/"):
         target = redirect_to
 
         class Handler(BaseHTTPRequestHandler):
+            def _json(self, status: int, obj) -> None:
+                body = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.startswith("/slow/"):
+                    time.sleep(SLOW_S)
+                    self._json(200, {"choices": [{"message": {"content": "late"}, "finish_reason": "stop"}]})
+                else:
+                    self._json(500, {"error": {"message": "internal error"}})
+
             def do_GET(self):
+                for broken in ("slow", "fail"):
+                    if self.path.startswith(f"/{broken}/"):
+                        self._json(200, {"object": "list", "data": [{"id": broken, "object": "model"}]})
+                        return
                 if self.path.startswith("/redirect/"):
                     self.send_response(302)
                     self.send_header("Location", target)

@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers.api import chat, metric, wait_until
-from helpers.upstream import KEY_ENV, REMOTE, SECRET, prompts
+from helpers.server import AUTH
+from helpers.upstream import KEY_ENV, REMOTE, SECRET, SLOW_S, prompts
 
 
 def direct_upstream(up, model: str, prompt: str, max_tokens: int = 16) -> str:
@@ -136,3 +137,38 @@ def test_down_endpoint_falls_back_or_503_then_recovers(env, demo_ocean):
         interval_s=0.5,
     )
     assert metric(http, "composer_endpoint", expert="remote-reverse", stat="up") == 1
+
+
+@pytest.mark.parametrize("broken, reason", [("slow", "timeout"), ("fail", "HTTP 500")])
+def test_slow_or_failing_endpoint_falls_back_and_a_direct_request_gets_503(env, demo_ocean, broken, reason):
+    """An endpoint past its timeout or answering 5xx: routed rows go to the next-best expert
+    (the plan says which endpoint failed and why), a request naming it is a 503; none waits
+    longer than the endpoint's timeout."""
+    http = env["http"]
+    asked = prompts(demo_ocean, "caesar", 3)
+    r = http.post(
+        "/v1/experts",
+        headers=AUTH,
+        json={
+            "name": f"{broken}-one",
+            "kind": "endpoint",
+            "endpoint": {"url": f"{env['plain'].url}/{broken}/v1", "model": broken, "timeout_s": 0.5},
+            "examples": asked,  # the very prompts: routing ranks it first for them
+        },
+    )
+    assert r.status_code == 201, r.text
+    try:
+        for p in asked:
+            t0 = time.monotonic()
+            body = chat(http, "composer", p, max_tokens=8).json()
+            assert time.monotonic() - t0 < SLOW_S
+            routing = body["routing"]
+            assert routing["scores"][f"{broken}-one"] == max(routing["scores"].values())
+            assert routing["served_by"] == "caesar", routing
+            assert f"{broken}-one failed (" in routing["fallback"] and reason in routing["fallback"]
+        t0 = time.monotonic()
+        r = chat(http, f"{broken}-one", asked[0], max_tokens=8)
+        assert r.status_code == 503 and time.monotonic() - t0 < SLOW_S, r.text
+        assert metric(http, "composer_endpoint", expert=f"{broken}-one", stat="up") == 0
+    finally:
+        http.delete(f"/v1/experts/{broken}-one", headers=AUTH)
