@@ -85,6 +85,12 @@ class AdapterManager:
     def host(self) -> Host:
         with self._lock:
             if self._host is None:
+                if self.base is None:
+                    raise ComposerError(
+                        "this plan needs a base model (the router fell back to it, or it mixes adapters), "
+                        "but none is registered: register one (composer register PATH --kind base) or "
+                        "give the router a fallback expert"
+                    )
                 self._host = self._load(self.registry.get(self.base).path, self.base)
             self.sync()
             return self._host

@@ -1,7 +1,8 @@
 """The Python API: route and generate over every expert of one base model, in-process.
 
 Contract: `Composer(registry=None, base=None, default_router=None, encoder=None, writer=None,
-max_models=None, settings=None)` is a facade over three parts: `adapters`
+max_models=None, settings=None)` is a facade over three parts (with no base model registered,
+`base` is None: routing over endpoint and whole-model experts, no host, no LoRA): `adapters`
 (`composer.adapters.AdapterManager`: which experts the host holds), `executor`
 (`composer.executor.Executor`: plans -> host rows / whole models) and `ctx` (the routers'
 `RouterContext`). Without `settings` it reads the environment's (`Settings.from_env()`: it
@@ -90,8 +91,8 @@ class Composer:
             set_quiet(settings.quiet)
         self.settings = settings
         self.registry = registry or settings.registry()
-        base_rec = self.registry.default_base(base or settings.base)
-        self.base = base_rec.name
+        self.base = self.registry.routing_base(base or settings.base)
+        base_rec = self.registry.base(self.base) if self.base else None
         self.default_router = default_router or settings.default_router
         if writer is None or isinstance(writer, str):
             writer = writer_from_spec(
@@ -108,7 +109,9 @@ class Composer:
             encoder,
             experts=self.experts,
             writer=writer,
-            fitting_host=lambda: fitting_host(base_rec.path, base_rec.name, settings.device, settings.dtype),
+            fitting_host=None
+            if base_rec is None
+            else lambda: fitting_host(base_rec.path, base_rec.name, settings.device, settings.dtype),
             progress=progress,
             score=self.score_experts,
             pricing=Pricing(self.registry, settings.price_per_bparam),

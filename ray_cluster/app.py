@@ -2,7 +2,7 @@
 
 Contract: `build(settings)` -> a Serve `Application`: the ingress bound to the router
 deployment, the model deployment, one host deployment per registered base model (named
-`Host:<base>`, `settings.host_replicas` replicas each asking for `settings.resources()`)
+`Host:<base>`; with no base model one `Host:(no base)` forwards to endpoint experts), `settings.host_replicas` replicas each asking for `settings.resources()`)
 and the evaluation deployment; when the models run on CUDA (`COMPOSER_DEVICE`
 cuda, or auto on a cluster with GPUs) each model-holding replica asks Ray for its share of a
 GPU (`GPU_SHARE`: a host, the router's fitting host, the model pool and the evaluations
@@ -51,14 +51,14 @@ def _on_gpu(deployment, share: float | None, resources: dict | None = None, **op
 
 
 def build(settings: Settings):
-    bases = [r.name for r in settings.registry().list(kind="base")]
+    bases = [r.name for r in settings.registry().list(kind="base")] or [None]  # None: endpoints only
     gpus = gpu_shares(settings)
     hosts = {
         b: _on_gpu(
             HostDeployment,
             gpus.get("host"),
             settings.resources(),
-            name=f"Host:{b}",
+            name=f"Host:{b or '(no base)'}",
             num_replicas=settings.host_replicas,
         ).bind(settings, b)
         for b in bases

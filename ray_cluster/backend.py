@@ -57,7 +57,7 @@ class RayBackend:
         self.registry = settings.registry()
 
     def _host(self, base: str | None):
-        base = base or self.registry.default_base(self.settings.base).name
+        base = base or self.registry.routing_base(self.settings.base)
         if base not in self.hosts:
             raise ComposerError(
                 f"base model {base!r} has no host deployment (bases registered after the "

@@ -69,13 +69,14 @@ class RouterDeployment:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
 class HostDeployment:
-    def __init__(self, settings: Settings, base: str):
+    def __init__(self, settings: Settings, base: str | None):
         _threads(settings)
         self.base = base
         self.replica = f"{ray.get_runtime_context().get_node_id()}/{os.getpid()}"
         self.local = LocalBackend(settings)
         self.composer = self.local.composer(base)
-        _ = self.composer.host  # load the base and every adapter now
+        if base is not None:
+            _ = self.composer.host  # load the base and every adapter now
         _warm(self.composer)
 
     async def complete(self, queries, prompts, router, config, settings):

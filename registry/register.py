@@ -11,7 +11,9 @@ Contract:
 - A crash leaves a 'registering' row and files; ``stale`` tells ``recover`` which rows are
   dead: owner process gone (same host, ``pid_alive``) or older than the grace period.
 - ``base(name)`` is the registered base model ``name``, or a ``ValidationError`` saying how
-  to register it (what ``register(..., base=name)`` checks).
+  to register it (what ``register(..., base=name)`` checks); ``routing_base(name)`` the name
+  of the base requests are served over, None when no base is registered (endpoint and
+  whole-model experts only).
 """
 
 from __future__ import annotations
@@ -182,6 +184,13 @@ class RegisterMixin:
                 "name one (base=..., COMPOSER_BASE or --base)"
             )
         return bases[0]
+
+    def routing_base(self, name: str | None = None) -> str | None:
+        """The base model requests are served over: `default_base(name).name`, or None when none
+        is named and none is registered (a registry of endpoint and whole-model experts only)."""
+        if not name and not self.list(kind="base"):
+            return None
+        return self.default_base(name).name
 
     def _resolve_base(self, src: Path, base: str | None) -> ExpertRecord:
         if base is None:

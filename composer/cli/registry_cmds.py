@@ -2,7 +2,7 @@
 
 Contract:
 - `register PATH --name NAME [--kind lora|model|base] ...`: a LoRA of a registered `--base`
-  and a whole-model expert (`--kind model`, when a base model is registered) go through
+  and a whole-model expert (`--kind model`; no base model needed) go through
   `Composer.register`, so their routing artifacts (embeddings; LoRA: also PHATGOOSE, Arrow,
   GLIDER, tuned by `--fit-option FITTER.KEY=VALUE`) commit atomically with them. Base models
   and the error cases (no or unknown base, ...) go through `Registry.register`, which words
@@ -125,16 +125,16 @@ def register(
     bases = [r.name for r in reg.list(kind="base")]
     if kind is Kind.lora and base in bases:
         host_base = base  # through Composer: its post-hoc router artifacts commit with it
-    elif kind is Kind.model and base is None and bases:
+    elif kind is Kind.model and base is None:
         # through Composer: routable at once by query-level routers (its embeddings commit with it);
-        # embeddings do not depend on the base: any registered one hosts the fitting
-        host_base = settings.base if settings.base in bases else bases[0]
+        # embeddings do not depend on the base: any registered one (or none) hosts the fitting
+        host_base = settings.base if settings.base in bases else bases[0] if bases else ""
     else:  # base models, and the error cases (no or unknown base, ...) worded by the registry
         host_base = None
     if host_base is None:
         rec = reg.register(path, name, **kw)
     else:
-        c = open_composer(settings, reg, base=host_base)
+        c = open_composer(settings, reg, base=host_base or None)
         rec = c.register(path, name, fit_options=parse_fit_options(fit_option), **kw)
     out.print(f"registered [bold]{rec.name}[/bold] v{rec.version} ({rec.kind}) digest {rec.digest[:12]}")
 

@@ -117,7 +117,7 @@ class LocalBackend:
     def composer(self, base: str | None = None):
         from composer.api import Composer  # torch loads with the first model, not with the app
 
-        base = base or self.registry.default_base(self.settings.base).name
+        base = base or self.registry.routing_base(self.settings.base)
         with self._lock:
             if base not in self._composers:
                 self._composers[base] = Composer(
@@ -226,4 +226,5 @@ class LocalBackend:
         }
 
     async def ready(self):
-        return {"registry": bool(self.registry.list(kind="base"))}
+        # ready to serve once there is something to serve: a base model, or an endpoint/whole model alone
+        return {"registry": bool(self.registry.list())}

@@ -5,7 +5,7 @@ Contract: pure functions over a request's fields, the `Settings` and (to resolve
 whose message names the problem and, for a limit, its variable. Nothing here does model work.
 - `target(model, routing, settings, registry)` -> `Target`: "composer" is the default router
   (`settings.default_router`), "composer:<router>" a named one (404 if no such router; 400
-  if `routing.router` names another), both over `registry.default_base(settings.base).name`, with the
+  if `routing.router` names another), both over `registry.routing_base(settings.base)` (None: no base model, endpoint and whole-model experts only), with the
   routing config validated by the router (`RouterError`, a 400) and `check_experts`; a
   registered name is a direct plan (a base model: the base itself; a LoRA: its base; a
   whole model: the default base) and takes no `routing` (400); anything else is a 404.
@@ -42,7 +42,7 @@ COMBINING = ("merge", "ensemble")  # modes that run several experts at once
 class Target:
     """Where a request goes: a router over a base model's experts, or one named expert."""
 
-    base: str
+    base: str | None  # None: no base model registered (endpoint and whole-model experts only)
     router: str | None = None
     config: dict | None = None
     direct: RoutingPlan | None = None
@@ -69,7 +69,7 @@ def target(model: str, routing: RoutingOptions | None, settings: Settings, regis
         )
     if rec.kind == "base":
         return Target(rec.name, direct=RoutingPlan.direct(rec.name, base=True))
-    base = rec.base_model if rec.kind == "lora" else registry.default_base(settings.base).name
+    base = rec.base_model if rec.kind == "lora" else registry.routing_base(settings.base)
     return Target(base, direct=RoutingPlan.direct(rec.name))
 
 
@@ -91,7 +91,7 @@ def _routed(model: str, routing: RoutingOptions | None, settings: Settings, regi
     config = routing.config() if routing else {}
     routers.parse_config(name, **config)  # RouterError -> 400 before any work
     check_experts(config, settings)
-    return Target(registry.default_base(settings.base).name, name, config)
+    return Target(registry.routing_base(settings.base), name, config)
 
 
 def check_experts(config: dict, settings: Settings) -> None:

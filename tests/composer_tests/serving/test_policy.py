@@ -115,14 +115,16 @@ def test_a_whole_model_expert_runs_beside_the_default_base(fleet):
     )
 
 
-def test_composer_needs_one_base_or_a_configured_one(fleet, tmp_path):
+def test_composer_needs_one_base_a_configured_one_or_none_at_all(fleet, tmp_path):
     from registry import Registry
 
     with pytest.raises(RegistryError, match=r"several base models are registered \(a, b\)"):
         policy.target("composer", None, LIMITS, fleet)
     assert policy.target("composer", None, Settings(base="b"), fleet).base == "b"
-    with pytest.raises(RegistryError, match="no base model is registered"):
-        policy.target("composer", None, LIMITS, Registry(home=tmp_path / "empty"))
+    empty = Registry(home=tmp_path / "empty")  # no base model: routing over endpoint/whole-model experts
+    assert policy.target("composer", None, LIMITS, empty).base is None
+    with pytest.raises(RegistryError, match="'zz' is not registered"):
+        policy.target("composer", None, Settings(base="zz"), empty)
 
 
 def test_an_unknown_model_is_a_404(registry):
