@@ -60,7 +60,12 @@ def fit_bench_coe(
             {r["prompt"]: {"prompt": r["prompt"], "category": r["category"]} for r in results}.values()
         )
         return fit_classifier(
-            ctx, rows, derive_map(results), ROUTER, KEYS[level], "evaluation results by subject"
+            ctx,
+            rows,
+            derive_map(results, ctx.pricing.unit),
+            ROUTER,
+            KEYS[level],
+            "evaluation results by subject",
         )
     experts = sorted({r["expert"] for r in results})
     prompts = sorted({r["prompt"] for r in results})

@@ -9,7 +9,8 @@ Contract:
   `results`, else the identity (by expert) or, per domain, the expert of that domain with
   the best mean registered score.
 - `derive_map(results)`: per category, the expert with the best mean score; lower mean
-  `cost` breaks ties, then the name. Rows: {"category", "expert", "score", optional "cost"}.
+  `cost` breaks ties (a row's, else `unit_cost(expert)`: the registered price), then the name.
+  Rows: {"category", "expert", "score", optional "cost"}.
 - `fit_classifier(...)` is the shared step, reused by Bench-CoE's subject level.
 Returns a summary dict (categories, map, rows, source).
 """
@@ -27,11 +28,13 @@ from routers.base import RouterError
 ROUTER, KEY = "coe", "classifier.safetensors"
 
 
-def derive_map(results: Sequence[dict]) -> dict[str, str]:
+def derive_map(results: Sequence[dict], unit_cost=None) -> dict[str, str]:
     acc: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    price = unit_cost or (lambda expert: 0.0)
     for r in results:
         try:
-            acc[(str(r["category"]), str(r["expert"]))].append((float(r["score"]), float(r.get("cost", 0.0))))
+            cost = r["cost"] if r.get("cost") is not None else price(str(r["expert"]))
+            acc[(str(r["category"]), str(r["expert"]))].append((float(r["score"]), float(cost)))
         except KeyError as e:
             raise RouterError(f"evaluation result row lacks {e.args[0]!r}: {r}") from None
     best: dict[str, tuple] = {}
@@ -107,7 +110,10 @@ def fit_coe(
     categories = sorted({str(r.get("category")) for r in rows})
     if expert_map is None:
         if results is not None:
-            expert_map, source = derive_map(results), source + ", map from evaluation results"
+            expert_map, source = (
+                derive_map(results, ctx.pricing.unit),
+                source + ", map from evaluation results",
+            )
         elif by == "expert" and set(categories) <= set(ctx.expert_names):
             expert_map = {c: c for c in categories}
         elif by == "domain":

@@ -180,6 +180,8 @@ def test_derive_map_best_score_then_cost_then_name():
         {"category": "chat", "expert": "x", "score": 0.2},
     ]
     assert derive_map(results) == {"chat": "x", "math": "small", "text": "b"}
+    # rows without a cost take the expert's registered price: the cheaper of two ties wins
+    assert derive_map(results, lambda e: {"x": 2.0, "y": 1.0}.get(e, 0.0))["chat"] == "y"
     with pytest.raises(RouterError, match="lacks 'score'"):
         derive_map([{"category": "c", "expert": "e"}])
 
