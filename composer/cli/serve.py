@@ -55,10 +55,11 @@ def serve_app(settings: Settings, host: str, port: int, address: str | None, in_
     """Serve the registry of `settings` until Ctrl-C (see the module contract)."""
     from ray_cluster.launch import UnsafeBind, examples, is_loopback, serve
 
-    if not settings.registry().list(kind="base"):
+    if not settings.registry().list():
         raise CommandError(
-            "nothing to serve: no base model is registered (run `composer demo` or "
-            "`composer register PATH --kind base --name NAME`)"
+            "nothing to serve: the registry is empty (run `composer demo`, "
+            "`composer register PATH --kind base --name NAME`, or register endpoint experts: "
+            "`composer register --kind endpoint --name NAME --url URL --model MODEL`)"
         )
     settings = dataclasses.replace(settings, home=str(settings.home_dir.resolve()))  # replicas run elsewhere
 

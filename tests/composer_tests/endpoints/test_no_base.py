@@ -1,19 +1,23 @@
 """Composer in front of OpenAI-compatible servers alone: no local model at all, two commands.
 
 A fresh registry home, `composer register --kind endpoint` twice (the operator's
-allowlist in COMPOSER_ALLOWED_ENDPOINTS), then the server (the REST app over the
-in-process backend: `composer serve --in-process`'s app) routes each prompt to the right
-endpoint and answers as that endpoint does. With no base model, a plan that needs one (a
-router that abstained) is a clear 400, not a crash.
+allowlist in COMPOSER_ALLOWED_ENDPOINTS), then `composer serve --in-process` (a real
+process on loopback) routes each prompt to the right endpoint and answers as that
+endpoint does. With no base model, a plan that needs one (a router that abstained) is a
+clear 400, not a crash.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
-from helpers.api import chat
-from helpers.local import local_client
-from helpers.server import copy_home, server_settings
+from helpers.api import chat, wait_until
+from helpers.server import copy_home
 from helpers.upstream import Upstream, prompts
 
 from composer.cli import main
@@ -41,9 +45,21 @@ def test_register_and_serve_endpoints_with_no_local_model(
         assert main(argv) == 0, capsys.readouterr()
     assert "registered" in capsys.readouterr().out
 
-    settings = server_settings(home, tmp_path, allowed_endpoints=(upstream.url.removesuffix("/v1"),))
-    with local_client(settings) as http:
-        assert http.get("/readyz").status_code == 200
+    port = free_port()
+    env = {**os.environ, "COMPOSER_HOME": str(home), "COMPOSER_THREADS": "1"}
+    cmd = [str(Path(sys.executable).parent / "composer"), "serve", "--in-process", "--port", str(port)]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+
+        def ready():
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            try:
+                return http.get("/readyz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, "composer serve answers /readyz", timeout_s=60, interval_s=0.2)
         for task in ("reverse", "add"):
             for p in prompts(demo_ocean, task, 3):
                 body = chat(http, "composer", p, max_tokens=12).json()
@@ -58,3 +74,6 @@ def test_register_and_serve_endpoints_with_no_local_model(
         assert {"remote-reverse", "remote-add"} <= models
         r = chat(http, "composer", "hello", routing={"threshold": 0.99})  # abstains: to the base model
         assert r.status_code == 400 and "none is registered" in r.json()["error"]["message"], r.text
+    finally:
+        server.terminate()
+        server.wait(30)
