@@ -135,6 +135,15 @@ def test_no_test_folder_can_shadow_a_package():
     assert not [p for p in PACKAGES if (ROOT / "tests" / p).exists()]
 
 
+def test_test_modules_have_unique_names():
+    """The test folders are not packages: pytest imports each test module by its file name, so
+    two of one name in different folders stop the collection ("import file mismatch")."""
+    seen: dict[str, list[str]] = {}
+    for f in (ROOT / "tests").rglob("test_*.py"):
+        seen.setdefault(f.name, []).append(str(f.relative_to(ROOT)))
+    assert not {n: fs for n, fs in seen.items() if len(fs) > 1}
+
+
 def test_ray_is_imported_only_by_ray_cluster_and_the_cli():
     pattern = re.compile(r"^\s*(from ray\b|import ray\b)", re.MULTILINE)
     offenders = [
