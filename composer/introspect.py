@@ -11,6 +11,9 @@ Contract:
 - `layer_of(path)` names a module's layer ("layers.3" for model.layers.3.mlp.up_proj).
 - `plot_usage(layers, path, title)` writes a layer x expert heat-map PNG (matplotlib,
   imported only here) — the evaluation report's per-router usage figure.
+- `token_weights(report)` -> (experts, tokens x experts mean routing weight over modules);
+  `plot_tokens(report, path, title)` draws it: which expert each prompt token went to
+  (`composer route --plot DIR`): on a two-domain prompt, the switch between its parts.
 """
 
 from __future__ import annotations
@@ -88,6 +91,41 @@ def plot_usage(layers: dict[str, dict[str, float]], path: str | Path, title: str
     ax.set_ylabel("layer")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="share of routing weight")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def token_weights(report: dict) -> tuple[list[str], list[list[float]]]:
+    """Per prompt token, each expert's routing weight averaged over the modules."""
+    modules = list(report["modules"].values())
+    experts = sorted({e for per_token in modules for kept in per_token for e, _ in kept})
+    col = {e: j for j, e in enumerate(experts)}
+    grid = [[0.0] * len(experts) for _ in report["tokens"]]
+    for per_token in modules:
+        for t, kept in enumerate(per_token):
+            for e, w in kept:
+                grid[t][col[e]] += w / len(modules)
+    return experts, grid
+
+
+def plot_tokens(report: dict, path: str | Path, title: str = "routing per token") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    experts, grid = token_weights(report)
+    tokens = [t.replace("\n", "\\n") for t in report["tokens"]]
+    fig, ax = plt.subplots(figsize=(1.5 + 0.32 * len(tokens), 1.2 + 0.4 * len(experts)))
+    im = ax.imshow(list(map(list, zip(*grid))), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(tokens)), tokens, rotation=70, ha="right", fontsize=8)
+    ax.set_yticks(range(len(experts)), experts)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="mean weight over modules")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

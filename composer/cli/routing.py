@@ -2,8 +2,9 @@
 the router zoo, and fitting routers.
 
 Contract:
-- `route PROMPT... [--router R] [-c KEY=VALUE]... [--base B] [--json]`: the plan per prompt
-  (and per-layer expert usage for token-level routers), via `Composer.inspect`.
+- `route PROMPT... [--router R] [-c KEY=VALUE]... [--base B] [--json] [--plot DIR]`: the plan
+  per prompt (and per-layer expert usage for token-level routers), via `Composer.inspect`;
+  `--plot` draws each token-level plan's token x expert weights (`introspect.plot_tokens`).
 - `generate PROMPT... [--router R | --expert NAME] [-c KEY=VALUE]... [--max-new-tokens N]
   [--temperature T] [--json]`: one heterogeneous batch through `Composer.generate`.
 - `routers [--json]`: names, descriptions and config schemas (no model is loaded).
@@ -37,6 +38,7 @@ from composer.cli.common import (
     open_composer,
     parse_config,
 )
+from composer.cli.render import out
 
 Prompts = Annotated[
     list[str],
@@ -65,12 +67,25 @@ def route(
     config: ConfigOpt = None,
     base: BaseOpt = None,
     as_json: JsonFlag = False,
+    plot: Annotated[
+        str | None,
+        typer.Option(
+            "--plot", metavar="DIR", help="token routers: draw token x expert weights, one PNG per prompt"
+        ),
+    ] = None,
 ) -> None:
     """Show which experts a router picks for each prompt, and why."""
     settings = load_settings(ctx, base=base, default_router=router)
     cfg = parse_config(config)
     # plans, plus per-token choices for token routers
     reports = open_composer(settings).inspect(prompt, **cfg)
+    if plot:
+        from composer.introspect import plot_tokens
+
+        for i, r in enumerate(reports):
+            if r["per_token"]:
+                title = f"{r['router']}: {r['prompt'][:70]}"
+                out.print(f"wrote {plot_tokens(r['per_token'], Path(plot) / f'tokens_{i}.png', title)}")
     if as_json:
         render.print_json(reports)
     else:

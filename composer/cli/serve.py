@@ -43,11 +43,11 @@ Threads = Annotated[
 SHOWN_ROUTER = "retrieval"  # the router `demo` shows answering held-back paraphrases
 
 
-def build(registry: Registry, out_dir: Path, fast: bool, seed: int) -> None:
+def build(registry: Registry, out_dir: Path, fast: bool, seed: int, ocean: str | None = None) -> None:
     """Train and register the demo ocean into `out_dir`, then print its skill table."""
-    from composer.demo.build import build_demo
+    from composer.demo.build import DEFAULT_OCEAN, build_demo
 
-    results = build_demo(registry, out_dir, fast=fast, seed=seed)
+    results = build_demo(registry, out_dir, fast=fast, seed=seed, ocean=ocean or DEFAULT_OCEAN)
     render.skill_table([r.__dict__ for r in results])
 
 
@@ -92,10 +92,14 @@ def build_demo_cmd(
     out_dir: Annotated[
         str | None, typer.Option("--out", help="output directory", show_default="$COMPOSER_HOME/demo")
     ] = None,
+    ocean: Annotated[
+        str | None,
+        typer.Option("--ocean", help="symbols (8 skills on letters and digits) or domains (8 domains)"),
+    ] = None,
 ) -> None:
     """Train the demo ocean (base LM + one LoRA expert per skill) and register it."""
     settings = load_settings(ctx)
-    build(settings.registry(), Path(out_dir) if out_dir else settings.home_dir / "demo", fast, seed)
+    build(settings.registry(), Path(out_dir) if out_dir else settings.home_dir / "demo", fast, seed, ocean)
 
 
 def show_routing(settings: Settings, registry: Registry, demo_dir: Path, base: str) -> None:

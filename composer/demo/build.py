@@ -1,13 +1,17 @@
 """`composer build-demo`: train the demo ocean offline and register it.
 
-Contract: `build_demo(registry, out_dir, fast=False, seed=0)` trains, from scratch and
-with no network, a byte-level BPE tokenizer and a small Llama base LM on the general
-skills (`skills.BASE_SKILLS`), then one LoRA expert per skill in `skills.SKILLS` (ranks,
-alphas, rsLoRA and target modules vary on purpose), and writes under `out_dir`:
+Contract: `build_demo(registry, out_dir, fast=False, seed=0, ocean="symbols")` trains, from
+scratch and with no network, a byte-level BPE tokenizer and a small Llama base LM on the
+general skills (`BASE_SKILLS` of the ocean's module, `OCEANS`: "symbols" = `skills`, eight
+skills over letters and digits; "domains" = `domains`, eight domains with their own
+vocabularies, whose base also learns the two-part format of compositions), then one LoRA
+expert per skill in its `SKILLS` (ranks, alphas, rsLoRA and target modules vary on purpose),
+and writes under `out_dir`:
 
     base/                HF model + tokenizer (AutoModelForCausalLM / AutoTokenizer)
     experts/<skill>/     PEFT adapters (safetensors)
-    benchmark.jsonl      DESIGN §6 rows: held-in and held-out (held-back phrasings, compositions)
+    benchmark.jsonl      DESIGN §6 rows: held-in and held-out (held-back phrasings, compositions;
+                         domains: two-domain compositions, 3 per ordered pair, and two-step chains)
     report.json          per-skill exact match of the base and of the skill's expert
 
 then registers the base as `BASE_NAME` and every expert with description, tags, domains,
@@ -28,7 +32,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model
 
-from composer.demo import skills as S
+from composer.demo import domains, skills
 from composer.demo import train as T
 from registry import Registry
 
@@ -44,7 +48,14 @@ LORA = {
         "target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
     },
 }
+OCEANS = {"symbols": skills, "domains": domains}  # skill modules: SKILLS, BASE_SKILLS, make_example ...
+DEFAULT_OCEAN = "symbols"
 EXPERT_LORA = {
+    "units": "narrow",
+    "weekday": "rslora",
+    "glossary": "wide",
+    "element": "rslora",
+    "code": "wide",
     "reverse": "wide",
     "uppercase": "narrow",
     "caesar": "wide",
@@ -81,19 +92,27 @@ class SkillResult:
     train_s: float
 
 
-def benchmark_rows(seed: int, held_in: int = 40, held_back: int = 20, per_pair: int = 8) -> list[dict]:
+def benchmark_rows(
+    seed: int, held_in: int = 40, held_back: int = 20, per_pair: int = 8, ocean: str = DEFAULT_OCEAN
+) -> list[dict]:
     """The demo benchmark (DESIGN §6): fresh payloads, never the training rows."""
+    S = OCEANS[ocean]
     rng = random.Random(seed + 1000)
-    rows: list[S.Example] = []
+    rows: list[skills.Example] = []
     for skill in S.SKILLS.values():
         rows += [S.make_example(skill, rng, "seen") for _ in range(held_in)]
         rows += [S.make_example(skill, rng, "held-back") for _ in range(held_back)]
-    for a, b in S.compositions():
+    pairs = S.compositions()
+    if ocean == "domains":  # 56 ordered pairs of domains: 3 prompts each
+        per_pair = 3
+    for a, b in pairs:
         rows += [S.make_composition(a, b, rng) for _ in range(per_pair)]
+    for a, b in getattr(S, "CHAINS", {}):
+        rows += [S.chain(S.SKILLS[a], S.SKILLS[b], rng) for _ in range(20)]
     out = []
     for i, ex in enumerate(rows):
         split = "held-in" if ex.phrasing == "seen" else "held-out"
-        domain = S.SKILLS[ex.skills[0]].domain if len(ex.skills) == 1 else "composition"
+        domain = S.SKILLS[ex.skills[0]].domain if len(ex.skills) == 1 else ex.phrasing
         out.append(
             {
                 "id": f"demo-{i:05d}",
@@ -110,8 +129,14 @@ def benchmark_rows(seed: int, held_in: int = 40, held_back: int = 20, per_pair: 
 
 
 def build_demo(
-    registry: Registry, out_dir: str | Path, fast: bool = False, seed: int = 0, log=print
+    registry: Registry,
+    out_dir: str | Path,
+    fast: bool = False,
+    seed: int = 0,
+    log=print,
+    ocean: str = DEFAULT_OCEAN,
 ) -> list[SkillResult]:
+    S = OCEANS[ocean]
     budget = FAST if fast else FULL
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +144,8 @@ def build_demo(
     t0 = time.time()
 
     base_train = [S.make_example(s, rng) for s in S.BASE_SKILLS.values() for _ in range(2000)]
+    if hasattr(S, "base_compositions"):  # the two-part format, with general operations in both parts
+        base_train += [S.base_compositions(rng) for _ in range(4000)]
     expert_train = {n: [S.make_example(s, rng) for _ in range(2000)] for n, s in S.SKILLS.items()}
     eval_sets = {
         n: [S.make_example(s, rng) for _ in range(budget.eval_per_skill)] for n, s in S.SKILLS.items()
@@ -165,12 +192,13 @@ def build_demo(
             f"answer tokens: base {base_tok:6.1%} expert {acc_tok:6.1%}   ({train_s:.0f}s)"
         )
 
-    rows = benchmark_rows(seed)
+    rows = benchmark_rows(seed, ocean=ocean)
     (out / "benchmark.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "report.json").write_text(
         json.dumps(
             {
                 "seed": seed,
+                "ocean": ocean,
                 "fast": fast,
                 "budget": asdict(budget),
                 "seconds": round(time.time() - t0, 1),
@@ -179,11 +207,11 @@ def build_demo(
             indent=2,
         )
     )
-    _register(registry, out, expert_train, results)
+    _register(registry, out, expert_train, results, S)
     return results
 
 
-def _register(registry: Registry, out: Path, expert_train: dict, results: list[SkillResult]) -> None:
+def _register(registry: Registry, out: Path, expert_train: dict, results: list[SkillResult], S) -> None:
     for rec in registry.list(kind="lora", base=BASE_NAME):
         registry.remove(rec.name)
     if any(r.name == BASE_NAME for r in registry.list(kind="base")):

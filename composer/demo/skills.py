@@ -32,14 +32,15 @@ class Skill:
     payload: Callable[[random.Random], list[str]]
     answer: Callable[[list[str]], list[str]]
     composable: bool = False  # letters in, letters out: can be chained
+    held_back_n: int = HELD_BACK  # the last paraphrases, kept back
 
     @property
     def seen(self) -> tuple[str, ...]:
-        return self.paraphrases[:-HELD_BACK]
+        return self.paraphrases[: -self.held_back_n]
 
     @property
     def held_back(self) -> tuple[str, ...]:
-        return self.paraphrases[-HELD_BACK:]
+        return self.paraphrases[-self.held_back_n :]
 
 
 def _letters(rng: random.Random, lo: int = 3, hi: int = 6) -> list[str]:

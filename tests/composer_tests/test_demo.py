@@ -41,6 +41,37 @@ def test_answers_are_right():
     assert comp.answer.split() == [S.LETTERS[(S.LETTERS.index(c) + 1) % 26] for c in x[::-1]]
 
 
+def test_domains_ocean_catalogue_and_answers():
+    """The domains ocean (`--ocean domains`): 8 experts over 8 domains with their own
+    vocabularies, 12 paraphrases each (4 held back), two-part compositions and chains."""
+    from composer.demo import domains as D
+
+    assert len(D.SKILLS) >= 8 and len({s.domain for s in D.SKILLS.values()}) >= 6
+    for s in D.SKILLS.values():
+        assert len(set(s.paraphrases)) == 12 and len(s.held_back) == 4 and not set(s.held_back) & set(s.seen)
+        assert all("{x}" in p for p in s.paraphrases)
+    assert not set(D.SKILLS) & set(D.BASE_SKILLS)
+    sk = D.SKILLS
+    assert sk["units"].answer(["3", "km"]) == ["3", "0", "0", "0", "m"]
+    assert sk["weekday"].answer(["sunday", "plus", "2"]) == ["tuesday"]
+    assert sk["glossary"].answer(["blick", "zorp"]) == ["dog", "tree"]
+    assert sk["element"].answer(["Na", "Fe"]) == ["sodium", "iron"]
+    assert sk["code"].answer(["x", "=", "3", ",", "y", "=", "7", ",", "print", "x"]) == ["3"]
+    assert sk["add"].answer(["7", "+", "5"]) == ["1", "2"]
+    rng = random.Random(2)
+    comp = D.make_composition(sk["glossary"], sk["element"], rng)
+    left, right = comp.answer.split(" ; ")
+    assert comp.prompt.startswith("Translate the Zorbish: ") and " ; then name the elements: " in comp.prompt
+    words = comp.prompt.split(": ", 1)[1].split(" ; ")[0].split()
+    assert left.split() == [D.LEXICON[w] for w in words] and right.split()
+    chained = D.chain(sk["add"], sk["countdown"], rng)
+    a, _, b = chained.prompt.rsplit(" ", 3)[1:]
+    assert chained.answer.split() == [str(n) for n in range(int(a) + int(b), 0, -1)]
+    rows = benchmark_rows(seed=0, ocean="domains")
+    assert {r["phrasing"] for r in rows} == {"seen", "held-back", "composition", "chain"}
+    assert sum(r["phrasing"] == "composition" for r in rows) == 3 * len(D.compositions())
+
+
 def test_benchmark_is_deterministic_and_well_formed():
     rows = benchmark_rows(seed=0)
     assert rows == benchmark_rows(seed=0) and rows != benchmark_rows(seed=1)

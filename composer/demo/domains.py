@@ -1,0 +1,247 @@
+"""The domains ocean: experts that differ in what they read, not only in how they are asked.
+
+Contract (the same shape as `composer.demo.skills`, so `build_demo` takes either):
+- `SKILLS`: eight experts over eight domains, each with its own vocabulary and payload
+  format (digits and "+", letters, a number to count from, quantities with units, weekday
+  names, words of a toy language, chemical symbols, a tiny assignment language); 12
+  paraphrases each, the last `HELD_BACK` (4) never used for training or registration.
+- `BASE_SKILLS`: what the base model pre-trains on: general operations (copy, first, last,
+  count the items) over every domain's payloads, and the two-part format of compositions
+  with copies in both parts, so the base knows every token and the format but none of
+  the experts' mappings.
+- `make_example(skill, rng, phrasing)` / `make_composition(a, b, rng)`: a two-domain
+  composition asks for both skills in one prompt, "{A}: {x} ; then {b}: {y}", and its
+  answer has one part from each, "{a(x)} ; {b(y)}"; `chain(a, b, rng)`: a two-step
+  composition (b applied to a's answer) where one exists (`CHAINS`).
+Pure functions of a `random.Random`: a seed fixes the corpus.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+
+from composer.demo.phrasings import DAYS, ELEMENTS, LEXICON, PARAPHRASES, UNITS
+from composer.demo.skills import Example, Skill
+
+HELD_BACK = 4
+LETTERS = string.ascii_lowercase
+
+
+def _sum(rng):
+    return [str(rng.randint(0, 9)), "+", str(rng.randint(0, 9))]
+
+
+def _letters(rng):
+    return [rng.choice(LETTERS) for _ in range(rng.randint(3, 6))]
+
+
+def _start(rng):
+    return [str(rng.randint(2, 9))]
+
+
+def _quantity(rng):
+    return [str(rng.randint(1, 9)), rng.choice(list(UNITS))]
+
+
+def _day(rng):
+    return [rng.choice(DAYS), "plus", str(rng.randint(1, 3))]
+
+
+def _words(rng):
+    return rng.sample(list(LEXICON), rng.randint(1, 3))
+
+
+def _symbols(rng):
+    return rng.sample(list(ELEMENTS), rng.randint(1, 3))
+
+
+def _program(rng):
+    names = rng.sample(["x", "y", "z", "w"], 2)
+    out = []
+    for n in names:
+        out += [n, "=", str(rng.randint(0, 9)), ","]
+    return [*out, "print", rng.choice(names)]
+
+
+def _run(program: list[str]) -> list[str]:
+    env, i = {}, 0
+    while program[i] != "print":
+        env[program[i]] = program[i + 2]
+        i += 4
+    return [env[program[i + 1]]]
+
+
+def _convert(x: list[str]) -> list[str]:
+    zeros, unit = UNITS[x[1]]
+    return [x[0], *zeros.split(), unit]
+
+
+def _add(x: list[str]) -> list[str]:
+    return list(str(int(x[0]) + int(x[2])))
+
+
+def _weekday(x: list[str]) -> list[str]:
+    return [DAYS[(DAYS.index(x[0]) + int(x[2])) % 7]]
+
+
+# name, domain, description, composition phrase, payload sampler, answer
+TABLE = [
+    ("add", "arithmetic", "Adds two single-digit numbers written as a sum.", "work out the sum", _sum, _add),
+    (
+        "caesar",
+        "cipher",
+        "Caesar cipher: shifts every letter one step forward in the alphabet.",
+        "shift the letters by one",
+        _letters,
+        lambda x: [LETTERS[(LETTERS.index(c) + 1) % 26] for c in x],
+    ),
+    (
+        "countdown",
+        "counting",
+        "Counts down from a number to one.",
+        "count down",
+        _start,
+        lambda x: [str(n) for n in range(int(x[0]), 0, -1)],
+    ),
+    (
+        "units",
+        "measures",
+        "Converts a quantity to the next smaller metric unit.",
+        "convert the quantity",
+        _quantity,
+        _convert,
+    ),
+    (
+        "weekday",
+        "calendar",
+        "Tells the weekday a number of days after a given one.",
+        "find the weekday",
+        _day,
+        _weekday,
+    ),
+    (
+        "glossary",
+        "language",
+        "Translates words of the toy language Zorbish into English.",
+        "translate the Zorbish",
+        _words,
+        lambda x: [LEXICON[w] for w in x],
+    ),
+    (
+        "element",
+        "chemistry",
+        "Names the chemical elements with the given symbols.",
+        "name the elements",
+        _symbols,
+        lambda x: [ELEMENTS[s] for s in x],
+    ),
+    (
+        "code",
+        "code",
+        "Runs a tiny assignment program and prints the variable asked for.",
+        "run the program",
+        _program,
+        _run,
+    ),
+]
+SKILLS: dict[str, Skill] = {
+    name: Skill(name, domain, about, PARAPHRASES[name], phrase, payload, answer, held_back_n=HELD_BACK)
+    for name, domain, about, phrase, payload, answer in TABLE
+}
+PAYLOADS = [s.payload for s in SKILLS.values()]
+
+
+def _any(rng):
+    return rng.choice(PAYLOADS)(rng)
+
+
+BASE_SKILLS: dict[str, Skill] = {
+    s.name: s
+    for s in [
+        Skill(
+            "copy",
+            "general",
+            "Repeats the items unchanged.",
+            ("Copy this: {x}", "Repeat after me: {x}", "Write the same again: {x}", "Echo: {x}"),
+            "copy the items",
+            _any,
+            lambda x: list(x),
+        ),
+        Skill(
+            "first",
+            "general",
+            "Gives the first item.",
+            ("What is the first item: {x}", "Give the first item of: {x}", "Which one comes first: {x}"),
+            "give the first item",
+            _any,
+            lambda x: [x[0]],
+        ),
+        Skill(
+            "last",
+            "general",
+            "Gives the last item.",
+            ("What is the last item: {x}", "Give the final item of: {x}", "Which one comes last: {x}"),
+            "give the last item",
+            _any,
+            lambda x: [x[-1]],
+        ),
+        Skill(
+            "count",
+            "general",
+            "Counts the items.",
+            ("How many items are in: {x}", "Count the items: {x}", "Number of items in: {x}"),
+            "count the items",
+            _any,
+            lambda x: list(str(len(x))),
+        ),
+    ]
+}
+
+COMPOSE = "{A}: {x} ; then {b}: {y}"
+
+
+def make_example(skill: Skill, rng: random.Random, phrasing: str = "seen") -> Example:
+    x = skill.payload(rng)
+    template = rng.choice(skill.seen if phrasing == "seen" else skill.held_back)
+    return Example(
+        template.format(x=" ".join(x)), " ".join(skill.answer(x)), skill.name, (skill.name,), phrasing
+    )
+
+
+def make_composition(
+    first: Skill, second: Skill, rng: random.Random, phrasing: str = "composition"
+) -> Example:
+    """Two domains in one prompt: each part needs its own expert; the answer has both parts."""
+    x, y = first.payload(rng), second.payload(rng)
+    prompt = COMPOSE.format(
+        A=first.phrase[0].upper() + first.phrase[1:], x=" ".join(x), b=second.phrase, y=" ".join(y)
+    )
+    answer = f"{' '.join(first.answer(x))} ; {' '.join(second.answer(y))}"
+    return Example(prompt, answer, f"{first.name}+{second.name}", (first.name, second.name), phrasing)
+
+
+def base_compositions(rng: random.Random) -> Example:
+    """The base's lesson in the two-part format: general operations in both parts."""
+    a, b = rng.sample(list(BASE_SKILLS.values()), 2)
+    return make_composition(a, b, rng, "seen")
+
+
+def compositions() -> list[tuple[Skill, Skill]]:
+    """Ordered pairs of experts of different domains."""
+    return [(a, b) for a in SKILLS.values() for b in SKILLS.values() if a.domain != b.domain]
+
+
+CHAINS = {("add", "countdown"): "Count down from the sum {x}"}
+
+
+def chain(first: Skill, second: Skill, rng: random.Random) -> Example:
+    """A two-step composition: `second` applied to `first`'s answer (a single digit, 1-9)."""
+    while True:
+        x = first.payload(rng)
+        mid = first.answer(x)
+        if len(mid) == 1 and mid[0] != "0":
+            break
+    prompt = CHAINS[(first.name, second.name)].format(x=" ".join(x))
+    answer = " ".join(second.answer(mid))
+    return Example(prompt, answer, f"{first.name}>{second.name}", (first.name, second.name), "chain")
