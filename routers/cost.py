@@ -6,7 +6,8 @@ Contract:
   `config["cost"]` prices win (endpoint experts, hosted APIs: what they charge); else its
   active parameters — `cost.active_params`, a whole model's validated `num_params`, a LoRA:
   its base's plus its own — priced at `per_bparam` per billion (`COMPOSER_PRICE_PER_BPARAM`), both ways.
-  `unit(name)` is the one number routers compare: the mean of the two (0 when unknown).
+  `unit(name)` is the one number routers compare: the mean of the two (0 when unknown);
+  `units(names)` the same for many at one registry read.
 - `CostConfig`, a mixin of query-level select routers' configs: `cost_weight` λ >= 0
   ranks experts by `score - λ * unit cost` (RouterBench's / Not Diamond's trade-off), or
   "calibrated": the λ `calibrate` stored for this router; `max_cost` drops experts whose
@@ -43,7 +44,18 @@ class Pricing:
         self.registry, self.per_bparam = registry, per_bparam
 
     def __call__(self, name: str) -> tuple[float, float] | None:
+        return self._price({r.name: r for r in self.registry.list()}, name)
+
+    def unit(self, name: str) -> float:
+        return self.units([name])[name]
+
+    def units(self, names) -> dict[str, float]:
+        """`unit` of many experts at one registry read (routing ranks every expert per batch)."""
         records = {r.name: r for r in self.registry.list()}
+        prices = {n: self._price(records, n) for n in names}
+        return {n: 0.0 if p is None else (p[0] + p[1]) / 2 for n, p in prices.items()}
+
+    def _price(self, records: dict, name: str) -> tuple[float, float] | None:
         rec = records.get(name)
         if rec is None:
             return None
@@ -61,10 +73,6 @@ class Pricing:
             return None
         price = params / 1e9 * self.per_bparam
         return price, price
-
-    def unit(self, name: str) -> float:
-        p = self(name)
-        return 0.0 if p is None else (p[0] + p[1]) / 2
 
 
 def request_cost(
@@ -190,7 +198,8 @@ def calibrate(
     if not prompts:
         raise RouterError("calibration needs prompts")
     names = ctx.expert_names
-    unit = np.array([ctx.pricing.unit(n) for n in names])
+    units = ctx.pricing.units(names)
+    unit = np.array([units[n] for n in names])
     floor = float(unit.min()) if expensive_above is None else float(expensive_above)
     expensive = unit > floor
     if not expensive.any():

@@ -84,7 +84,7 @@ def route_by_similarity(
         weight = c.cost_weight
         if weight == "calibrated":
             weight = cost.stored_weight(ctx, router.name, c.model_dump(exclude={"cost_weight", "max_cost"}))
-        units = {e: ctx.pricing.unit(e) for e in ctx.expert_names}
+        units = ctx.pricing.units(ctx.expert_names)
         ranked = [cost.rerank(r, lambda e: units.get(e, 0.0), weight, c.max_cost) for r in ranked]
         what += f" - {weight:g} x price" + (f", price <= {c.max_cost:g}" if c.max_cost is not None else "")
     return [pick(router, r, k, mode, what) for r in ranked]
