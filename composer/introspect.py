@@ -74,6 +74,15 @@ def _sort_key(layer: str):
     return (layer.rsplit(".", 1)[0], int(m[1]) if m else -1)
 
 
+def _save(fig, path: str | Path, plt) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_usage(layers: dict[str, dict[str, float]], path: str | Path, title: str = "expert usage") -> Path:
     import matplotlib
 
@@ -91,12 +100,7 @@ def plot_usage(layers: dict[str, dict[str, float]], path: str | Path, title: str
     ax.set_ylabel("layer")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="share of routing weight")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, plt)
 
 
 def token_weights(report: dict) -> tuple[list[str], list[list[float]]]:
@@ -126,9 +130,4 @@ def plot_tokens(report: dict, path: str | Path, title: str = "routing per token"
     ax.set_yticks(range(len(experts)), experts)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="mean weight over modules")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, plt)
