@@ -92,36 +92,25 @@ def register(
     """Register a base model, a LoRA adapter, a whole-model expert or an endpoint expert."""
     settings = load_settings(ctx)
     reg = settings.registry()
-    cost = _cost(cost_input, cost_output, active_params)
-    if kind is Kind.endpoint:
-        if path or not url or not model:
-            raise CommandError("--kind endpoint takes --url and --model, and no PATH")
-        c = open_composer(settings, reg)
-        spec = {"url": url, "model": model, "api_key_env": api_key_env, "timeout_s": timeout}
-        rec = c.register_endpoint(
-            name,
-            spec,
-            description=description,
-            tags=split_csv(tags),
-            domains=split_csv(domains),
-            examples=load_examples(examples),
-            new_version=new_version,
-            cost=cost,
-        )
-        out.print(f"registered [bold]{rec.name}[/bold] v{rec.version} (endpoint {url}, model {model})")
-        return
-    if not path:
-        raise CommandError(f"--kind {kind.value} needs a PATH")
-    kw = {
-        "kind": kind.value,
-        "base": base,
+    meta = {
         "description": description,
         "tags": split_csv(tags),
         "domains": split_csv(domains),
         "examples": load_examples(examples),
         "new_version": new_version,
-        "cost": cost,
+        "cost": _cost(cost_input, cost_output, active_params),
     }
+    if kind is Kind.endpoint:
+        if path or not url or not model:
+            raise CommandError("--kind endpoint takes --url and --model, and no PATH")
+        c = open_composer(settings, reg)
+        spec = {"url": url, "model": model, "api_key_env": api_key_env, "timeout_s": timeout}
+        rec = c.register_endpoint(name, spec, **meta)
+        out.print(f"registered [bold]{rec.name}[/bold] v{rec.version} (endpoint {url}, model {model})")
+        return
+    if not path:
+        raise CommandError(f"--kind {kind.value} needs a PATH")
+    kw = {"kind": kind.value, "base": base, **meta}
     bases = [r.name for r in reg.list(kind="base")]
     if kind is Kind.lora and base in bases:
         host_base = base  # through Composer: its post-hoc router artifacts commit with it
