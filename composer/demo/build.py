@@ -5,8 +5,10 @@ scratch and with no network, a byte-level BPE tokenizer and a small Llama base L
 general skills (`BASE_SKILLS` of the ocean's module, `OCEANS`: "symbols" = `skills`, eight
 skills over letters and digits; "domains" = `domains`, eight domains with their own
 vocabularies, whose base also learns the two-part format of compositions), then one LoRA
-expert per skill in its `SKILLS` (ranks, alphas, rsLoRA and target modules vary on purpose),
-and writes under `out_dir`:
+expert per skill in its `SKILLS` (ranks, alphas, rsLoRA and target modules vary on purpose;
+domains: also on its skill inside the two-part format, and until it is right on a
+validation set within the budget's step range: `BUDGETS[ocean][fast]`), and writes under
+`out_dir`:
 
     base/                HF model + tokenizer (AutoModelForCausalLM / AutoTokenizer)
     experts/<skill>/     PEFT adapters (safetensors)
@@ -74,10 +76,30 @@ class Budget:
     eval_per_skill: int
     base_lr: float = 3e-3
     expert_lr: float = 4e-3
+    expert_batch: int = 64
+    # an expert stops early once this share of its validation prompts' answer tokens is right
+    converged: float | None = None
+    min_expert_steps: int = 0  # ... but not before this many steps (unseen phrasings need them)
 
 
 FULL = Budget(base_steps=900, expert_steps=450, eval_per_skill=100)
 FAST = Budget(base_steps=500, expert_steps=100, eval_per_skill=40, expert_lr=6e-3)
+# the domains ocean's experts learn lookup tables (Caesar, Zorbish, elements) in the two-part
+# format too: smaller batches, up to twice the steps, each stopping once it is right
+BUDGETS = {
+    "symbols": {False: FULL, True: FAST},
+    "domains": {
+        False: Budget(
+            base_steps=900,
+            expert_steps=900,
+            eval_per_skill=100,
+            expert_batch=32,
+            converged=0.995,
+            min_expert_steps=300,
+        ),
+        True: FAST,
+    },
+}
 
 
 @dataclass
@@ -90,6 +112,19 @@ class SkillResult:
     base_tok: float  # teacher-forced answer-token accuracy
     expert_tok: float
     train_s: float
+
+
+def _expert_examples(S, skill: skills.Skill, rng: random.Random, n: int) -> list[skills.Example]:
+    """An expert's training rows: its plain prompts, then (oceans with a two-part format) half
+    as many with its skill in one part of the format and a general operation in the other."""
+    rows = [S.make_example(skill, rng) for _ in range(n)]
+    if hasattr(S, "expert_composition"):
+        rows += [S.expert_composition(skill, rng) for _ in range(n // 2)]
+    return rows
+
+
+def _converged(model, tok, val: list[skills.Example], share: float):
+    return lambda: T.token_accuracy(model, tok, val) >= share
 
 
 def benchmark_rows(
@@ -137,7 +172,7 @@ def build_demo(
     ocean: str = DEFAULT_OCEAN,
 ) -> list[SkillResult]:
     S = OCEANS[ocean]
-    budget = FAST if fast else FULL
+    budget = BUDGETS[ocean][fast]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -146,10 +181,11 @@ def build_demo(
     base_train = [S.make_example(s, rng) for s in S.BASE_SKILLS.values() for _ in range(2000)]
     if hasattr(S, "base_compositions"):  # the two-part format, with general operations in both parts
         base_train += [S.base_compositions(rng) for _ in range(4000)]
-    expert_train = {n: [S.make_example(s, rng) for _ in range(2000)] for n, s in S.SKILLS.items()}
+    expert_train = {n: _expert_examples(S, s, rng, 2000) for n, s in S.SKILLS.items()}
     eval_sets = {
         n: [S.make_example(s, rng) for _ in range(budget.eval_per_skill)] for n, s in S.SKILLS.items()
     }
+    val_sets = {n: [S.make_example(s, rng) for _ in range(200)] for n, s in S.SKILLS.items()}
     texts = [f"{e.prompt}\n {e.answer}" for e in base_train + [e for v in expert_train.values() for e in v]]
     tok = T.train_tokenizer(texts)
 
@@ -157,6 +193,7 @@ def build_demo(
     base = T.make_base(tok, seed=seed)
     torch.manual_seed(seed)
     T.fit(base, tok, base_train, steps=budget.base_steps, lr=budget.base_lr, seed=seed, desc="base LM")
+    base_s = time.time() - t0
     base.save_pretrained(out / "base")
     tok.save_pretrained(out / "base")
 
@@ -176,6 +213,11 @@ def build_demo(
             lr=budget.expert_lr,
             seed=seed + 1 + i,
             desc=f"expert {name}",
+            batch_size=budget.expert_batch,
+            min_steps=budget.min_expert_steps,
+            done=None
+            if budget.converged is None
+            else _converged(model, tok, val_sets[name], budget.converged),
         )
         train_s = time.time() - t1
         acc, acc_tok = (
@@ -202,6 +244,7 @@ def build_demo(
                 "fast": fast,
                 "budget": asdict(budget),
                 "seconds": round(time.time() - t0, 1),
+                "base_seconds": round(base_s, 1),  # corpus, tokenizer and base LM
                 "skills": [asdict(r) for r in results],
             },
             indent=2,

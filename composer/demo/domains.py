@@ -6,9 +6,16 @@ Contract (the same shape as `composer.demo.skills`, so `build_demo` takes either
   names, words of a toy language, chemical symbols, a tiny assignment language); 12
   paraphrases each, the last `HELD_BACK` (4) never used for training or registration.
 - `BASE_SKILLS`: what the base model pre-trains on: general operations (copy, first, last,
-  count the items) over every domain's payloads, and the two-part format of compositions
+  count the items; step digits up by one, an item-by-item mapping like Caesar's but on
+  digits; the item after a named one, a lookup by key like Code's) over every domain's
+  payloads and answers (a token no base prompt
+  contains keeps its random embedding, which a LoRA cannot move: an expert writing it
+  would win by a hair), and the two-part format of compositions
   with copies in both parts, so the base knows every token and the format but none of
   the experts' mappings.
+- `expert_composition(skill, rng)`: the expert's own skill in one part of the two-part
+  format and a general operation in the other (experts train on these beside their plain
+  prompts; the benchmark's compositions pair two experts' skills, never seen together).
 - `make_example(skill, rng, phrasing)` / `make_composition(a, b, rng)`: a two-domain
   composition asks for both skills in one prompt, "{A}: {x} ; then {b}: {y}", and its
   answer has one part from each, "{a(x)} ; {b(y)}"; `chain(a, b, rng)`: a two-step
@@ -149,11 +156,30 @@ SKILLS: dict[str, Skill] = {
     name: Skill(name, domain, about, PARAPHRASES[name], phrase, payload, answer, held_back_n=HELD_BACK)
     for name, domain, about, phrase, payload, answer in TABLE
 }
-PAYLOADS = [s.payload for s in SKILLS.values()]
 
 
 def _any(rng):
-    return rng.choice(PAYLOADS)(rng)
+    """A payload of any domain, or (half the time) the answer to one: the base learns every
+    token the experts read or write, never which answer goes with which payload."""
+    skill = rng.choice(list(SKILLS.values()))
+    x = skill.payload(rng)
+    return skill.answer(x)[-4:] if rng.random() < 0.5 else x  # the last 4 items (units end in theirs)
+
+
+def _digits(rng):
+    return [str(rng.randint(0, 9)) for _ in range(rng.randint(3, 6))]
+
+
+def _lookup(rng):
+    """Distinct items, then `after` and one of them but the last: a lookup by key (as Code's)."""
+    while len(items := list(dict.fromkeys(_any(rng)))) < 2:
+        pass
+    return [*items, "after", rng.choice(items[:-1])]
+
+
+def _follower(x: list[str]) -> list[str]:
+    items = x[:-2]
+    return [items[items.index(x[-1]) + 1]]
 
 
 BASE_SKILLS: dict[str, Skill] = {
@@ -185,6 +211,24 @@ BASE_SKILLS: dict[str, Skill] = {
             "give the last item",
             _any,
             lambda x: [x[-1]],
+        ),
+        Skill(  # an item-by-item mapping the base knows, so an expert can learn another (Caesar)
+            "next",
+            "general",
+            "Adds one to every digit (9 wraps to 0).",
+            ("Add one to each digit: {x}", "Increment every digit: {x}", "Step each digit up by one: {x}"),
+            "step the digits up",
+            _digits,
+            lambda x: [str((int(d) + 1) % 10) for d in x],
+        ),
+        Skill(  # a lookup by key the base knows, so an expert can learn another (Code)
+            "follow",
+            "general",
+            "Gives the item that follows the one named after the list.",
+            ("Which item comes next: {x}", "Find the next item: {x}", "Name the follower: {x}"),
+            "find the next item",
+            _lookup,
+            _follower,
         ),
         Skill(
             "count",
@@ -225,6 +269,15 @@ def base_compositions(rng: random.Random) -> Example:
     """The base's lesson in the two-part format: general operations in both parts."""
     a, b = rng.sample(list(BASE_SKILLS.values()), 2)
     return make_composition(a, b, rng, "seen")
+
+
+def expert_composition(skill: Skill, rng: random.Random) -> Example:
+    """An expert's lesson in the two-part format: its skill in one part, a general operation
+    (which the base already knows) in the other, so the expert does its part and leaves the
+    other alone. Two experts' skills never meet in one training prompt."""
+    other = rng.choice(list(BASE_SKILLS.values()))
+    first, second = (skill, other) if rng.random() < 0.5 else (other, skill)
+    return make_composition(first, second, rng, "seen")
 
 
 def compositions() -> list[tuple[Skill, Skill]]:

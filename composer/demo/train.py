@@ -16,7 +16,7 @@ Prompts are formatted by `format_prompt`, the same rendering as the chat templat
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -96,7 +96,12 @@ def fit(
     lr: float = 3e-3,
     seed: int = 0,
     desc: str = "train",
+    done: Callable[[], bool] | None = None,
+    every: int = 50,
+    min_steps: int = 0,
 ) -> float:
+    """Train for `steps` steps, or until `done()` (asked every `every` steps from `min_steps`
+    on, model in eval mode) says the model is good enough."""
     rng = random.Random(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -106,7 +111,7 @@ def fit(
     model.train()
     ema = None
     bar = progress(range(steps), desc=desc)
-    for _ in bar:
+    for i in bar:
         loss = model(**_batch(tok, rng.sample(examples, min(batch_size, len(examples))))).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -115,6 +120,11 @@ def fit(
         opt.zero_grad(set_to_none=True)
         ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
         bar.set_postfix(loss=f"{ema:.3f}", refresh=False)
+        if done is not None and (i + 1) % every == 0 and min_steps <= i + 1 < steps:
+            model.eval()
+            if done():
+                break
+            model.train()
     model.eval()
     return float(ema)
 

@@ -56,8 +56,11 @@ def test_domains_ocean_catalogue_and_answers():
     assert sk["weekday"].answer(["sunday", "plus", "2"]) == ["tuesday"]
     assert sk["glossary"].answer(["blick", "zorp"]) == ["dog", "tree"]
     assert sk["element"].answer(["Na", "Fe"]) == ["sodium", "iron"]
-    assert sk["code"].answer(["x", "=", "3", ",", "y", "=", "7", ",", "print", "x"]) == ["3"]
+    assert sk["code"].answer(["x", "=", "3", ",", "y", "=", "7", ",", "print", "y"]) == ["7"]
     assert sk["add"].answer(["7", "+", "5"]) == ["1", "2"]
+    general = D.BASE_SKILLS  # the base's own: mappings and lookups of the same shapes, other data
+    assert general["next"].answer(["3", "9"]) == ["4", "0"]
+    assert general["follow"].answer(["gold", "x", "7", "after", "x"]) == ["7"]
     rng = random.Random(2)
     comp = D.make_composition(sk["glossary"], sk["element"], rng)
     left, right = comp.answer.split(" ; ")
@@ -70,6 +73,36 @@ def test_domains_ocean_catalogue_and_answers():
     rows = benchmark_rows(seed=0, ocean="domains")
     assert {r["phrasing"] for r in rows} == {"seen", "held-back", "composition", "chain"}
     assert sum(r["phrasing"] == "composition" for r in rows) == 3 * len(D.compositions())
+
+
+def test_domains_training_corpus():
+    """The base reads every token the experts read or write (an unseen token keeps a random
+    embedding no LoRA moves) but no expert's instruction; an expert's two-part lessons put
+    its skill in one part and a general operation in the other."""
+    from composer.demo import domains as D
+
+    rng = random.Random(4)
+    base = [D.make_example(s, rng) for s in D.BASE_SKILLS.values() for _ in range(500)]
+    base += [D.base_compositions(rng) for _ in range(500)]
+    base_words = {w for e in base for w in f"{e.prompt} {e.answer}".split()}
+    instructions = {p.split("{x}")[0].strip() for s in D.SKILLS.values() for p in s.paraphrases}
+    assert not any(e.prompt.startswith(i) for e in base for i in instructions if len(i) > 8)
+    for skill in D.SKILLS.values():
+        payloads = [skill.payload(rng) for _ in range(300)]
+        assert {w for x in payloads for w in x + skill.answer(x)} <= base_words, skill.name
+        lesson = D.expert_composition(skill, rng)
+        assert skill.name in lesson.skills and len(set(lesson.skills) & set(D.SKILLS)) == 1
+        assert len(lesson.answer.split(" ; ")) == 2
+
+
+def test_fit_stops_once_done():
+    """`fit(done=...)` asks every `every` steps and stops the first time it says yes."""
+    rng = random.Random(0)
+    rows = [S.make_example(S.SKILLS["countdown"], rng) for _ in range(32)]
+    tok = T.train_tokenizer([f"{e.prompt}\n {e.answer}" for e in rows], 300)
+    model, asked = T.make_base(tok, hidden=16, layers=1, heads=2), []
+    T.fit(model, tok, rows, steps=40, batch_size=4, done=lambda: asked.append(1) or len(asked) == 2, every=5)
+    assert len(asked) == 2 and not model.training
 
 
 def test_benchmark_is_deterministic_and_well_formed():
