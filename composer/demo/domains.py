@@ -8,11 +8,10 @@ Contract (the same shape as `composer.demo.skills`, so `build_demo` takes either
 - `BASE_SKILLS`: what the base model pre-trains on: general operations (copy, first, last,
   count the items; step digits up by one, an item-by-item mapping like Caesar's but on
   digits; the item after a named one, a lookup by key like Code's) over every domain's
-  payloads and answers (a token no base prompt
-  contains keeps its random embedding, which a LoRA cannot move: an expert writing it
-  would win by a hair), and the two-part format of compositions
-  with copies in both parts, so the base knows every token and the format but none of
-  the experts' mappings.
+  payloads and answers (a token no base prompt contains keeps its random embedding, which
+  a LoRA cannot move: an expert writing it would win by a hair), and the two-part format
+  of compositions with general operations in both parts, so the base knows every token
+  and the format but none of the experts' mappings.
 - `expert_composition(skill, rng)`: the expert's own skill in one part of the two-part
   format and a general operation in the other (experts train on these beside their plain
   prompts; the benchmark's compositions pair two experts' skills, never seen together).

@@ -6,7 +6,8 @@ Contract:
   models answer after the newline and stop at `</s>`.
 - `fit(model, tok, examples, steps=..)` trains whatever parameters of `model` require grad
   (all of a base model, only LoRA tensors of a PEFT model) with the LM loss on answer
-  tokens only, showing a progress bar; returns the last smoothed loss.
+  tokens only, showing a progress bar, for `steps` steps or until `done()` says the model
+  is good enough; returns the last smoothed loss.
 - `exact_match(model, tok, examples)` greedy-decodes every prompt and returns the fraction
   whose answer matches exactly (whitespace-normalised); `token_accuracy` is the
   teacher-forced share of answer tokens predicted right (finer, for short trainings).
