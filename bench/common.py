@@ -195,6 +195,11 @@ def demo_home(home: str | None) -> Path:
     return path
 
 
+def demo_benchmark(home: Path) -> list[dict]:
+    """The rows of the demo ocean's `benchmark.jsonl` under `home` (DESIGN §6)."""
+    return [json.loads(x) for x in (home / "demo" / "benchmark.jsonl").read_text().splitlines()]
+
+
 @contextmanager
 def server(home: Path, **settings):
     """Composer on Ray Serve on a free loopback port (Ray files in a temp dir, auth off); yields the URL."""

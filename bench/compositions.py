@@ -15,16 +15,15 @@ expert + 10 points.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
-from common import args, demo_home, write
+from common import args, demo_benchmark, demo_home, write
 
 TOKEN = {"phatgoose": {}, "arrow": {}, "spectr": {}, "glider": {"alpha": 3.0}}
 
 
 def pairs(home, per_pair: int, limit: int | None) -> dict[tuple[str, str], list[dict]]:
-    rows = [json.loads(x) for x in (home / "demo" / "benchmark.jsonl").read_text().splitlines()]
+    rows = demo_benchmark(home)
     by = defaultdict(list)
     for r in rows:
         if r["phrasing"] == "composition" and len(by[tuple(r["skills"])]) < per_pair:

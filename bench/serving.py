@@ -18,13 +18,12 @@ one-batch throughput; one client's REST p50 <= 1.5x the in-process p50.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from common import args, demo_home, percentiles, server, write
+from common import args, demo_benchmark, demo_home, percentiles, server, write
 
 TOKENS = 16
 
@@ -52,7 +51,7 @@ def spans(header: str) -> dict[str, float]:
 def main() -> None:
     a = args(__doc__.splitlines()[0], home={"help": "registry with the demo ocean"})
     home = demo_home(a.home)
-    rows = [json.loads(x) for x in (home / "demo" / "benchmark.jsonl").read_text().splitlines()]
+    rows = demo_benchmark(home)
     n = 16 if a.smoke else 256
     held_in = [r for r in rows if r["split"] == "held-in"][:n]
     prompts = [r["prompt"] for r in held_in]

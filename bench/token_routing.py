@@ -15,17 +15,16 @@ Target (issue 18): PHATGOOSE and Arrow >= 3x chance.
 from __future__ import annotations
 
 import itertools
-import json
 from collections import defaultdict
 
 import torch
-from common import args, demo_home, write
+from common import args, demo_benchmark, demo_home, write
 
 ROUTERS = ("phatgoose", "arrow", "spectr")
 
 
 def held_in(home, per_task: int) -> list[dict]:
-    rows = [json.loads(x) for x in (home / "demo" / "benchmark.jsonl").read_text().splitlines()]
+    rows = demo_benchmark(home)
     by = defaultdict(list)
     for r in rows:
         if r["split"] == "held-in" and len(by[r["task"]]) < per_task:
