@@ -84,13 +84,14 @@ class Budget:
 
 FULL = Budget(base_steps=900, expert_steps=450, eval_per_skill=100)
 FAST = Budget(base_steps=500, expert_steps=100, eval_per_skill=40, expert_lr=6e-3)
-# the domains ocean's experts learn lookup tables (Caesar, Zorbish, elements) in the two-part
-# format too: smaller batches, up to twice the steps, each stopping once it is right
+# the domains ocean's base learns item-by-item mappings (on which Caesar builds) only with twice
+# the steps; its experts learn lookup tables (Caesar, Zorbish, elements) in the two-part format
+# too: smaller batches, up to twice the steps, each stopping once it is right
 BUDGETS = {
     "symbols": {False: FULL, True: FAST},
     "domains": {
         False: Budget(
-            base_steps=900,
+            base_steps=1800,
             expert_steps=900,
             eval_per_skill=100,
             expert_batch=32,

@@ -3,15 +3,15 @@
 Contract (the same shape as `composer.demo.skills`, so `build_demo` takes either):
 - `SKILLS`: eight experts over eight domains, each with its own vocabulary and payload
   format (digits and "+", letters, a number to count from, quantities with units, weekday
-  names, words of a toy language, chemical symbols, a tiny assignment language); 12
+  names, words of a toy language, chemical symbols, one-line list expressions); 12
   paraphrases each, the last `HELD_BACK` (4) never used for training or registration.
 - `BASE_SKILLS`: what the base model pre-trains on: general operations (copy, first, last,
   count the items; step digits up by one, an item-by-item mapping like Caesar's but on
-  digits; the item after a named one, a lookup by key like Code's) over every domain's
-  payloads and answers (a token no base prompt contains keeps its random embedding, which
-  a LoRA cannot move: an expert writing it would win by a hair), and the two-part format
-  of compositions with general operations in both parts, so the base knows every token
-  and the format but none of the experts' mappings.
+  digits) over every domain's payloads and answers (a token no base prompt contains keeps
+  its random embedding, which a LoRA cannot move: an expert writing it would win by a
+  hair), and the two-part format of compositions with general operations in both parts,
+  so the base knows every token and the format but none of the experts' mappings (Code
+  asks for a length, a first or a last element in a list syntax the base only copies).
 - `expert_composition(skill, rng)`: the expert's own skill in one part of the two-part
   format and a general operation in the other (experts train on these beside their plain
   prompts; the benchmark's compositions pair two experts' skills, never seen together).
@@ -63,19 +63,18 @@ def _symbols(rng):
 
 
 def _program(rng):
-    names = rng.sample(["x", "y", "z", "w"], 2)
-    out = []
-    for n in names:
-        out += [n, "=", str(rng.randint(0, 9)), ","]
-    return [*out, "print", rng.choice(names)]
+    """A one-line list expression: its length, its first or its last element."""
+    items = [str(rng.randint(0, 9)) for _ in range(rng.randint(2, 5))]
+    listed = ["[", *" , ".join(items).split(), "]"]
+    op = rng.choice(["len", "first", "last"])
+    return ["len", "(", *listed, ")"] if op == "len" else [*listed, "[", "0" if op == "first" else "-1", "]"]
 
 
 def _run(program: list[str]) -> list[str]:
-    env, i = {}, 0
-    while program[i] != "print":
-        env[program[i]] = program[i + 2]
-        i += 4
-    return [env[program[i + 1]]]
+    items = program[program.index("[") + 1 : program.index("]") : 2]
+    if program[0] == "len":
+        return list(str(len(items)))
+    return [items[0] if program[-2] == "0" else items[-1]]
 
 
 def _convert(x: list[str]) -> list[str]:
@@ -145,7 +144,7 @@ TABLE = [
     (
         "code",
         "code",
-        "Runs a tiny assignment program and prints the variable asked for.",
+        "Evaluates a one-line list expression: its length, first or last element.",
         "run the program",
         _program,
         _run,
@@ -167,18 +166,6 @@ def _any(rng):
 
 def _digits(rng):
     return [str(rng.randint(0, 9)) for _ in range(rng.randint(3, 6))]
-
-
-def _lookup(rng):
-    """Distinct items, then `after` and one of them but the last: a lookup by key (as Code's)."""
-    while len(items := list(dict.fromkeys(_any(rng)))) < 2:
-        pass
-    return [*items, "after", rng.choice(items[:-1])]
-
-
-def _follower(x: list[str]) -> list[str]:
-    items = x[:-2]
-    return [items[items.index(x[-1]) + 1]]
 
 
 BASE_SKILLS: dict[str, Skill] = {
@@ -219,15 +206,6 @@ BASE_SKILLS: dict[str, Skill] = {
             "step the digits up",
             _digits,
             lambda x: [str((int(d) + 1) % 10) for d in x],
-        ),
-        Skill(  # a lookup by key the base knows, so an expert can learn another (Code)
-            "follow",
-            "general",
-            "Gives the item that follows the one named after the list.",
-            ("Which item comes next: {x}", "Find the next item: {x}", "Name the follower: {x}"),
-            "find the next item",
-            _lookup,
-            _follower,
         ),
         Skill(
             "count",
