@@ -1,13 +1,13 @@
 """Fitting retrieval's per-expert abstention thresholds from labelled prompts (offline).
 
-Contract: `fit_thresholds(ctx, rows, top_m=1, depth=256)` takes labelled prompts
-{"prompt", "expert"} (expert null or "" = no registered expert should answer it), routes
-each as retrieval does (top-1 by the same score), and per expert e, among the rows routed
-to e, finds the cut that makes the most right decisions — accept a row whose label is e,
-abstain on the others — ties going to the lowest cut (accept more), and puts the threshold
-midway between the two scores that cut separates (the widest margin these rows allow). An
-expert whose best cut accepts every row routed to it, or that no row was routed to, gets
-no threshold: it never abstains. Stored as the base model's artifact
+Contract: `fit_thresholds(ctx, rows, top_m=, depth=)` (defaults: `RetrievalConfig`'s) takes
+labelled prompts {"prompt", "expert"} (expert null or "" = no registered expert should answer
+it), routes each as retrieval does (top-1 by the same score), and per expert e, among the
+rows routed to e, finds the cut that makes the most right decisions — accept a row whose
+label is e, abstain on the others — ties going to the lowest cut (accept more), and puts the
+threshold midway between the two scores that cut separates (the widest margin these rows
+allow). An expert whose best cut accepts every row routed to it, or that no row was routed
+to, gets no threshold: it never abstains. Stored as the base model's artifact
 `retrieval/thresholds.json` with the score settings it holds for (top_m, depth, encoder);
 retrieval with `fitted_thresholds=true` uses it. Returns the thresholds and, on the fitting
 rows, the share of right decisions without and with them.
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 from routers.base import RouterError
+from routers.retrieval.config import RetrievalConfig
 from routers.semantic import score_experts
 
 ROUTER, KEY = "retrieval", "thresholds.json"
@@ -44,7 +45,12 @@ def best_cut(scored: Sequence[tuple[float, bool]]) -> tuple[float | None, int]:
     return best, most
 
 
-def fit_thresholds(ctx, rows: Sequence[dict] | None = None, top_m: int = 1, depth: int = 256) -> dict:
+_DEFAULTS = RetrievalConfig()
+
+
+def fit_thresholds(
+    ctx, rows: Sequence[dict] | None = None, top_m: int = _DEFAULTS.top_m, depth: int = _DEFAULTS.depth
+) -> dict:
     if not rows:
         raise RouterError(
             "retrieval: abstention thresholds are fitted from labelled prompts: give rows "
