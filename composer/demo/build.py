@@ -84,8 +84,8 @@ class Budget:
 
 FULL = Budget(base_steps=900, expert_steps=450, eval_per_skill=100)
 FAST = Budget(base_steps=500, expert_steps=100, eval_per_skill=40, expert_lr=6e-3)
-# the domains ocean's base learns item-by-item mappings (on which Caesar builds) only with twice
-# the steps; its experts learn lookup tables (Caesar, Zorbish, elements) in the two-part format
+# the domains ocean's base learns its item-by-item mapping (on which Caesar builds) reliably only
+# with twice the steps; its experts learn lookup tables (Caesar, Zorbish, elements) in the two-part format
 # too: smaller batches, up to twice the steps, each stopping once it is right
 BUDGETS = {
     "symbols": {False: FULL, True: FAST},

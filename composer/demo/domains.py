@@ -11,7 +11,8 @@ Contract (the same shape as `composer.demo.skills`, so `build_demo` takes either
   its random embedding, which a LoRA cannot move: an expert writing it would win by a
   hair), and the two-part format of compositions with general operations in both parts,
   so the base knows every token and the format but none of the experts' mappings (Code
-  asks for a length, a first or a last element in a list syntax the base only copies).
+  asks for a list's length, first or last element: the base reads its syntax as plain
+  items, whose tokens it copies, counts or picks, never the list's elements).
 - `expert_composition(skill, rng)`: the expert's own skill in one part of the two-part
   format and a general operation in the other (experts train on these beside their plain
   prompts; the benchmark's compositions pair two experts' skills, never seen together).
