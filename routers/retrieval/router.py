@@ -1,6 +1,5 @@
-"""retrieval: top-1 expert by the mean cosine between the query and each expert's `top_m` (3)
-best-matching example embeddings (semantic-router's aggregation; `top_m=1`: the max, the
-paper's rule; README "Routing quality" has the evidence for 3).
+"""retrieval: top-1 expert by max cosine between the query and each expert's example embeddings
+(`top_m` > 1: by the mean of its m best matches, semantic-router's aggregation).
 
 Needs fitted: the per-expert `embeddings` artifact (made at registration). Abstains below
 `threshold` to `fallback` or the base model; with `fitted_thresholds`, below the chosen
@@ -18,7 +17,7 @@ from routers.semantic import route_by_similarity
 
 
 class RetrievalRouter(Router):
-    """Top-1 expert by the mean cosine of its best-matching example prompts (faiss)."""
+    """Top-1 expert by max cosine to its example prompts (faiss)."""
 
     def route(self, batch: Sequence[Query]) -> list[RoutingPlan]:
         c = self.config

@@ -102,4 +102,4 @@ def test_calibration_hits_the_asked_share_on_prompts_it_did_not_see(dear_half):
     plan = c.route(held[:1], "retrieval", cost_weight="calibrated")[0]
     assert "x price" in plan.explanation
     with pytest.raises(RouterError, match="recalibrate"):
-        c.route(held[:1], "retrieval", cost_weight="calibrated", top_m=1)
+        c.route(held[:1], "retrieval", cost_weight="calibrated", top_m=3)

@@ -58,9 +58,9 @@ def test_retrieval_top_m_scores_an_expert_by_the_mean_of_its_best_matches():
     lucky = [q, unit(0, 1, 0), unit(0, 0, 1)]  # cosines 1, 0, 0
     steady = [unit(0.9, 0.44, 0), unit(0.9, 0, 0.44), unit(0.9, -0.44, 0)]  # ~0.9 each
     ctx = fake_ctx({"lucky": lucky, "steady": steady}, {"q": q})
-    (by_max,) = routers.build("retrieval", ctx, top_m=1).route([Query(prompt="q")])
+    (by_max,) = routers.build("retrieval", ctx).route([Query(prompt="q")])
     assert by_max.experts == ["lucky"] and by_max.scores["lucky"] == pytest.approx(1.0)
-    (by_mean,) = routers.build("retrieval", ctx).route([Query(prompt="q")])  # the default: top_m=3
+    (by_mean,) = routers.build("retrieval", ctx, top_m=3).route([Query(prompt="q")])
     assert by_mean.experts == ["steady"] and "mean cosine of its 3 best examples" in by_mean.explanation
     assert by_mean.scores["lucky"] == pytest.approx(1 / 3, abs=1e-6)
     assert by_mean.scores["steady"] == pytest.approx(float(np.mean([float(q @ v) for v in steady])), abs=1e-6)
