@@ -6,12 +6,17 @@ distinct subjects (games, sound, graphics, science, math, mail, database, editor
 electronics, fonts, video, web); per section 50 packages chosen by a hash of their name,
 each package's one-line summary a prompt: 30 registered as the expert's examples, 20
 held out. Every query-level router that ranks experts from examples (retrieval, its top-m
-mean, centroid, coe's k-NN classifier, loraretriever's and ensemble's first choice) routes
-the held-out summaries through the routers' own code on the same MiniLM embeddings, next
-to a logistic-regression probe trained on the registered ones (the strongest simple
-baseline for "which section is this?"). Target: the default router ≥ 0.95x the probe.
+mean, density at three bandwidths, centroid, coe's k-NN classifier, loraretriever's and
+ensemble's first choice) routes the held-out summaries through the routers' own code on
+the same MiniLM embeddings, next to a logistic-regression probe trained on the registered
+ones (the strongest simple baseline for "which section is this?"). One split of 240
+held-out prompts moves a ratio by ~0.005 a prompt, and which 30 are registered moves it
+by several points, so the file's split is followed by `--splits`-1 fresh draws of the
+registered 30 per section (seeded; 10 splits in all by default) and each router is
+reported on the file's split and as the mean and min over all. Target: the default router
+(`composer.settings.DEFAULT_ROUTER`) ≥ 0.95x the probe on that mean, and no router above it.
 
-    python bench/realtext.py [--smoke] [--rebuild]
+    python bench/realtext.py [--smoke] [--splits N] [--rebuild]
 """
 
 from __future__ import annotations
@@ -85,7 +90,35 @@ def probe_accuracy(X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray,
         return float(((torch.tensor(Xt) @ W + b).argmax(1) == torch.tensor(yt)).float().mean())
 
 
-def evaluate(rows: list[dict], encoder) -> list[dict]:
+class Memo:
+    """The encoder with its embeddings remembered per text: every split reuses them."""
+
+    def __init__(self, encoder):
+        self.encoder, self.name, self.seen = encoder, encoder.name, {}
+
+    def encode(self, texts):
+        new = [t for t in dict.fromkeys(texts) if t not in self.seen]
+        if new:
+            self.seen.update(zip(new, self.encoder.encode(new)))
+        return np.stack([self.seen[t] for t in texts])
+
+
+VARIANTS = {
+    "retrieval": ("retrieval", {}),
+    "retrieval (top_m=3)": ("retrieval", {"top_m": 3}),
+    "retrieval (top_m=5)": ("retrieval", {"top_m": 5}),
+    "density": ("density", {}),
+    "density (bandwidth 0.05)": ("density", {"bandwidth": 0.05}),
+    "density (bandwidth 0.2)": ("density", {"bandwidth": 0.2}),
+    "centroid": ("centroid", {}),
+    "coe (k-NN classifier)": ("coe", {}),
+    "loraretriever (first of top-3)": ("loraretriever", {"top_k": 3}),
+    "ensemble (first of top-2)": ("ensemble", {"top_k": 2}),
+}
+
+
+def evaluate(rows: list[dict], encoder) -> dict[str, float]:
+    """{router label: top-1 on the held-out rows}, the probe's under "probe"."""
     import routers
     from routers import Query
     from routers.index import ExampleIndex
@@ -109,50 +142,82 @@ def evaluate(rows: list[dict], encoder) -> list[dict]:
     routers.method("coe").fit(ctx, rows=[{"prompt": r["prompt"], "category": r["expert"]} for r in reg])
     queries = [Query(prompt=r["prompt"]) for r in held]
     truth = [r["expert"] for r in held]
-    variants = {
-        "retrieval": ("retrieval", {}),
-        "retrieval (top_m=3)": ("retrieval", {"top_m": 3}),
-        "retrieval (top_m=5)": ("retrieval", {"top_m": 5}),
-        "centroid": ("centroid", {}),
-        "coe (k-NN classifier)": ("coe", {}),
-        "loraretriever (first of top-3)": ("loraretriever", {"top_k": 3}),
-        "ensemble (first of top-2)": ("ensemble", {"top_k": 2}),
+    out = {
+        "probe": probe_accuracy(
+            X,
+            np.array([experts.index(r["expert"]) for r in reg]),
+            encoder.encode([r["prompt"] for r in held]),
+            np.array([experts.index(t) for t in truth]),
+        )
     }
-    probe = probe_accuracy(
-        X,
-        np.array([experts.index(r["expert"]) for r in reg]),
-        encoder.encode([r["prompt"] for r in held]),
-        np.array([experts.index(t) for t in truth]),
-    )
-    out = [{"router": "logistic-regression probe", "top1": probe, "top1/probe": 1.0}]
-    for label, (name, config) in variants.items():
+    for label, (name, config) in VARIANTS.items():
         plans = routers.build(name, ctx, **config).route(queries)
-        acc = float(np.mean([bool(p.experts) and p.experts[0] == t for p, t in zip(plans, truth)]))
-        out.append({"router": label, "top1": acc, "top1/probe": acc / probe})
+        out[label] = float(np.mean([bool(p.experts) and p.experts[0] == t for p, t in zip(plans, truth)]))
     return out
+
+
+def resplit(rows: list[dict], seed: int) -> list[dict]:
+    """The same rows with another draw of which REGISTERED per section are registered."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for section in sorted({r["expert"] for r in rows}):
+        mine = [r for r in rows if r["expert"] == section]
+        chosen = set(rng.choice(len(mine), REGISTERED, replace=False).tolist())
+        out += [{**r, "split": "registered" if i in chosen else "held-out"} for i, r in enumerate(mine)]
+    return out
+
+
+def summarise(runs: list[dict[str, float]], default: str) -> tuple[list[dict], dict]:
+    """Per router: top-1 on the committed split, and top-1/probe over every split (mean, min)."""
+    results = []
+    for label in ["probe", *VARIANTS]:
+        ratios = [run[label] / run["probe"] for run in runs]
+        name = "logistic-regression probe" if label == "probe" else label
+        results.append(
+            {
+                "router": name + (" (the default)" if label == default else ""),
+                "top1": runs[0][label],
+                "top1/probe": ratios[0],
+                "mean top1/probe": float(np.mean(ratios)),
+                "min top1/probe": float(np.min(ratios)),
+            }
+        )
+    mean = {r["router"]: r["mean top1/probe"] for r in results[1:]}
+    best = max(mean, key=mean.get)
+    mine = mean[default + " (the default)"]
+    targets = {
+        f"default router ({default}) >= 0.95x the probe, mean over {len(runs)} splits": mine >= 0.95,
+        f"the default is the best router by that mean (best: {best})": mean[best] <= mine,
+    }
+    return results, targets
 
 
 def main() -> None:
     a = args(
-        __doc__.splitlines()[0], rebuild={"action": "store_true", "help": "regenerate the set from apt-cache"}
+        __doc__.splitlines()[0],
+        rebuild={"action": "store_true", "help": "regenerate the set from apt-cache"},
+        splits={
+            "type": int,
+            "default": 10,
+            "help": "draws of registered/held-out rows (the first: the file's)",
+        },
     )
     if a.rebuild:
         text = subprocess.run(["apt-cache", "dumpavail"], capture_output=True, text=True, check=True).stdout
         DATA.parent.mkdir(parents=True, exist_ok=True)
         DATA.write_text("".join(json.dumps(r) + "\n" for r in build_rows(parse_dumpavail(text))))
     rows = [json.loads(line) for line in DATA.read_text().splitlines()]
-    if a.smoke:  # 3 sections
-        rows = [r for r in rows if r["expert"] in SECTIONS[:3]]
+    if a.smoke:  # 3 sections, 2 splits
+        rows, a.splits = [r for r in rows if r["expert"] in SECTIONS[:3]], min(a.splits, 2)
+    from composer.settings import DEFAULT_ROUTER
     from routers.encoders import MiniLM
 
-    results = evaluate(rows, MiniLM())
-    default = next(r for r in results if r["router"] == "retrieval")
-    best = max(results[1:], key=lambda r: r["top1"])
-    targets = {
-        "default router (retrieval) >= 0.95x the probe": default["top1/probe"] >= 0.95,
-        f"the default is the best router (best: {best['router']})": best["top1"] <= default["top1"],
-    }
-    write("realtext", a, results, targets, ["router", "top1", "top1/probe"])
+    encoder = Memo(MiniLM())
+    runs = [evaluate(rows if i == 0 else resplit(rows, i), encoder) for i in range(a.splits)]
+    results, targets = summarise(runs, DEFAULT_ROUTER)
+    write(
+        "realtext", a, results, targets, ["router", "top1", "top1/probe", "mean top1/probe", "min top1/probe"]
+    )
 
 
 if __name__ == "__main__":

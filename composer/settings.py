@@ -16,7 +16,7 @@ replica, a test or a library caller sees exactly the configuration it was given.
 | COMPOSER_STORE | store | <home>/store |
 | COMPOSER_API_KEY | api_key | none: mutating endpoints open, loopback bind only |
 | COMPOSER_BASE | base | the only registered base model |
-| COMPOSER_DEFAULT_ROUTER | default_router | retrieval |
+| COMPOSER_DEFAULT_ROUTER | default_router | density |
 | COMPOSER_INSTRUCTION_WRITER | instruction_writer | none (GLIDER: descriptions and examples stand in) |
 | COMPOSER_INSTRUCTION_WRITER_KEY | instruction_writer_key | none (Bearer key of an endpoint writer) |
 | COMPOSER_ALLOWED_ROOTS | allowed_roots | none: server-side path registration disabled |
@@ -49,7 +49,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-DEFAULT_ROUTER = "retrieval"
+DEFAULT_ROUTER = "density"
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 PREFIX = "COMPOSER_"
 # limits: must be positive (threads may be 0: torch's default)

@@ -7,10 +7,16 @@ examples among the rows searched, as semantic-router aggregates its matches), be
 It searches the `depth` nearest
 rows, so an expert none of whose rows is among them is not a candidate: with thousands of
 experts the search stays a flat top-M scan instead of E dot products per example.
-`centroids()` gives the unit-norm mean embedding per expert. Up to `exact_limit` rows
-(20,000) the search is exact (flat inner product); above it, an HNSW graph (M=32,
-efSearch=128) keeps a query under a millisecond at the price of approximate recall.
-faiss is imported lazily.
+`centroids()` gives the unit-norm mean embedding per expert. `density(queries, k,
+bandwidth)` ranks experts by the kernel density of their examples at the query (a Parzen
+window over cosines, the mean over *all* of an expert's n examples):
+    score = 1 + b * log( (1/n) * sum_i exp((cos_i - 1) / b) )
+in cosine units: b -> 0 gives the max cosine, a large b the mean cosine; the mean (not the
+sum) keeps experts with few examples on equal terms with those with many. Up to
+`exact_limit` rows (20,000) search and density are exact (flat inner product over every
+row); above it, an HNSW graph (M=32, efSearch=128) keeps a query under a millisecond at the
+price of approximate recall, and the density counts only the `depth` rows found (rows not
+found add nothing: a lower bound). faiss is imported lazily.
 """
 
 from __future__ import annotations
@@ -40,9 +46,16 @@ class ExampleIndex:
             self.index.hnsw.efConstruction, self.index.hnsw.efSearch = 80, 128
         else:
             self.index = faiss.IndexFlatIP(max(self.dim, 1))
+        every = np.ascontiguousarray(np.concatenate(mats)) if mats else np.zeros((0, 1), np.float32)
         if mats:
-            self.index.add(np.ascontiguousarray(np.concatenate(mats)))
-        self._centroids = normalise(np.stack([m.mean(0) for m in mats])) if mats else np.zeros((0, 1))
+            self.index.add(every)
+        self._rows = every if rows <= exact_limit else None  # exact density reads every row
+        counts = np.array([len(m) for m in mats], dtype=int)
+        self._held = np.flatnonzero(counts)  # experts with rows: the density's segments
+        self._counts = counts[self._held]
+        self._starts = (np.cumsum(counts) - counts)[self._held]
+        means = [m.mean(0) if len(m) else np.zeros(self.dim, np.float32) for m in mats]
+        self._centroids = normalise(np.stack(means)) if mats else np.zeros((0, 1))  # no rows: zeros
 
     def __len__(self) -> int:
         return len(self.experts)
@@ -65,6 +78,31 @@ class ExampleIndex:
                     mine.append(float(score))
             best = {name: sum(v) / len(v) for name, v in hits.items()}
             out.append(sorted(best.items(), key=lambda kv: -kv[1])[:k])
+        return out
+
+    def density(
+        self, queries: np.ndarray, k: int, bandwidth: float, depth: int = 256
+    ) -> list[list[tuple[str, float]]]:
+        if not self.experts:
+            return [[] for _ in queries]
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if self._rows is not None:
+            sims = q @ self._rows.T
+        else:  # approximate: the rows HNSW finds; the others count as absent (-inf)
+            found, rows = self.index.search(q, min(self.index.ntotal, max(depth, 4 * k)))
+            sims = np.full((len(q), self.index.ntotal), -np.inf, dtype=np.float32)
+            np.put_along_axis(sims, np.maximum(rows, 0), np.where(rows >= 0, found, -np.inf), axis=1)
+        if not len(self._held):
+            return [[] for _ in queries]
+        top = np.maximum.reduceat(sims, self._starts, axis=1)  # per expert: a stable log-sum-exp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shift = np.repeat(top, self._counts, axis=1)  # each row's expert's top
+            kernel = np.nan_to_num(np.exp((sims - shift) / bandwidth))  # -inf - -inf: 0
+            scores = top + bandwidth * np.log(np.add.reduceat(kernel, self._starts, axis=1) / self._counts)
+        out = []
+        for row in scores:
+            order = [j for j in np.argsort(-row, kind="stable") if np.isfinite(row[j])][:k]
+            out.append([(self.experts[self._held[j]], float(row[j])) for j in order])
         return out
 
     def centroids(self) -> tuple[list[str], np.ndarray]:

@@ -5,8 +5,9 @@ Contract: `AbstainConfig` adds `threshold` (abstain below this similarity) and `
 with `cost_weight`/`max_cost` every expert is scored and ranked by score - λ·cost; the
 plan's scores are those, and the threshold applies to them). `score_experts(ctx, vectors, k, scorer)`
 ranks experts per query by "max" (max-cosine over each expert's examples, faiss; with
-`top_m` > 1 the mean of its m best examples) or "centroid" (cosine to the mean embedding),
-best first. `pick(router, ranked, k)` turns a
+`top_m` > 1 the mean of its m best examples), "centroid" (cosine to the mean embedding) or
+"density" (the kernel density of its examples at the query, `bandwidth`; see
+`routers.index`), best first. `pick(router, ranked, k)` turns a
 ranking into a plan: the top `k` (uniform weights) unless the best score is below the
 threshold, in which case it abstains with the reason. Whole-model experts can be selected,
 not merged or ensembled: `route_by_similarity` ranks LoRA experts only for other modes. `route_by_similarity` is the whole
@@ -23,7 +24,7 @@ from pydantic import Field
 from routers import cost
 from routers.base import Mode, Router, RoutingPlan
 
-Scorer = Literal["max", "centroid"]
+Scorer = Literal["max", "centroid", "density"]
 
 
 class AbstainConfig(cost.CostConfig):
@@ -33,14 +34,26 @@ class AbstainConfig(cost.CostConfig):
     fallback: str | None = Field(None, description="expert used when abstaining (default: the base model)")
 
 
-SCORER_TEXT = {"max": "max cosine to its examples", "centroid": "cosine to its centroid"}
+SCORER_TEXT = {
+    "max": "max cosine to its examples",
+    "centroid": "cosine to its centroid",
+    "density": "kernel density of its examples",
+}
 
 
 def score_experts(
-    ctx, queries: np.ndarray, k: int, scorer: Scorer = "max", depth: int = 256, top_m: int = 1
+    ctx,
+    queries: np.ndarray,
+    k: int,
+    scorer: Scorer = "max",
+    depth: int = 256,
+    top_m: int = 1,
+    bandwidth: float = 0.1,
 ) -> list[list[tuple[str, float]]]:
     if scorer == "max":
         return ctx.index.max_cosine(queries, k, depth=depth, top_m=top_m)
+    if scorer == "density":
+        return ctx.index.density(queries, k, bandwidth, depth=depth)
     names, C = ctx.index.centroids()
     if not names:
         return [[] for _ in queries]
@@ -66,7 +79,14 @@ def pick(router: Router, ranked: list[tuple[str, float]], k: int, mode: Mode, wh
 
 
 def route_by_similarity(
-    router: Router, batch, k: int, mode: Mode, scorer: Scorer, depth: int = 256, top_m: int = 1
+    router: Router,
+    batch,
+    k: int,
+    mode: Mode,
+    scorer: Scorer,
+    depth: int = 256,
+    top_m: int = 1,
+    bandwidth: float = 0.1,
 ) -> list[RoutingPlan]:
     ctx, c = router.ctx, router.config
     q = ctx.encoder.encode([x.prompt for x in batch])
@@ -74,12 +94,13 @@ def route_by_similarity(
     extra = 0 if adapters is None else len(ctx.expert_names) - len(adapters)
     priced = cost.active(c)
     n = len(ctx.expert_names) if priced else max(k, 3) + extra  # a few more, to explain
-    ranked = score_experts(ctx, q, n, scorer, depth, top_m)
+    ranked = score_experts(ctx, q, n, scorer, depth, top_m, bandwidth)
     if adapters is not None:
         ranked = [[(e, s) for e, s in r if e in adapters] for r in ranked]
-    what = (
-        SCORER_TEXT[scorer] if top_m == 1 or scorer != "max" else f"mean cosine of its {top_m} best examples"
-    )
+    what = {
+        "max": SCORER_TEXT["max"] if top_m == 1 else f"mean cosine of its {top_m} best examples",
+        "density": f"{SCORER_TEXT['density']} (bandwidth {bandwidth:g})",
+    }.get(scorer, SCORER_TEXT[scorer])
     if priced:
         weight = c.cost_weight
         if weight == "calibrated":

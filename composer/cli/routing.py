@@ -46,7 +46,7 @@ Prompts = Annotated[
 ]
 RouterOpt = Annotated[
     str | None,
-    typer.Option("--router", help="router name", show_default="$COMPOSER_DEFAULT_ROUTER or retrieval"),
+    typer.Option("--router", help="router name", show_default="$COMPOSER_DEFAULT_ROUTER or density"),
 ]
 ConfigOpt = Annotated[
     list[str] | None,

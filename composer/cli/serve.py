@@ -40,7 +40,6 @@ Threads = Annotated[
         "--threads", help="torch threads per model replica", show_default="$COMPOSER_THREADS, else all cores"
     ),
 ]
-SHOWN_ROUTER = "retrieval"  # the router `demo` shows answering held-back paraphrases
 
 
 def build(registry: Registry, out_dir: Path, fast: bool, seed: int, ocean: str | None = None) -> None:
@@ -110,9 +109,9 @@ def show_routing(settings: Settings, registry: Registry, demo_dir: Path, base: s
         next(r for r in rows if r["task"] == t and r["phrasing"] == "held-back")
         for t in ("reverse", "add", "max", "countdown")
     ]
-    c = open_composer(dataclasses.replace(settings, default_router=SHOWN_ROUTER), registry, base=base)
+    c = open_composer(settings, registry, base=base)  # the default router, as `model: "composer"` routes
     outs = c.generate([r["prompt"] for r in picked], max_new_tokens=16)
-    render.routed_answers(picked, outs, SHOWN_ROUTER)
+    render.routed_answers(picked, outs, settings.default_router)
 
 
 def demo(
@@ -159,7 +158,7 @@ def serve_cmd(
     ] = None,
     router: Annotated[
         str | None,
-        typer.Option("--router", help="default router", show_default="$COMPOSER_DEFAULT_ROUTER or retrieval"),
+        typer.Option("--router", help="default router", show_default="$COMPOSER_DEFAULT_ROUTER or density"),
     ] = None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="no Ray: one process serves the same API (one box, dev)")

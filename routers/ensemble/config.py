@@ -7,4 +7,7 @@ from routers.semantic import AbstainConfig, Scorer
 
 class EnsembleConfig(AbstainConfig):
     top_k: int = Field(2, ge=1, le=16, description="experts run per query")
-    scorer: Scorer = Field("max", description="how candidates are ranked: 'max' (retrieval) or 'centroid'")
+    scorer: Scorer = Field(
+        "max",
+        description="how candidates are ranked: 'max' (retrieval), 'centroid' or 'density' (bandwidth 0.1)",
+    )

@@ -13,5 +13,6 @@ class LoraRetrieverConfig(AbstainConfig):
         "merge", description="mix LoRA deltas, or run each and pick"
     )
     scorer: Scorer = Field(
-        "centroid", description="'centroid' (LoraRetriever's mean of sample embeddings) or 'max'"
+        "centroid",
+        description="'centroid' (LoraRetriever's mean of sample embeddings), 'max' or 'density' (bandwidth 0.1)",
     )

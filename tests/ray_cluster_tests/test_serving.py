@@ -23,6 +23,7 @@ from helpers.api import COUNTDOWN, REVERSE, answer, chat, metric, wait_until
 from helpers.server import KEY, assert_error, ray_server
 
 from composer.serving.archive import pack
+from composer.settings import DEFAULT_ROUTER
 
 pytestmark = pytest.mark.slow
 BATCHING_ATTEMPTS = 5
@@ -52,7 +53,7 @@ def test_openai_client_routed_direct_streaming_and_models(server, http):
 
     routed = client.chat.completions.create(model="composer", messages=[{"role": "user", "content": REVERSE}])
     routing = routed.model_extra["routing"]
-    assert routing["router"] == "retrieval" and routing["served_by"] == "reverse"
+    assert routing["router"] == DEFAULT_ROUTER and routing["served_by"] == "reverse"
     direct = client.chat.completions.create(model="reverse", messages=[{"role": "user", "content": REVERSE}])
     assert direct.model_extra["routing"]["router"] == "direct"
     # the server answers exactly as the in-process API does with the same expert
@@ -166,7 +167,7 @@ def test_route_explains_without_generating(http):
         p["explanation"] for p in plans
     )
     routers = http.get("/v1/routers").json()
-    assert routers["default"] == "retrieval" and "top_k" in json.dumps(
+    assert routers["default"] == DEFAULT_ROUTER and "top_k" in json.dumps(
         next(x for x in routers["data"] if x["name"] == "phatgoose")["config_schema"]
     )
     assert http.get("/openapi.json").json()["paths"]["/v1/chat/completions"]
@@ -238,7 +239,10 @@ def test_register_during_traffic_then_route_to_it_and_remove(server, http):
     assert [s["choices"][0]["message"]["content"] for s in served] == [
         chat(http, "length", p).json()["choices"][0]["message"]["content"] for p in prompts
     ]
-    assert 'composer_routing_decisions_total{expert="tally",router="retrieval"}' in http.get("/metrics").text
+    assert (
+        f'composer_routing_decisions_total{{expert="tally",router="{DEFAULT_ROUTER}"}}'
+        in http.get("/metrics").text
+    )
 
     assert http.delete("/v1/experts/tally", headers=auth).json()["deleted"] is True
     assert "tally" not in {m["id"] for m in http.get("/v1/models").json()["data"]}

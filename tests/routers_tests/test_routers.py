@@ -210,6 +210,7 @@ def test_every_router_publishes_a_config_schema():
         "bench_coe",
         "centroid",
         "coe",
+        "density",
         "ensemble",
         "glider",
         "loraretriever",
@@ -239,10 +240,11 @@ def own_expert_rate(plans, rows) -> float:
     return sum(p.experts == [r["task"]] for p, r in zip(plans, rows)) / len(rows)
 
 
-def test_retrieval_routes_held_back_paraphrases_to_their_expert(composer, rows):
+@pytest.mark.parametrize("router", ["retrieval", "density"])
+def test_example_routers_route_held_back_paraphrases_to_their_expert(composer, rows, router):
     held_back = [r for r in rows if r["phrasing"] == "held-back"]
     assert len({r["task"] for r in held_back}) == 8
-    rate = own_expert_rate(composer.route([r["prompt"] for r in held_back], router="retrieval"), held_back)
+    rate = own_expert_rate(composer.route([r["prompt"] for r in held_back], router=router), held_back)
     assert rate >= 0.90, rate
 
 
@@ -328,6 +330,7 @@ def test_coe_domain_labels_need_a_map_and_derive_one(composer):
 
 ROUTER_CONFIGS = {
     "retrieval": {},
+    "density": {},
     "centroid": {},
     "loraretriever": {"top_k": 2},
     "ensemble": {"top_k": 2},

@@ -62,7 +62,7 @@ def fleet(demo_ocean, tmp_path_factory):
 
 # ------------------------------------------------------------------------------------ targets
 def test_composer_is_the_default_router_over_the_only_base(registry):
-    assert policy.target("composer", None, Settings(), registry) == Target("demo-base", "retrieval", {})
+    assert policy.target("composer", None, Settings(), registry) == Target("demo-base", "density", {})
     assert policy.target("composer", None, Settings(default_router="coe"), registry).router == "coe"
     with pytest.raises(RegistryError, match="base model 'other-base' is not registered"):
         policy.target("composer", None, Settings(base="other-base"), registry)  # COMPOSER_BASE names nothing
