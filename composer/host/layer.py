@@ -301,9 +301,28 @@ class MoLoRALinear(nn.Module):
         if per_row is not None:
             return self._per_row(x2, y2, wx, *per_row, routing.host_slots).view_as(y)
         assigned = routing.assign(self, x2 if x2 is not None else y2)
-        if assigned is not None:
+        if assigned is not None and isinstance(assigned[0], int):
+            self._one_slot(x2, y2, wx, *assigned)
+        elif assigned is not None:
             self._per_token(x2, y2, wx, *assigned)
         return y
+
+    def _one_slot(self, x2, y2, wx, slot: int, weights: torch.Tensor) -> None:
+        """Every token through the one expert in `slot`, each with its own weight [N, 1] (how
+        PHATGOOSE's gates are fitted): two matmuls, no dispatch; added into `y2` in place."""
+        w = weights.reshape(-1, 1).to(y2.dtype)
+        r, off = self.rank[slot], self.offset[slot]
+        if r:
+            h = x2 @ self.A_rows[off : off + r].T  # [N, r]
+            delta = (h * (w * self.scale[slot])) @ self.B_rows[off : off + r]
+        else:
+            delta = y2.new_zeros(y2.shape)
+        if self.dora:
+            gain = self.gain[slot]
+            delta = delta * gain + w * (gain - 1) * wx
+        if self.shifted:
+            delta = delta + w * self.shift[slot]
+        y2.add_(delta.to(y2.dtype))
 
     def _per_row(self, x2, y2, wx, slots: torch.Tensor, weights: torch.Tensor, host_slots) -> torch.Tensor:
         """Rows routed alike at every token (select, merge): per mixture position, gather each

@@ -7,8 +7,9 @@ assignment of its input `x`, flattened to [N, d_in] with tokens in order — wha
 the module saw ([batch, seq, d] in most models, [batch*seq, d] where a model flattens tokens
 before its MLP, as OPT does): the N tokens split evenly into the batch's rows
 (`tokens_per_row`; anything else is an error naming the counts). It gets back
-`(slots, weights)`, both [N, k]: expert slot ids (-1 = unused) and mixture weights. `None`
-means "base only".
+`(slots, weights)`, both [N, k]: expert slot ids (-1 = unused) and mixture weights; or
+`(slot, weights)` with a plain int slot and weights [N, 1]: every token through that one
+expert (PHATGOOSE's gate fitting; no per-token dispatch). `None` means "base only".
 
 Routings hold their tensors on the device they are built for (the host's).
 `SequenceRouting` carries per-sequence weights (select, merge): row b uses the same
@@ -30,7 +31,7 @@ import torch
 
 
 class Routing(Protocol):
-    def assign(self, layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None: ...
+    def assign(self, layer, x: torch.Tensor) -> tuple[torch.Tensor | int, torch.Tensor] | None: ...
 
 
 _CURRENT: ContextVar[Routing | None] = ContextVar("composer_routing", default=None)

@@ -52,7 +52,7 @@ def _batch(rows, pad: int) -> dict[str, torch.Tensor]:
 
 class SigmoidGates:
     """A routing (see composer.host.routing) giving one slot, at each module with a gate
-    vector, every token the weight sigmoid(v_module · x)."""
+    vector, every token the weight sigmoid(v_module · x) (the one-slot form of `assign`)."""
 
     def __init__(self, slot: int, gates: dict[str, torch.Tensor]):
         self.slot, self.gates = slot, gates
@@ -64,8 +64,7 @@ class SigmoidGates:
         v = self.gates.get(layer.path)
         if v is None:
             return None
-        slots = torch.full((x.shape[0], 1), self.slot, device=x.device)
-        return slots, torch.sigmoid(x.float() @ v).unsqueeze(-1)  # gates train in float32
+        return self.slot, torch.sigmoid(x.float() @ v).unsqueeze(-1)  # gates train in float32
 
 
 def fit_gates(

@@ -107,6 +107,30 @@ def test_selects_merges_and_token_mixtures_equal_the_dense_reference(kind, flat)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+class OneSlot:
+    """The one-slot form of `assign` (PHATGOOSE's gate fitting): every token, one expert."""
+
+    def __init__(self, slot: int, weights):
+        self.slot, self.weights = slot, weights
+
+    def assign(self, layer, x):
+        return self.slot, self.weights
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv1d"])
+@pytest.mark.parametrize("slot", [0, 1, 2, 3], ids=["lora_bias", "dora", "bias-only", "dora+bias"])
+def test_one_slot_per_token_weights_equal_the_dense_reference(kind, slot):
+    base = make_base(kind)
+    layer = layer_with(base)
+    x = torch.randn(3, 4, D_IN, generator=torch.Generator().manual_seed(5))
+    w = torch.rand(12, 1, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad(), use_routing(OneSlot(slot, w)):
+        got = layer(x).reshape(12, D_OUT)
+        f0 = base(x).reshape(12, D_OUT)
+        want = f0 + w * (dense(base, experts()[slot], x).reshape(12, D_OUT) - f0)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_memory_follows_the_real_ranks_and_removal_frees_rows():
     layer = MoLoRALinear(nn.Linear(64, 48))
     ranks = [8, 2, 16, 4, 128, 8, 8, 8]
