@@ -311,15 +311,11 @@ class MoLoRALinear(nn.Module):
         """Every token through the one expert in `slot`, each with its own weight [N, 1] (how
         PHATGOOSE's gates are fitted): two matmuls, no dispatch; added into `y2` in place."""
         w = weights.reshape(-1, 1).to(y2.dtype)
-        r, off = self.rank[slot], self.offset[slot]
-        if r:
-            h = x2 @ self.A_rows[off : off + r].T  # [N, r]
-            delta = (h * (w * self.scale[slot])) @ self.B_rows[off : off + r]
-        else:
-            delta = y2.new_zeros(y2.shape)
+        rows = slice(self.offset[slot], self.offset[slot] + self.rank[slot])
+        h = x2 @ self.A_rows[rows].T if self.rank[slot] else None  # a bias-only module has no x2
+        delta = (h * (w * self.scale[slot])) @ self.B_rows[rows] if h is not None else torch.zeros_like(y2)
         if self.dora:
-            gain = self.gain[slot]
-            delta = delta * gain + w * (gain - 1) * wx
+            delta = delta * self.gain[slot] + w * (self.gain[slot] - 1) * wx
         if self.shifted:
             delta = delta + w * self.shift[slot]
         y2.add_(delta.to(y2.dtype))
