@@ -51,6 +51,7 @@ class ExampleIndex:
             self.index.add(every)
         self._rows = every if rows <= exact_limit else None  # exact density reads every row
         counts = np.array([len(m) for m in mats], dtype=int)
+        self._all_counts = counts
         self._held = np.flatnonzero(counts)  # experts with rows: the density's segments
         self._counts = counts[self._held]
         self._starts = (np.cumsum(counts) - counts)[self._held]
@@ -83,27 +84,34 @@ class ExampleIndex:
     def density(
         self, queries: np.ndarray, k: int, bandwidth: float, depth: int = 256
     ) -> list[list[tuple[str, float]]]:
-        if not self.experts:
-            return [[] for _ in queries]
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        if self._rows is not None:
-            sims = q @ self._rows.T
-        else:  # approximate: the rows HNSW finds; the others count as absent (-inf)
-            found, rows = self.index.search(q, min(self.index.ntotal, max(depth, 4 * k)))
-            sims = np.full((len(q), self.index.ntotal), -np.inf, dtype=np.float32)
-            np.put_along_axis(sims, np.maximum(rows, 0), np.where(rows >= 0, found, -np.inf), axis=1)
         if not len(self._held):
             return [[] for _ in queries]
-        top = np.maximum.reduceat(sims, self._starts, axis=1)  # per expert: a stable log-sum-exp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            shift = np.repeat(top, self._counts, axis=1)  # each row's expert's top
-            kernel = np.nan_to_num(np.exp((sims - shift) / bandwidth))  # -inf - -inf: 0
-            scores = top + bandwidth * np.log(np.add.reduceat(kernel, self._starts, axis=1) / self._counts)
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if self._rows is None:  # approximate: the rows HNSW finds, one query at a time
+            found, rows = self.index.search(q, min(self.index.ntotal, max(depth, 4 * k)))
+            scores = np.stack([self._sparse_density(s, r, bandwidth) for s, r in zip(found, rows)])
+        else:  # exact: every row; an expert's rows are one contiguous segment
+            sims = q @ self._rows.T
+            top = np.maximum.reduceat(sims, self._starts, axis=1)  # per expert: a stable log-sum-exp
+            kernel = np.exp((sims - np.repeat(top, self._counts, axis=1)) / bandwidth)
+            held = top + bandwidth * np.log(np.add.reduceat(kernel, self._starts, axis=1) / self._counts)
+            scores = np.full((len(q), len(self.experts)), -np.inf)
+            scores[:, self._held] = held
         out = []
         for row in scores:
             order = [j for j in np.argsort(-row, kind="stable") if np.isfinite(row[j])][:k]
-            out.append([(self.experts[self._held[j]], float(row[j])) for j in order])
+            out.append([(self.experts[j], float(row[j])) for j in order])
         return out
+
+    def _sparse_density(self, sims: np.ndarray, rows: np.ndarray, bandwidth: float) -> np.ndarray:
+        """Per expert, the density over its rows among those found (-inf: none found)."""
+        E, ok = len(self.experts), rows >= 0
+        label, s = self.labels[rows[ok]], sims[ok].astype(np.float64)
+        top = np.full(E, -np.inf)
+        np.maximum.at(top, label, s)
+        mass = np.bincount(label, weights=np.exp((s - top[label]) / bandwidth), minlength=E)
+        with np.errstate(divide="ignore"):
+            return top + bandwidth * np.log(mass / np.maximum(self._all_counts, 1))
 
     def centroids(self) -> tuple[list[str], np.ndarray]:
         return self.experts, self._centroids

@@ -3,9 +3,9 @@
 An expert's score is 1 + b·log((1/n)·Σ_i exp((cos_i − 1)/b)) over all n of its examples
 (`routers.index.ExampleIndex.density`): a Parzen-window classifier with equal priors, in
 cosine units. It sits between retrieval (b → 0: the max cosine, one lucky example decides)
-and centroid (large b: the mean), and unlike a mean of the m best matches it does not
-dilute an expert registered with a few examples: a query equal to one of n examples scores
-at least 1 + b·log(1/n) (0.89 for n = 3 at b = 0.1). On real English (Debian summaries,
+and centroid (large b: the mean). A mean of the m best matches dilutes an expert registered
+with a few unlike examples; here a query equal to one of an expert's n examples scores at
+least 1 + b·log(1/n) (0.89 for n = 3 at b = 0.1). On real English (Debian summaries,
 `bench/realtext.py`) it is the router closest to a logistic-regression probe. Abstains
 below `threshold` to `fallback` or the base model.
 
