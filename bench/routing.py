@@ -2,9 +2,11 @@
 
 Per-query latency of the retrieval router's two parts — MiniLM encoding of the prompt and
 the example-index search (`routers.index.ExampleIndex.max_cosine`, max over each expert's
-examples; and the centroid variant) — at batch 1 and batch 64 (per query), with synthetic
-experts of 8 example embeddings each around their own centre. Targets: index part <= 1 ms
-p50 at 10,000 experts; encoding + index <= 10 ms p50 at batch 1.
+examples; the centroid variant; and `density`, the default router's kernel density, exact
+up to 20,000 rows and over the HNSW search's rows above) — at batch 1 and batch 64 (per
+query), with synthetic experts of 8 example embeddings each around their own centre.
+Targets: index part (max cosine, and density) <= 1 ms p50 at 10,000 experts; encoding +
+index <= 10 ms p50 at batch 1.
 
     python bench/routing.py [--smoke] [--threads N]
 """
@@ -52,6 +54,7 @@ def main() -> None:
     last = results[-1]
     targets = {
         f"index <= 1 ms p50 at {last['experts']} experts": last["index_b1_ms"] <= 1.0,
+        f"density <= 1 ms p50 at {last['experts']} experts": last["density_b1_ms"] <= 1.0,
         "encoding + index <= 10 ms p50 at batch 1": last["route_b1_ms"] <= 10.0,
     }
     write(
@@ -65,6 +68,8 @@ def main() -> None:
             "index_b1_ms",
             "index_b64_per_query_ms",
             "centroid_b1_ms",
+            "density_b1_ms",
+            "density_b64_per_query_ms",
             "encode_b1_ms",
             "route_b1_ms",
             "route_b64_per_query_ms",
@@ -77,12 +82,16 @@ def _measure(index: ExampleIndex, n: int, q1, q64, enc1: dict, enc64: dict, repe
     idx1 = timed(lambda: index.max_cosine(q1, 1), repeat)
     idx64 = timed(lambda: index.max_cosine(q64, 1), max(2, repeat // 10))
     cen1 = timed(lambda: np.argmax(q1 @ C.T, axis=1), repeat)
+    den1 = timed(lambda: index.density(q1, 1, 0.1), repeat)
+    den64 = timed(lambda: index.density(q64, 1, 0.1), max(2, repeat // 10))
     row = {
         "experts": n,
         "vectors": n * EXAMPLES_PER_EXPERT,
         "index_b1_ms": idx1["p50_ms"],
         "index_b64_per_query_ms": idx64["p50_ms"] / 64,
         "centroid_b1_ms": cen1["p50_ms"],
+        "density_b1_ms": den1["p50_ms"],
+        "density_b64_per_query_ms": den64["p50_ms"] / 64,
         "encode_b1_ms": enc1["p50_ms"],
         "encode_b64_per_query_ms": enc64["p50_ms"] / 64,
         "route_b1_ms": enc1["p50_ms"] + idx1["p50_ms"],

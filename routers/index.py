@@ -89,29 +89,29 @@ class ExampleIndex:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if self._rows is None:  # approximate: the rows HNSW finds, one query at a time
             found, rows = self.index.search(q, min(self.index.ntotal, max(depth, 4 * k)))
-            scores = np.stack([self._sparse_density(s, r, bandwidth) for s, r in zip(found, rows)])
+            scored = [self._sparse_density(s, r, bandwidth) for s, r in zip(found, rows)]
         else:  # exact: every row; an expert's rows are one contiguous segment
             sims = q @ self._rows.T
             top = np.maximum.reduceat(sims, self._starts, axis=1)  # per expert: a stable log-sum-exp
             kernel = np.exp((sims - np.repeat(top, self._counts, axis=1)) / bandwidth)
-            held = top + bandwidth * np.log(np.add.reduceat(kernel, self._starts, axis=1) / self._counts)
-            scores = np.full((len(q), len(self.experts)), -np.inf)
-            scores[:, self._held] = held
+            dens = top + bandwidth * np.log(np.add.reduceat(kernel, self._starts, axis=1) / self._counts)
+            scored = [(self._held, row) for row in dens]
         out = []
-        for row in scores:
-            order = [j for j in np.argsort(-row, kind="stable") if np.isfinite(row[j])][:k]
-            out.append([(self.experts[j], float(row[j])) for j in order])
+        for experts, scores in scored:
+            best = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+            best = best[np.argsort(-scores[best], kind="stable")]
+            out.append([(self.experts[experts[j]], float(scores[j])) for j in best])
         return out
 
-    def _sparse_density(self, sims: np.ndarray, rows: np.ndarray, bandwidth: float) -> np.ndarray:
-        """Per expert, the density over its rows among those found (-inf: none found)."""
-        E, ok = len(self.experts), rows >= 0
-        label, s = self.labels[rows[ok]], sims[ok].astype(np.float64)
-        top = np.full(E, -np.inf)
-        np.maximum.at(top, label, s)
-        mass = np.bincount(label, weights=np.exp((s - top[label]) / bandwidth), minlength=E)
-        with np.errstate(divide="ignore"):
-            return top + bandwidth * np.log(mass / np.maximum(self._all_counts, 1))
+    def _sparse_density(self, sims: np.ndarray, rows: np.ndarray, bandwidth: float):
+        """(expert ids, densities) over the experts with a row among those found."""
+        ok = rows >= 0
+        experts, at = np.unique(self.labels[rows[ok]], return_inverse=True)
+        s = sims[ok].astype(np.float64)
+        top = np.full(len(experts), -np.inf)
+        np.maximum.at(top, at, s)
+        mass = np.bincount(at, weights=np.exp((s - top[at]) / bandwidth), minlength=len(experts))
+        return experts, top + bandwidth * np.log(mass / self._all_counts[experts])
 
     def centroids(self) -> tuple[list[str], np.ndarray]:
         return self.experts, self._centroids
