@@ -25,6 +25,7 @@ from routers import cost
 from routers.base import Mode, Router, RoutingPlan
 
 Scorer = Literal["max", "centroid", "density"]
+BANDWIDTH = 0.1  # the density scorer's kernel width (cosine units), chosen by bench/realtext.py
 
 
 class AbstainConfig(cost.CostConfig):
@@ -48,7 +49,7 @@ def score_experts(
     scorer: Scorer = "max",
     depth: int = 256,
     top_m: int = 1,
-    bandwidth: float = 0.1,
+    bandwidth: float = BANDWIDTH,
 ) -> list[list[tuple[str, float]]]:
     if scorer == "max":
         return ctx.index.max_cosine(queries, k, depth=depth, top_m=top_m)
@@ -86,7 +87,7 @@ def route_by_similarity(
     scorer: Scorer,
     depth: int = 256,
     top_m: int = 1,
-    bandwidth: float = 0.1,
+    bandwidth: float = BANDWIDTH,
 ) -> list[RoutingPlan]:
     ctx, c = router.ctx, router.config
     q = ctx.encoder.encode([x.prompt for x in batch])

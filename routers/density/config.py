@@ -2,14 +2,14 @@
 
 from pydantic import Field
 
-from routers.semantic import AbstainConfig
+from routers.semantic import BANDWIDTH, AbstainConfig
 
 
 class DensityConfig(AbstainConfig):
     bandwidth: float = Field(
-        0.1,
+        BANDWIDTH,
         gt=0,
         le=10,
         description="kernel width in cosine units: toward 0 the max cosine (retrieval), large the "
-        "mean cosine; 0.1 by bench/realtext.py",
+        "mean cosine; the default was chosen by bench/realtext.py",
     )

@@ -9,5 +9,5 @@ class EnsembleConfig(AbstainConfig):
     top_k: int = Field(2, ge=1, le=16, description="experts run per query")
     scorer: Scorer = Field(
         "max",
-        description="how candidates are ranked: 'max' (retrieval), 'centroid' or 'density' (bandwidth 0.1)",
+        description="how candidates are ranked: 'max' (retrieval), 'centroid' or 'density' (the density router's default bandwidth)",
     )

@@ -14,5 +14,5 @@ class LoraRetrieverConfig(AbstainConfig):
     )
     scorer: Scorer = Field(
         "centroid",
-        description="'centroid' (LoraRetriever's mean of sample embeddings), 'max' or 'density' (bandwidth 0.1)",
+        description="'centroid' (LoraRetriever's mean of sample embeddings), 'max' or 'density' (the density router's default bandwidth)",
     )
