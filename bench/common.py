@@ -191,7 +191,9 @@ def demo_home(home: str | None) -> Path:
         return env_home
     path = CACHE / "ocean-fast"
     if not (path / "demo" / "report.json").exists():
-        build_demo(Registry(home=path), path / "demo", fast=True, seed=0, log=lambda *a: None)
+        build_demo(
+            Registry(home=path), path / "demo", fast=True, seed=0, log=lambda *a: None, ocean="symbols"
+        )
     return path
 
 

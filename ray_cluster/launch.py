@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shlex
 import signal
 import time
 import urllib.request
@@ -117,22 +118,18 @@ def shutdown(own_ray: bool) -> None:
         ray.shutdown()  # the embedded cluster, or just this driver's connection
 
 
-def examples(url: str) -> str:
-    """Ready-to-paste curl and OpenAI-client snippets for a running server."""
-    body = json.dumps(
-        {
-            "model": "composer",
-            "messages": [{"role": "user", "content": "Write these letters backwards: c a t"}],
-        }
-    )
-    return f"""curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'
-curl -s {url}/v1/route -H 'Content-Type: application/json' -d '{{"prompt": "Count down from 5", "routing": {{"router": "coe"}}}}'
+def examples(url: str, prompt: str = "Say hello", other: str = "Say hi") -> str:
+    """Ready-to-paste curl and OpenAI-client snippets for a running server, on two prompts."""
+    chat = json.dumps({"model": "composer", "messages": [{"role": "user", "content": prompt}]})
+    route = json.dumps({"prompt": other, "routing": {"router": "coe"}})
+    return f"""curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' -d {shlex.quote(chat)}
+curl -s {url}/v1/route -H 'Content-Type: application/json' -d {shlex.quote(route)}
 curl -s {url}/v1/models
 
 python - <<'PY'
 import os
 from openai import OpenAI
 client = OpenAI(base_url="{url}/v1", api_key=os.environ.get("COMPOSER_API_KEY", "unused"))
-r = client.chat.completions.create(model="composer", messages=[{{"role": "user", "content": "Count down from 5"}}])
+r = client.chat.completions.create(model="composer", messages=[{{"role": "user", "content": {other!r}}}])
 print(r.choices[0].message.content, "<- served by", r.model_extra["routing"]["served_by"])
 PY"""

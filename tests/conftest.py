@@ -39,7 +39,7 @@ def demo_ocean(tmp_path_factory):
     home = Path(keep) if keep else tmp_path_factory.mktemp("ocean")
     out = home / "demo"
     if not (out / "report.json").exists():
-        build_demo(Registry(home=home), out, fast=True, seed=0, log=lambda *a: None)
+        build_demo(Registry(home=home), out, fast=True, seed=0, log=lambda *a: None, ocean="symbols")
     reg = Registry(home=home)
     report = json.loads((out / "report.json").read_text())
     return SimpleNamespace(home=home, out=out, registry=reg, report=report)

@@ -44,8 +44,10 @@ Threads = Annotated[
 
 def build(registry: Registry, out_dir: Path, fast: bool, seed: int, ocean: str | None = None) -> None:
     """Train and register the demo ocean into `out_dir`, then print its skill table."""
-    from composer.demo.build import DEFAULT_OCEAN, build_demo
+    from composer.demo.build import DEFAULT_OCEAN, OCEANS, build_demo
 
+    if ocean is not None and ocean not in OCEANS:
+        raise CommandError(f"unknown ocean {ocean!r}: one of {', '.join(OCEANS)}")
     results = build_demo(registry, out_dir, fast=fast, seed=seed, ocean=ocean or DEFAULT_OCEAN)
     render.skill_table([r.__dict__ for r in results])
 
@@ -66,7 +68,7 @@ def serve_app(settings: Settings, host: str, port: int, address: str | None, in_
         out.print(
             f"[bold green]Composer is serving at {url}[/bold green]  (OpenAPI: {url}/docs)  Ctrl-C stops.\n"
         )
-        print(examples(url), flush=True)
+        print(examples(url, _sample_prompt(settings.registry(), 0), _sample_prompt(settings.registry(), 1)))
 
     if in_process:
         if not is_loopback(host) and not settings.api_key:
@@ -84,16 +86,30 @@ def serve_app(settings: Settings, host: str, port: int, address: str | None, in_
     out.print("Composer stopped.")
 
 
+def _sample_prompt(registry: Registry, i: int) -> str:
+    """The first registered example prompt of the `i`-th expert that has examples (for the
+    printed curl/CLI examples), else a neutral prompt."""
+    prompts = [r.examples[0]["prompt"] for r in registry.list() if r.examples]
+    return prompts[i % len(prompts)] if prompts else "Say hello"
+
+
 def build_demo_cmd(
     ctx: typer.Context,
-    fast: Annotated[bool, typer.Option("--fast", help="small budget (tests): < 2 minutes")] = False,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="small budget, partly trained experts (tests)")
+    ] = False,
     seed: Annotated[int, typer.Option("--seed", help="random seed of the data and the training")] = 0,
     out_dir: Annotated[
         str | None, typer.Option("--out", help="output directory", show_default="$COMPOSER_HOME/demo")
     ] = None,
     ocean: Annotated[
         str | None,
-        typer.Option("--ocean", help="symbols (8 skills on letters and digits) or domains (8 domains)"),
+        typer.Option(
+            "--ocean",
+            help="domains (8 experts over 8 domains with their own vocabularies) or symbols "
+            "(8 skills over letters and digits; the test suite's ocean)",
+            show_default="domains",
+        ),
     ] = None,
 ) -> None:
     """Train the demo ocean (base LM + one LoRA expert per skill) and register it."""
@@ -105,10 +121,9 @@ def show_routing(settings: Settings, registry: Registry, demo_dir: Path, base: s
     """A few held-back paraphrases (never seen at registration), routed and answered."""
     lines = (demo_dir / "benchmark.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines if line.strip()]
-    picked = [
-        next(r for r in rows if r["task"] == t and r["phrasing"] == "held-back")
-        for t in ("reverse", "add", "max", "countdown")
-    ]
+    held_back = [r for r in rows if r["phrasing"] == "held-back"]
+    tasks = list(dict.fromkeys(r["task"] for r in held_back))[::2]  # every other skill of the ocean
+    picked = [next(r for r in held_back if r["task"] == t) for t in tasks[:4]]
     c = open_composer(settings, registry, base=base)  # the default router, as `model: "composer"` routes
     outs = c.generate([r["prompt"] for r in picked], max_new_tokens=16)
     render.routed_answers(picked, outs, settings.default_router)
@@ -138,10 +153,8 @@ def demo(
     render.experts_table(reg.list())
     show_routing(settings, reg, demo_dir, BASE_NAME)
     out.print(f"registry: {reg.home}   benchmark: {demo_dir / 'benchmark.jsonl'}")
-    out.print(
-        'try: composer route "Write these letters backwards: c a t" --router coe   '
-        '|  composer generate "Count down from 5"'
-    )
+    a, b = (_sample_prompt(reg, i) for i in (0, 1))
+    out.print(f'try: composer route "{a}" --router coe   |  composer generate "{b}"')
     if not no_serve:
         serve_app(dataclasses.replace(settings, base=BASE_NAME), host, port, address, in_process=False)
 

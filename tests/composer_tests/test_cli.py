@@ -110,6 +110,7 @@ def test_register_list_remove_round_trip(demo_ocean, tmp_path, capsys):
         ["experts", "show", "no-such-expert"],
         ["experts", "remove", "no-such-expert"],
         ["experts", "show"],
+        ["build-demo", "--ocean", "no-such-ocean"],
     ],
 )
 def test_errors_are_one_line_and_change_nothing(demo_ocean, argv, capsys):

@@ -233,7 +233,7 @@ def composer(demo_ocean):
 
 @pytest.fixture(scope="module")
 def rows():
-    return benchmark_rows(0)
+    return benchmark_rows(0, ocean="symbols")
 
 
 def own_expert_rate(plans, rows) -> float:
