@@ -179,7 +179,7 @@ def random_adapters(
 
 def demo_home(home: str | None) -> Path:
     """A registry with the demo ocean: `home` if given, else $COMPOSER_HOME when it has one, else
-    the fast ocean built once into bench/.cache (about two minutes)."""
+    the fast symbols ocean built once into bench/.cache (about two minutes)."""
     from composer.demo.build import build_demo
     from composer.settings import Settings
     from registry import Registry

@@ -1,7 +1,9 @@
 """Shared fixtures: offline environment, and the demo ocean built once per test session.
 
-`demo_ocean` trains the fast demo ocean (`composer build-demo --fast`, ~2 minutes on 2
-cores) into a session temp dir and returns its registry and build directory. Set
+`demo_ocean` trains the fast symbols ocean (`composer build-demo --ocean symbols --fast`,
+~2 minutes on 2 cores: the quickest to train; the tests assert relations that do not depend
+on the ocean, and the default domains ocean has model-free tests in test_demo.py) into a
+session temp dir and returns its registry and build directory. Set
 COMPOSER_TEST_OCEAN=/some/dir to keep and reuse one across local runs (CI builds fresh).
 """
 
