@@ -8,7 +8,7 @@ importing it is cheap: `Composer` loads torch and friends on first access.
 
     from composer import Composer
     c = Composer()                                   # the registry in $COMPOSER_HOME
-    c.generate(["Reverse the letters: a b c"], router="retrieval")
+    c.generate(["Name the elements: Na Fe"], router="retrieval")
 """
 
 __version__ = "0.1.0"

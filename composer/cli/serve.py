@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -68,7 +69,8 @@ def serve_app(settings: Settings, host: str, port: int, address: str | None, in_
         out.print(
             f"[bold green]Composer is serving at {url}[/bold green]  (OpenAPI: {url}/docs)  Ctrl-C stops.\n"
         )
-        print(examples(url, _sample_prompt(settings.registry(), 0), _sample_prompt(settings.registry(), 1)))
+        reg = settings.registry()
+        print(examples(url, _sample_prompt(reg, 0), _sample_prompt(reg, 1)), flush=True)
 
     if in_process:
         if not is_loopback(host) and not settings.api_key:
@@ -154,7 +156,7 @@ def demo(
     show_routing(settings, reg, demo_dir, BASE_NAME)
     out.print(f"registry: {reg.home}   benchmark: {demo_dir / 'benchmark.jsonl'}")
     a, b = (_sample_prompt(reg, i) for i in (0, 1))
-    out.print(f'try: composer route "{a}" --router coe   |  composer generate "{b}"')
+    out.print(f"try: composer route {shlex.quote(a)} --router coe   |  composer generate {shlex.quote(b)}")
     if not no_serve:
         serve_app(dataclasses.replace(settings, base=BASE_NAME), host, port, address, in_process=False)
 
