@@ -28,7 +28,7 @@ test: setup
 	$(MAKE) bench-smoke
 
 # every bench/ script in its seconds-long mode (part of `make test`; full runs: python bench/NAME.py)
-BENCHES := mixture mixed_batch dispatch realtext token_routing compositions adapter_memory residency continuous routing registry_reads serving registration
+BENCHES := training mixture mixed_batch dispatch realtext token_routing compositions adapter_memory residency continuous routing registry_reads serving registration
 bench-smoke: setup
 	@for b in $(BENCHES); do echo "== bench/$$b.py --smoke"; \
 	  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 COMPOSER_QUIET=1 $(PY) bench/$$b.py --smoke || exit 1; done

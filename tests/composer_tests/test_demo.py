@@ -8,6 +8,7 @@ import json
 import random
 
 import pytest
+import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -137,6 +138,37 @@ def test_fit_stops_once_done():
     model, asked = T.make_base(tok, hidden=16, layers=1, heads=2), []
     T.fit(model, tok, rows, steps=40, batch_size=4, done=lambda: asked.append(1) or len(asked) == 2, every=5)
     assert len(asked) == 2 and not model.training
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_packed_batch_equals_padded_batch(lora):
+    """`fit` trains on packed rows with the LM head on labelled positions only: fewer rows than
+    examples, and the same loss and gradients (of the base, or of a LoRA adapter on it) as
+    HF's loss on the right-padded batch of the same examples."""
+    from peft import LoraConfig, get_peft_model
+
+    rng = random.Random(1)
+    rows = [S.make_example(s, rng, p) for s in S.SKILLS.values() for p in ("seen", "held-back")] * 2
+    tok = T.train_tokenizer([f"{e.prompt}\n {e.answer}" for e in rows], 300)
+    model = T.make_base(tok, hidden=32, layers=2, heads=2, seed=1)
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
+        for n, p in model.named_parameters():  # B = 0 at init: make the adapter's gradient path real
+            if "lora_B" in n:
+                p.data.normal_(0, 0.1)
+    packed, padded = T._packed(tok, rows), T._batch(tok, rows)
+    assert packed["input_ids"].shape[0] < len(rows) and int((packed["labels"] != -100).sum()) == int(
+        (padded["labels"] != -100).sum()
+    )
+    grads = []
+    for loss_of in (lambda: T.lm_loss(model, packed), lambda: model(**padded).loss):
+        model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (a, ga), (b, gb) = grads
+    assert a == pytest.approx(b, rel=1e-6)
+    assert all(torch.allclose(x, y, atol=1e-6, rtol=1e-4) for x, y in zip(ga, gb))
 
 
 def test_benchmark_is_deterministic_and_well_formed():
