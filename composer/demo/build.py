@@ -124,6 +124,19 @@ def _expert_examples(S, skill: skills.Skill, rng: random.Random, n: int) -> list
     return rows
 
 
+def _recombined_lessons(S, skill: skills.Skill, rng: random.Random, n: int) -> list[skills.Example]:
+    """More lessons for an expert whose ocean has recombined instructions: n // 2 prompts
+    worded by recombining its seen instructions, and n // 4 more two-part lessons (so a third
+    of its one-part prompts are recombined and a third of all its rows are two-part, as in
+    the measurement that chose them). Drawn from their own stream after the tokenizer is
+    trained, so the tokenizer and base do not depend on how the experts are taught."""
+    if not hasattr(S, "recombined_example"):
+        return []
+    return [S.recombined_example(skill, rng) for _ in range(n // 2)] + [
+        S.expert_composition(skill, rng) for _ in range(n // 4)
+    ]
+
+
 def _converged(model, tok, val: list[skills.Example], share: float):
     return lambda: T.token_accuracy(model, tok, val) >= share
 
@@ -189,6 +202,9 @@ def build_demo(
     val_sets = {n: [S.make_example(s, rng) for _ in range(200)] for n, s in S.SKILLS.items()}
     texts = [f"{e.prompt}\n {e.answer}" for e in base_train + [e for v in expert_train.values() for e in v]]
     tok = T.train_tokenizer(texts)
+    lessons = random.Random(f"lessons/{seed}")
+    for n, s in S.SKILLS.items():
+        expert_train[n] += _recombined_lessons(S, s, lessons, 2000)
 
     log(f"training base LM ({budget.base_steps} steps) ...")
     base = T.make_base(tok, seed=seed)

@@ -16,6 +16,11 @@ Contract (the same shape as `composer.demo.skills`, so `build_demo` takes either
 - `expert_composition(skill, rng)`: the expert's own skill in one part of the two-part
   format and a general operation in the other (experts train on these beside their plain
   prompts; the benchmark's compositions pair two experts' skills, never seen together).
+- `recombined_example(skill, rng)`: a seen instruction recombined, the start of one seen
+  paraphrase joined to the end of another (`recombine`); experts train on a third of their
+  one-part prompts worded this way, so they follow the gist of an instruction, not one
+  wording (README, "Routing quality", has what it bought on held-back phrasings). Only seen
+  paraphrases go in; no recombination is a held-back one (tested).
 - `make_example(skill, rng, phrasing)` / `make_composition(a, b, rng)`: a two-domain
   composition asks for both skills in one prompt, "{A}: {x} ; then {b}: {y}", and its
   answer has one part from each, "{a(x)} ; {b(y)}"; `chain(a, b, rng)`: a two-step
@@ -228,6 +233,24 @@ def make_example(skill: Skill, rng: random.Random, phrasing: str = "seen") -> Ex
     template = rng.choice(skill.seen if phrasing == "seen" else skill.held_back)
     return Example(
         template.format(x=" ".join(x)), " ".join(skill.answer(x)), skill.name, (skill.name,), phrasing
+    )
+
+
+def recombine(a: str, b: str, i: int, j: int) -> str:
+    """The first `i` words of template `a` and the words of `b` from the `j`-th on, with the
+    payload slot kept once (the last one; at the end if neither part has it)."""
+    words = a.split()[:i] + b.split()[j:]
+    slots = [k for k, w in enumerate(words) if "{x}" in w]
+    words = [w for k, w in enumerate(words) if "{x}" not in w or k == slots[-1]]
+    return " ".join(words if slots else [*words, "{x}"])
+
+
+def recombined_example(skill: Skill, rng: random.Random) -> Example:
+    a, b = rng.sample(skill.seen, 2)
+    template = recombine(a, b, rng.randint(1, len(a.split())), rng.randint(0, len(b.split())))
+    x = skill.payload(rng)
+    return Example(
+        template.format(x=" ".join(x)), " ".join(skill.answer(x)), skill.name, (skill.name,), "seen"
     )
 
 

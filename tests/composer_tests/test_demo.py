@@ -4,6 +4,7 @@ and be registered with everything routers will need."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -98,6 +99,26 @@ def test_domains_training_corpus():
         lesson = D.expert_composition(skill, rng)
         assert skill.name in lesson.skills and len(set(lesson.skills) & set(D.SKILLS)) == 1
         assert len(lesson.answer.split(" ; ")) == 2
+
+
+def test_domains_recombined_instructions_use_seen_phrasings_only():
+    """Experts train on seen instructions recombined (start of one, end of another): every
+    recombination of every skill's seen paraphrases keeps the payload slot once, and none
+    is a held-back paraphrase, so held-back phrasings stay unseen in training."""
+    from composer.demo import domains as D
+
+    rng = random.Random(5)
+    for skill in D.SKILLS.values():
+        norm = {" ".join(t.split()) for t in skill.held_back}
+        seen_words = {w for t in skill.seen for w in t.split()}
+        for a, b in itertools.permutations(skill.seen, 2):
+            for i in range(1, len(a.split()) + 1):
+                for j in range(len(b.split()) + 1):
+                    t = D.recombine(a, b, i, j)
+                    assert t.count("{x}") == 1 and t not in norm, (skill.name, t)
+                    assert set(t.split()) <= seen_words | {"{x}"}, (skill.name, t)
+        ex = D.recombined_example(skill, rng)
+        assert ex.task == skill.name and ex.phrasing == "seen" and "{x}" not in ex.prompt
 
 
 @pytest.mark.parametrize("router", ["retrieval", "density"])
