@@ -10,7 +10,8 @@ Contract:
   is good enough; returns the last smoothed loss. Each step's examples are packed into as
   few rows as fit (`_packed`: block-diagonal causal mask, positions restarting per example)
   and the LM head runs on answer tokens only (`lm_loss`): the padded batch's loss and
-  gradients, 1.7x (base) to 1.6x (LoRA) faster per step on the demo's short prompts.
+  gradients, 1.8x (base) and 1.3x (LoRA) faster per step on the demo's short prompts
+  (`bench/training.py`).
 - `exact_match(model, tok, examples)` greedy-decodes every prompt and returns the fraction
   whose answer matches exactly (whitespace-normalised); `token_accuracy` is the
   teacher-forced share of answer tokens predicted right (finer, for short trainings).
