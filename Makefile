@@ -9,7 +9,7 @@ PIP         := $(PY) -m pip
 CONSTRAINTS ?= constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench-smoke lint format clean
+.PHONY: setup demo demo-base test bench-smoke lint format clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(VENV)/bin/composer demo
+
+# retrain the shipped demo base (composer/demo/shipped_base, the domains ocean's seed-0 base LM);
+# needed after a change to the domains corpus, tokenizer or base recipe (a test says when)
+demo-base: setup
+	$(PY) -c "from composer.demo.build import ship_base; ship_base()"
 
 test: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)

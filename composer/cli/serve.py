@@ -1,8 +1,9 @@
 """`composer build-demo`, `demo` and `serve`: the demo ocean, and serving the registry over HTTP.
 
 Contract:
-- `build(registry, out, fast, seed)` trains the demo ocean into `out`, registers it and
-  prints its skill table; `build-demo` calls it (`--out` default: <home>/demo).
+- `build(registry, out, fast, seed, ocean, retrain_base)` trains the demo ocean into `out`
+  (on the shipped base LM where it fits, unless `retrain_base`), registers it and prints its
+  skill table; `build-demo` calls it (`--out` default: <home>/demo).
 - `serve_app(settings, host, port, address, in_process)` serves the registry `settings`
   names: on Ray Serve (embedded, or joining `address`), or with `in_process` from this
   process without Ray. It refuses (`CommandError`) when no base model is registered, and a
@@ -43,13 +44,22 @@ Threads = Annotated[
 ]
 
 
-def build(registry: Registry, out_dir: Path, fast: bool, seed: int, ocean: str | None = None) -> None:
+def build(
+    registry: Registry,
+    out_dir: Path,
+    fast: bool,
+    seed: int,
+    ocean: str | None = None,
+    retrain_base: bool = False,
+) -> None:
     """Train and register the demo ocean into `out_dir`, then print its skill table."""
     from composer.demo.build import DEFAULT_OCEAN, OCEANS, build_demo
 
     if ocean is not None and ocean not in OCEANS:
         raise CommandError(f"unknown ocean {ocean!r}: one of {', '.join(OCEANS)}")
-    results = build_demo(registry, out_dir, fast=fast, seed=seed, ocean=ocean or DEFAULT_OCEAN)
+    results = build_demo(
+        registry, out_dir, fast=fast, seed=seed, ocean=ocean or DEFAULT_OCEAN, retrain_base=retrain_base
+    )
     render.skill_table([r.__dict__ for r in results])
 
 
@@ -113,10 +123,18 @@ def build_demo_cmd(
             show_default="domains",
         ),
     ] = None,
+    retrain_base: Annotated[
+        bool,
+        typer.Option(
+            "--retrain-base",
+            help="train the base LM here even where the shipped one (domains, seed 0) fits",
+        ),
+    ] = False,
 ) -> None:
     """Train the demo ocean (base LM + one LoRA expert per skill) and register it."""
     settings = load_settings(ctx)
-    build(settings.registry(), Path(out_dir) if out_dir else settings.home_dir / "demo", fast, seed, ocean)
+    out_dir_ = Path(out_dir) if out_dir else settings.home_dir / "demo"
+    build(settings.registry(), out_dir_, fast, seed, ocean, retrain_base)
 
 
 def show_routing(settings: Settings, registry: Registry, demo_dir: Path, base: str) -> None:

@@ -1,14 +1,17 @@
 """`composer build-demo`: train the demo ocean offline and register it.
 
-Contract: `build_demo(registry, out_dir, fast=False, seed=0, ocean="domains")` trains, from
-scratch and with no network, a byte-level BPE tokenizer and a small Llama base LM on the
-general skills (`BASE_SKILLS` of the ocean's module, `OCEANS`: "symbols" = `skills`, eight
-skills over letters and digits; "domains" = `domains`, eight domains with their own
+Contract: `build_demo(registry, out_dir, fast=False, seed=0, ocean="domains",
+retrain_base=False)` trains, from scratch and with no network, a byte-level BPE tokenizer and
+a small Llama base LM on the general skills (`BASE_SKILLS` of the ocean's module, `OCEANS`:
+"symbols" = `skills`, eight skills over letters and digits; "domains" = `domains`, eight domains with their own
 vocabularies, whose base also learns the two-part format of compositions), then one LoRA
 expert per skill in its `SKILLS` (ranks, alphas, rsLoRA and target modules vary on purpose;
 domains: also on its skill inside the two-part format, and until it is right on a
 validation set within the budget's step range: `BUDGETS[ocean][fast]`), and writes under
-`out_dir`:
+`out_dir`. The domains ocean's base LM at seed 0 is shipped (`shipped`: trained by
+`ship_base`, the full budget's recipe; fast builds use it too), so the build loads it instead
+of training whenever its fingerprint matches this corpus, tokenizer and recipe, unless
+`retrain_base`. It writes:
 
     base/                HF model + tokenizer (AutoModelForCausalLM / AutoTokenizer)
     experts/<skill>/     PEFT adapters (safetensors)
@@ -34,7 +37,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model
 
-from composer.demo import domains, skills
+from composer.demo import domains, shipped, skills
 from composer.demo import train as T
 from registry import Registry
 
@@ -177,21 +180,10 @@ def benchmark_rows(
     return out
 
 
-def build_demo(
-    registry: Registry,
-    out_dir: str | Path,
-    fast: bool = False,
-    seed: int = 0,
-    log=print,
-    ocean: str = DEFAULT_OCEAN,
-) -> list[SkillResult]:
-    S = OCEANS[ocean]
-    budget = BUDGETS[ocean][fast]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def _corpus(S, seed: int, budget: Budget):
+    """The base's rows, the experts' rows, eval and validation sets, the tokenizer, and the
+    texts it was trained on: all from `seed`, the texts independent of the budget."""
     rng = random.Random(seed)
-    t0 = time.time()
-
     base_train = [S.make_example(s, rng) for s in S.BASE_SKILLS.values() for _ in range(2000)]
     if hasattr(S, "base_compositions"):  # the two-part format, with general operations in both parts
         base_train += [S.base_compositions(rng) for _ in range(4000)]
@@ -205,11 +197,61 @@ def build_demo(
     lessons = random.Random(f"lessons/{seed}")
     for n, s in S.SKILLS.items():
         expert_train[n] += _recombined_lessons(S, s, lessons, 2000)
+    return base_train, expert_train, eval_sets, val_sets, tok, texts
 
+
+def _train_base(tok, base_train, budget: Budget, seed: int, log):
     log(f"training base LM ({budget.base_steps} steps) ...")
     base = T.make_base(tok, seed=seed)
     torch.manual_seed(seed)
     T.fit(base, tok, base_train, steps=budget.base_steps, lr=budget.base_lr, seed=seed, desc="base LM")
+    return base
+
+
+def _base(ocean: str, budget: Budget, seed: int, retrain: bool, corpus, log):
+    """The shipped base (`shipped`) where it was trained on exactly this corpus and tokenizer
+    by the full domains budget's recipe at this seed (fast builds too), unless `retrain`;
+    else a base trained here on the budget's steps. Returns (model, "shipped" | "trained")."""
+    base_train, _, _, _, tok, texts = corpus
+    recipe = BUDGETS["domains"][False]
+    if ocean == "domains" and not retrain:
+        model = shipped.load(shipped.fingerprint(texts, tok, seed, recipe.base_steps, recipe.base_lr))
+        if model is not None:
+            log(f"base LM: the shipped one ({shipped.DIR.name}/, `make demo-base` retrains it)")
+            return model, "shipped"
+    return _train_base(tok, base_train, budget, seed, log), "trained"
+
+
+def ship_base(seed: int = 0) -> None:
+    """Train the domains ocean's full-budget base at `seed` and write it as the shipped base."""
+    budget = BUDGETS["domains"][False]
+    t0 = time.time()
+    corpus = _corpus(domains, seed, budget)
+    base_train, _, _, _, tok, texts = corpus
+    base = _train_base(tok, base_train, budget, seed, print)
+    fp = shipped.fingerprint(texts, tok, seed, budget.base_steps, budget.base_lr)
+    shipped.save(base, tok, fp, {"seed": seed, "steps": budget.base_steps, "lr": budget.base_lr})
+    print(f"wrote {shipped.DIR} ({time.time() - t0:.0f}s)")
+
+
+def build_demo(
+    registry: Registry,
+    out_dir: str | Path,
+    fast: bool = False,
+    seed: int = 0,
+    log=print,
+    ocean: str = DEFAULT_OCEAN,
+    retrain_base: bool = False,
+) -> list[SkillResult]:
+    S = OCEANS[ocean]
+    budget = BUDGETS[ocean][fast]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+
+    corpus = _corpus(S, seed, budget)
+    _, expert_train, eval_sets, val_sets, tok, _ = corpus
+    base, base_from = _base(ocean, budget, seed, retrain_base, corpus, log)
     base_s = time.time() - t0
     base.save_pretrained(out / "base")
     tok.save_pretrained(out / "base")
@@ -262,6 +304,7 @@ def build_demo(
                 "budget": asdict(budget),
                 "seconds": round(time.time() - t0, 1),
                 "base_seconds": round(base_s, 1),  # corpus, tokenizer and base LM
+                "base": base_from,  # "shipped" (composer/demo/shipped_base) or "trained" here
                 "skills": [asdict(r) for r in results],
             },
             indent=2,

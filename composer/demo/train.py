@@ -57,11 +57,11 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024) -> PreTrainedT
     return tok
 
 
-def make_base(
-    tok: PreTrainedTokenizerFast, hidden: int = 128, layers: int = 4, heads: int = 4, seed: int = 0
-) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
+def base_config(
+    tok: PreTrainedTokenizerFast, hidden: int = 128, layers: int = 4, heads: int = 4
+) -> LlamaConfig:
+    """The demo base LM's architecture for the tokenizer `tok`."""
+    return LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden,
         intermediate_size=hidden * 2,
@@ -74,7 +74,11 @@ def make_base(
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    return LlamaForCausalLM(cfg)
+
+
+def make_base(tok: PreTrainedTokenizerFast, seed: int = 0, **arch) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(base_config(tok, **arch))
 
 
 def _encode(tok, examples: Sequence[Example]) -> tuple[list[list[int]], list[list[int]]]:

@@ -121,6 +121,36 @@ def test_domains_recombined_instructions_use_seen_phrasings_only():
         assert ex.task == skill.name and ex.phrasing == "seen" and "{x}" not in ex.prompt
 
 
+def test_shipped_base_fits_todays_corpus_and_nothing_else():
+    """The shipped base LM (composer/demo/shipped_base) was trained on today's domains corpus,
+    tokenizer and full-budget recipe at seed 0, so `build-demo` (full and --fast) loads it
+    instead of training; another seed, corpus or recipe gets a base trained there, never a
+    stale one. If this fails after a change to the domains ocean: `make demo-base`, commit.
+    It learned its general skills: teacher-forced answer tokens >= 50% right on fresh base
+    rows, where an untrained base of the same architecture gets <= 10%."""
+    from composer.demo import build as B
+    from composer.demo import domains as D
+    from composer.demo import shipped
+
+    recipe, fast = B.BUDGETS["domains"][False], B.BUDGETS["domains"][True]
+    corpus = B._corpus(D, 0, fast)
+    tok, texts = corpus[4], corpus[5]
+    fp = shipped.fingerprint(texts, tok, 0, recipe.base_steps, recipe.base_lr)
+    model, origin = B._base("domains", fast, 0, False, corpus, log=lambda *a: None)
+    assert origin == "shipped", "the shipped base no longer fits the domains corpus: run `make demo-base`"
+    assert model.config.vocab_size == len(tok) and not model.training
+    for other in (
+        shipped.fingerprint(texts, tok, 1, recipe.base_steps, recipe.base_lr),
+        shipped.fingerprint(texts, tok, 0, fast.base_steps, recipe.base_lr),
+        shipped.fingerprint(texts[1:], tok, 0, recipe.base_steps, recipe.base_lr),
+    ):
+        assert other != fp and shipped.load(other) is None
+    rng = random.Random(7)
+    rows = [D.make_example(s, rng) for s in D.BASE_SKILLS.values() for _ in range(25)]
+    assert T.token_accuracy(model, tok, rows) >= 0.5
+    assert T.token_accuracy(T.make_base(tok, seed=0).eval(), tok, rows) <= 0.1
+
+
 @pytest.mark.parametrize("router", ["retrieval", "density"])
 def test_domains_held_back_phrasings_route_to_their_expert(router):
     """Routing needs no trained model: with each domains expert registered with 64 seen-phrasing
