@@ -3,8 +3,9 @@
 Contract: `build_demo(registry, out_dir, fast=False, seed=0, ocean="domains",
 retrain_base=False)` trains, from scratch and with no network, a byte-level BPE tokenizer and
 a small Llama base LM on the general skills (`BASE_SKILLS` of the ocean's module, `OCEANS`:
-"symbols" = `skills`, eight skills over letters and digits; "domains" = `domains`, eight domains with their own
-vocabularies, whose base also learns the two-part format of compositions), then one LoRA
+"symbols" = `skills`, eight skills over letters and digits; "domains" = `domains`, eight
+domains with their own vocabularies, whose base also learns the two-part format of
+compositions), then one LoRA
 expert per skill in its `SKILLS` (ranks, alphas, rsLoRA and target modules vary on purpose;
 domains: also on its skill inside the two-part format, and until it is right on a
 validation set within the budget's step range: `BUDGETS[ocean][fast]`), and writes under
