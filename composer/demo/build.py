@@ -181,9 +181,20 @@ def benchmark_rows(
     return out
 
 
-def _corpus(S, seed: int, budget: Budget):
-    """The base's rows, the experts' rows, eval and validation sets, the tokenizer, and the
-    texts it was trained on: all from `seed`, the texts independent of the budget."""
+@dataclass
+class Corpus:
+    """A build's data, all from its seed: the texts (and so the tokenizer) do not depend on
+    the budget, only the eval sets' sizes do."""
+
+    base_train: list
+    expert_train: dict
+    eval_sets: dict
+    val_sets: dict
+    tok: object
+    texts: list  # what the tokenizer was trained on (the shipped base's fingerprint covers them)
+
+
+def _corpus(S, seed: int, budget: Budget) -> Corpus:
     rng = random.Random(seed)
     base_train = [S.make_example(s, rng) for s in S.BASE_SKILLS.values() for _ in range(2000)]
     if hasattr(S, "base_compositions"):  # the two-part format, with general operations in both parts
@@ -198,7 +209,7 @@ def _corpus(S, seed: int, budget: Budget):
     lessons = random.Random(f"lessons/{seed}")
     for n, s in S.SKILLS.items():
         expert_train[n] += _recombined_lessons(S, s, lessons, 2000)
-    return base_train, expert_train, eval_sets, val_sets, tok, texts
+    return Corpus(base_train, expert_train, eval_sets, val_sets, tok, texts)
 
 
 def _train_base(tok, base_train, budget: Budget, seed: int, log):
@@ -209,18 +220,23 @@ def _train_base(tok, base_train, budget: Budget, seed: int, log):
     return base
 
 
-def _base(ocean: str, budget: Budget, seed: int, retrain: bool, corpus, log):
-    """The shipped base (`shipped`) where it was trained on exactly this corpus and tokenizer
-    by the full domains budget's recipe at this seed (fast builds too), unless `retrain`;
-    else a base trained here on the budget's steps. Returns (model, "shipped" | "trained")."""
-    base_train, _, _, _, tok, texts = corpus
+def _shipped_fingerprint(corpus: Corpus, seed: int) -> str:
+    """What a base trained on `corpus` at `seed` by the shipped base's recipe (the full
+    domains budget's) is called (`shipped.fingerprint`)."""
     recipe = BUDGETS["domains"][False]
+    return shipped.fingerprint(corpus.texts, corpus.tok, seed, recipe.base_steps, recipe.base_lr)
+
+
+def _base(ocean: str, budget: Budget, seed: int, retrain: bool, corpus: Corpus, log):
+    """The shipped base where it was trained on exactly this corpus and tokenizer at this
+    seed (fast builds too), unless `retrain`; else a base trained here on the budget's steps.
+    Returns (model, "shipped" | "trained")."""
     if ocean == "domains" and not retrain:
-        model = shipped.load(shipped.fingerprint(texts, tok, seed, recipe.base_steps, recipe.base_lr))
+        model = shipped.load(_shipped_fingerprint(corpus, seed))
         if model is not None:
             log(f"base LM: the shipped one ({shipped.DIR.name}/, `make demo-base` retrains it)")
             return model, "shipped"
-    return _train_base(tok, base_train, budget, seed, log), "trained"
+    return _train_base(corpus.tok, corpus.base_train, budget, seed, log), "trained"
 
 
 def ship_base(seed: int = 0) -> None:
@@ -228,10 +244,9 @@ def ship_base(seed: int = 0) -> None:
     budget = BUDGETS["domains"][False]
     t0 = time.time()
     corpus = _corpus(domains, seed, budget)
-    base_train, _, _, _, tok, texts = corpus
-    base = _train_base(tok, base_train, budget, seed, print)
-    fp = shipped.fingerprint(texts, tok, seed, budget.base_steps, budget.base_lr)
-    shipped.save(base, tok, fp, {"seed": seed, "steps": budget.base_steps, "lr": budget.base_lr})
+    base = _train_base(corpus.tok, corpus.base_train, budget, seed, print)
+    recipe = {"seed": seed, "steps": budget.base_steps, "lr": budget.base_lr}
+    shipped.save(base, corpus.tok, _shipped_fingerprint(corpus, seed), recipe)
     print(f"wrote {shipped.DIR} ({time.time() - t0:.0f}s)")
 
 
@@ -251,7 +266,12 @@ def build_demo(
     t0 = time.time()
 
     corpus = _corpus(S, seed, budget)
-    _, expert_train, eval_sets, val_sets, tok, _ = corpus
+    expert_train, eval_sets, val_sets, tok = (
+        corpus.expert_train,
+        corpus.eval_sets,
+        corpus.val_sets,
+        corpus.tok,
+    )
     base, base_from = _base(ocean, budget, seed, retrain_base, corpus, log)
     base_s = time.time() - t0
     base.save_pretrained(out / "base")

@@ -134,8 +134,9 @@ def test_shipped_base_fits_todays_corpus_and_nothing_else():
 
     recipe, fast = B.BUDGETS["domains"][False], B.BUDGETS["domains"][True]
     corpus = B._corpus(D, 0, fast)
-    tok, texts = corpus[4], corpus[5]
-    fp = shipped.fingerprint(texts, tok, 0, recipe.base_steps, recipe.base_lr)
+    tok, texts = corpus.tok, corpus.texts
+    fp = B._shipped_fingerprint(corpus, 0)
+    assert fp == shipped.fingerprint(texts, tok, 0, recipe.base_steps, recipe.base_lr)
     model, origin = B._base("domains", fast, 0, False, corpus, log=lambda *a: None)
     assert origin == "shipped", "the shipped base no longer fits the domains corpus: run `make demo-base`"
     assert model.config.vocab_size == len(tok) and not model.training
