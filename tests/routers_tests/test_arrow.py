@@ -104,4 +104,6 @@ def test_arrow_agrees_with_peft(demo_ocean, composer):
         enc["input_ids"], enc["attention_mask"], mixtures=[Gate("arrow", ARROW.score, top_k=2)] * len(PROMPTS)
     )
     mask = enc["attention_mask"].bool()
-    assert (got - want)[mask].abs().max() < 1e-5
+    # float32 agreement, scaled to the logits as in host/test_layer.py (an absolute 1e-5 alone
+    # failed on one 2-core EPYC at 1.04e-5: a last-bits difference of CPU kernels)
+    torch.testing.assert_close(got[mask], want[mask], atol=1e-5, rtol=1e-5)
