@@ -105,6 +105,7 @@ BUDGETS = {
         True: FAST,
     },
 }
+SHIPPED_RECIPE = BUDGETS["domains"][False]  # the budget whose base is shipped (`ship_base`)
 
 
 @dataclass
@@ -223,8 +224,8 @@ def _train_base(tok, base_train, budget: Budget, seed: int, log):
 def _shipped_fingerprint(corpus: Corpus, seed: int) -> str:
     """What a base trained on `corpus` at `seed` by the shipped base's recipe (the full
     domains budget's) is called (`shipped.fingerprint`)."""
-    recipe = BUDGETS["domains"][False]
-    return shipped.fingerprint(corpus.texts, corpus.tok, seed, recipe.base_steps, recipe.base_lr)
+    r = SHIPPED_RECIPE
+    return shipped.fingerprint(corpus.texts, corpus.tok, seed, r.base_steps, r.base_lr)
 
 
 def _base(ocean: str, budget: Budget, seed: int, retrain: bool, corpus: Corpus, log):
@@ -241,7 +242,7 @@ def _base(ocean: str, budget: Budget, seed: int, retrain: bool, corpus: Corpus, 
 
 def ship_base(seed: int = 0) -> None:
     """Train the domains ocean's full-budget base at `seed` and write it as the shipped base."""
-    budget = BUDGETS["domains"][False]
+    budget = SHIPPED_RECIPE
     t0 = time.time()
     corpus = _corpus(domains, seed, budget)
     base = _train_base(corpus.tok, corpus.base_train, budget, seed, print)
@@ -266,12 +267,7 @@ def build_demo(
     t0 = time.time()
 
     corpus = _corpus(S, seed, budget)
-    expert_train, eval_sets, val_sets, tok = (
-        corpus.expert_train,
-        corpus.eval_sets,
-        corpus.val_sets,
-        corpus.tok,
-    )
+    tok, eval_sets = corpus.tok, corpus.eval_sets
     base, base_from = _base(ocean, budget, seed, retrain_base, corpus, log)
     base_s = time.time() - t0
     base.save_pretrained(out / "base")
@@ -288,7 +284,7 @@ def build_demo(
         T.fit(
             model,
             tok,
-            expert_train[name],
+            corpus.expert_train[name],
             steps=budget.expert_steps,
             lr=budget.expert_lr,
             seed=seed + 1 + i,
@@ -297,7 +293,7 @@ def build_demo(
             min_steps=budget.min_expert_steps,
             done=None
             if budget.converged is None
-            else _converged(model, tok, val_sets[name], budget.converged),
+            else _converged(model, tok, corpus.val_sets[name], budget.converged),
         )
         train_s = time.time() - t1
         acc, acc_tok = (
@@ -331,7 +327,7 @@ def build_demo(
             indent=2,
         )
     )
-    _register(registry, out, expert_train, results, S)
+    _register(registry, out, corpus.expert_train, results, S)
     return results
 
 
