@@ -26,14 +26,18 @@ from composer.demo.build import LORA, _expert_examples
 
 
 def _stepper(model, tok, rows, batch_size: int, packed: bool, seed: int):
-    """One AdamW step per call, on the next sampled batch (the same sequence for both ways)."""
+    """One AdamW step per call, on the next sampled batch (the same sequence for both ways);
+    rows are tokenized once, as `train.fit` and HF's Trainer do."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     rng = random.Random(seed)
+    seqs, labels = T._encode(tok, rows)
 
     def step():
-        sample = rng.sample(rows, batch_size)
-        loss = T.lm_loss(model, T._packed(tok, sample)) if packed else model(**T._batch(tok, sample)).loss
+        pick = rng.sample(range(len(seqs)), batch_size)
+        s, la = [seqs[i] for i in pick], [labels[i] for i in pick]
+        pad = tok.pad_token_id
+        loss = T.lm_loss(model, T._pack(s, la, pad)) if packed else model(**T._pad(s, la, pad)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

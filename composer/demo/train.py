@@ -7,11 +7,11 @@ Contract:
 - `fit(model, tok, examples, steps=..)` trains whatever parameters of `model` require grad
   (all of a base model, only LoRA tensors of a PEFT model) with the LM loss on answer
   tokens only, showing a progress bar, for `steps` steps or until `done()` says the model
-  is good enough; returns the last smoothed loss. Each step's examples are packed into as
-  few rows as fit (`_packed`: block-diagonal causal mask, positions restarting per example)
-  and the LM head runs on answer tokens only (`lm_loss`): the padded batch's loss and
-  gradients, 1.8x (base) and 1.3x (LoRA) faster per step on the demo's short prompts
-  (`bench/training.py`).
+  is good enough; returns the last smoothed loss. The examples are tokenized once; each
+  step's sample is packed into as few rows as fit (`_pack`: block-diagonal causal mask,
+  positions restarting per example) and the LM head runs on answer tokens only
+  (`lm_loss`): the padded batch's loss and gradients, 1.8–1.9x (base) and 1.3x (LoRA)
+  faster per step on the demo's short prompts (`bench/training.py`).
 - `exact_match(model, tok, examples)` greedy-decodes every prompt and returns the fraction
   whose answer matches exactly (whitespace-normalised); `token_accuracy` is the
   teacher-forced share of answer tokens predicted right (finer, for short trainings).
@@ -94,9 +94,12 @@ def _encode(tok, examples: Sequence[Example]) -> tuple[list[list[int]], list[lis
 
 def _batch(tok, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
     """Right-padded input ids with labels = -100 everywhere but the answer and eos."""
-    seqs, labels = _encode(tok, examples)
+    return _pad(*_encode(tok, examples), tok.pad_token_id)
+
+
+def _pad(seqs: list[list[int]], labels: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
+    """`_batch` of already encoded examples."""
     n = max(map(len, seqs))
-    pad = tok.pad_token_id
     ids = torch.tensor([s + [pad] * (n - len(s)) for s in seqs])
     lab = torch.tensor([s + [-100] * (n - len(s)) for s in labels])
     return {"input_ids": ids, "attention_mask": (ids != pad).long(), "labels": lab}
@@ -107,7 +110,11 @@ def _packed(tok, examples: Sequence[Example], dtype=torch.float32) -> dict[str, 
     the longest example: position ids restart at each example and a 4D additive mask keeps
     attention causal within each example, so loss and gradients equal the padded batch's
     (the demo's padded batches are about half padding). Padding attends to itself only."""
-    seqs, labels = _encode(tok, examples)
+    return _pack(*_encode(tok, examples), tok.pad_token_id, dtype)
+
+
+def _pack(seqs: list[list[int]], labels: list[list[int]], pad: int, dtype=torch.float32) -> dict:
+    """`_packed` of already encoded examples (`fit` encodes its examples once, not per step)."""
     n = max(map(len, seqs))
     rows: list[list[int]] = []  # example indices per row
     room: list[int] = []
@@ -119,20 +126,20 @@ def _packed(tok, examples: Sequence[Example], dtype=torch.float32) -> dict[str, 
             r = len(rows) - 1
         rows[r].append(i)
         room[r] -= len(seqs[i])
-    ids = torch.full((len(rows), n), tok.pad_token_id)
-    lab = torch.full((len(rows), n), -100)
-    pos = torch.zeros((len(rows), n), dtype=torch.long)
-    seg = torch.full((len(rows), n), -1)  # segment of each position; padding: -1 - its column
-    seg -= torch.arange(n)
-    for r, members in enumerate(rows):
-        at = 0
+    ids, lab, pos, seg = [], [], [], []  # per row; a segment per position, padding's -1 - its column
+    for members in rows:
+        r_ids, r_lab, r_pos, r_seg = [], [], [], []
         for j, i in enumerate(members):
-            k = len(seqs[i])
-            ids[r, at : at + k] = torch.tensor(seqs[i])
-            lab[r, at : at + k] = torch.tensor(labels[i])
-            pos[r, at : at + k] = torch.arange(k)
-            seg[r, at : at + k] = j
-            at += k
+            r_ids += seqs[i]
+            r_lab += labels[i]
+            r_pos += range(len(seqs[i]))
+            r_seg += [j] * len(seqs[i])
+        free = n - len(r_ids)
+        ids.append(r_ids + [pad] * free)
+        lab.append(r_lab + [-100] * free)
+        pos.append(r_pos + [0] * free)
+        seg.append(r_seg + list(range(-1 - len(r_seg), -1 - n, -1)))
+    ids, lab, pos, seg = (torch.tensor(t) for t in (ids, lab, pos, seg))
     allowed = (seg[:, :, None] == seg[:, None, :]) & torch.ones(n, n, dtype=torch.bool).tril()
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
     return {"input_ids": ids, "attention_mask": mask[:, None], "position_ids": pos, "labels": lab}
@@ -171,11 +178,13 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / max(1, steps // 10)) * max(0.05, 1 - i / steps)
     )
+    seqs, labels = _encode(tok, examples)  # once: sampling indices draws what sampling examples would
     model.train()
     ema = None
     bar = progress(range(steps), desc=desc)
     for i in bar:
-        loss = lm_loss(model, _packed(tok, rng.sample(examples, min(batch_size, len(examples)))))
+        pick = rng.sample(range(len(seqs)), min(batch_size, len(seqs)))
+        loss = lm_loss(model, _pack([seqs[j] for j in pick], [labels[j] for j in pick], tok.pad_token_id))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
