@@ -6,10 +6,14 @@ token router (`Composer.inspect`'s `per_token.top1`, the issue's metric); then t
 a post-hoc gate could reach: each expert's gate = the centroid of the base's standardised
 activations over its own registered examples, scored like PHATGOOSE (standardised dot
 product); and how alike the fitted gates are: mean |cos| between experts' Arrow prototypes
-and PHATGOOSE gates per module, and their |cos| with the mean token activation.
+and PHATGOOSE gates per module, and their |cos| with the mean token activation. Then
+PHATGOOSE's gate product recomputed offline on the base's activations, and post-hoc fixes
+of it (measured, not adopted): activations centred on the mean token of every expert's
+registered examples, each expert's scores z-scored over those tokens, and (`--negatives
+N`) gates refitted on each expert's examples plus N of the other experts'.
 Target (issue 18): PHATGOOSE and Arrow >= 3x chance.
 
-    python bench/token_routing.py --home ~/.composer [--per-task 8]   # e.g. a --ocean domains build
+    python bench/token_routing.py --home ~/.composer [--per-task 8] [--negatives 64]
 """
 
 from __future__ import annotations
@@ -79,17 +83,13 @@ def centroid_bound(acts: Activations, experts, rows) -> float:
 def similarity(registry, acts: Activations, experts, rows) -> dict[str, float]:
     from registry.lora import read_lora
     from routers.arrow.fit import fit_prototypes
-    from routers.token import vectors_from_bytes
 
     means = defaultdict(list)
     for r in rows:
         for k, v in acts(r["prompt"]).items():
             means[k].append(v)
     protos = {e.name: fit_prototypes(read_lora(e.path)) for e in experts}
-    gates = {}
-    for e in experts:
-        key = next(a.key for a in registry.artifacts(e.name) if a.router == "phatgoose")
-        gates[e.name] = vectors_from_bytes(registry.get_artifact(e.name, "phatgoose", key)[1])
+    gates = _gates(registry, experts, 0)
     cos = lambda a, b: float(abs(a @ b) / (a.norm() * b.norm()))
     stats = defaultdict(list)
     for k, xs in means.items():
@@ -103,8 +103,78 @@ def similarity(registry, acts: Activations, experts, rows) -> dict[str, float]:
     return {k: round(sum(v) / len(v), 3) for k, v in stats.items()}
 
 
+def _gates(registry, experts, negatives: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Each expert's registered PHATGOOSE gates, or (negatives > 0) gates refitted on its 64
+    registered examples plus `negatives` drawn from the other experts' (seed 0)."""
+    import random
+
+    from registry.lora import read_lora
+    from routers.phatgoose.config import GateFitConfig
+    from routers.phatgoose.fit import fit_gates
+    from routers.token import vectors_from_bytes
+
+    if not negatives:
+        out = {}
+        for e in experts:
+            key = next(a.key for a in registry.artifacts(e.name) if a.router == "phatgoose")
+            out[e.name] = vectors_from_bytes(registry.get_artifact(e.name, "phatgoose", key)[1])
+        return out
+    from composer.host import Host
+
+    host = Host.load(registry.list(kind="base")[0].path)
+    host.model.requires_grad_(False)
+    rng, out = random.Random(0), {}
+    for e in experts:
+        others = [ex for o in experts if o.name != e.name for ex in o.examples[:64]]
+        examples = list(e.examples[:64]) + rng.sample(others, negatives)
+        out[e.name] = fit_gates(host, read_lora(e.path), examples, GateFitConfig(max_examples=10_000))[0]
+    return out
+
+
+def offline_variants(registry, acts: Activations, experts, rows, negatives: int) -> list[dict]:
+    """Own-expert top-1 share of PHATGOOSE's product LN(x)·LN(v) on the base's activations,
+    plain and with the post-hoc fixes (see the module docstring), over the modules that
+    every expert adapts."""
+    names = [e.name for e in experts]
+    gates = _gates(registry, experts, negatives)
+    ref = defaultdict(list)
+    for e in experts:
+        for ex in e.examples[:48]:
+            for k, v in acts(ex["prompt"], ex.get("completion") or "").items():
+                ref[k].append(standardise(v))
+    ref = {k: torch.cat(v) for k, v in ref.items()}
+    hits, total = defaultdict(int), 0
+    for r in rows:
+        for k, x in acts(r["prompt"]).items():
+            vs = [next((v for p, v in gates[n].items() if p.endswith(k)), None) for n in names]
+            if any(v is None for v in vs):  # modules every expert adapts only: one candidate set
+                continue
+            V = standardise(torch.stack(vs).float())
+            ref_scores = ref[k] @ V.T
+            scores = {
+                "plain": standardise(x) @ V.T,
+                "centred on the mean token": (standardise(x) - ref[k].mean(0)) @ V.T,
+                "z-scored per expert": (standardise(x) @ V.T - ref_scores.mean(0)) / ref_scores.std(0),
+            }
+            for what, sc in scores.items():
+                hits[what] += int((sc.argmax(-1) == names.index(r["task"])).sum())
+            total += len(x)
+    if not total:
+        return []
+    refit = f", gates refitted with {negatives} negatives" if negatives else ""
+    return [
+        {"router": f"phatgoose offline, {what}{refit}", "own_top1": round(h / total, 4)}
+        for what, h in hits.items()
+    ]
+
+
 def main() -> None:
-    a = args(__doc__.splitlines()[0], home={"default": None}, per_task={"type": int, "default": 8})
+    a = args(
+        __doc__.splitlines()[0],
+        home={"default": None},
+        per_task={"type": int, "default": 8},
+        negatives={"type": int, "default": 0},
+    )
     from composer import Composer
     from registry import Registry
 
@@ -124,6 +194,10 @@ def main() -> None:
     results.append(
         {"router": "ideal centroid gate", "own_top1": round(bound, 4), "x_chance": round(bound / chance, 2)}
     )
+    for r in offline_variants(registry, acts, experts, rows, 0) + (
+        offline_variants(registry, acts, experts, rows, a.negatives) if a.negatives else []
+    ):
+        results.append({**r, "x_chance": round(r["own_top1"] / chance, 2)})
     targets = {
         f"{r['router']} >= 3x chance": r["x_chance"] >= 3
         for r in results
