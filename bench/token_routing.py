@@ -136,7 +136,9 @@ def offline_variants(registry, acts: Activations, experts, rows, negatives: int)
     plain and with the post-hoc fixes (see the module docstring), over the modules that
     every expert adapts."""
     names = [e.name for e in experts]
-    gates = _gates(registry, experts, negatives)
+    gate_sets = {"": _gates(registry, experts, 0)}
+    if negatives:
+        gate_sets[f", gates refitted with {negatives} negatives"] = _gates(registry, experts, negatives)
     ref = defaultdict(list)
     for e in experts:
         for ex in e.examples[:48]:
@@ -146,25 +148,25 @@ def offline_variants(registry, acts: Activations, experts, rows, negatives: int)
     hits, total = defaultdict(int), 0
     for r in rows:
         for k, x in acts(r["prompt"]).items():
-            vs = [next((v for p, v in gates[n].items() if p.endswith(k)), None) for n in names]
-            if any(v is None for v in vs):  # modules every expert adapts only: one candidate set
-                continue
-            V = standardise(torch.stack(vs).float())
-            ref_scores = ref[k] @ V.T
-            scores = {
-                "plain": standardise(x) @ V.T,
-                "centred on the mean token": (standardise(x) - ref[k].mean(0)) @ V.T,
-                "z-scored per expert": (standardise(x) @ V.T - ref_scores.mean(0)) / ref_scores.std(0),
-            }
-            for what, sc in scores.items():
-                hits[what] += int((sc.argmax(-1) == names.index(r["task"])).sum())
-            total += len(x)
+            for refit, gates in gate_sets.items():
+                vs = [next((v for p, v in gates[n].items() if p.endswith(k)), None) for n in names]
+                if any(v is None for v in vs):  # modules every expert adapts only: one candidate set
+                    break
+                V = standardise(torch.stack(vs).float())
+                ref_scores = ref[k] @ V.T
+                scores = {
+                    "plain": standardise(x) @ V.T,
+                    "centred on the mean token": (standardise(x) - ref[k].mean(0)) @ V.T,
+                    "z-scored per expert": (standardise(x) @ V.T - ref_scores.mean(0)) / ref_scores.std(0),
+                }
+                for what, sc in scores.items():
+                    hits[what + refit] += int((sc.argmax(-1) == names.index(r["task"])).sum())
+            else:
+                total += len(x)
     if not total:
         return []
-    refit = f", gates refitted with {negatives} negatives" if negatives else ""
     return [
-        {"router": f"phatgoose offline, {what}{refit}", "own_top1": round(h / total, 4)}
-        for what, h in hits.items()
+        {"router": f"phatgoose offline, {what}", "own_top1": round(h / total, 4)} for what, h in hits.items()
     ]
 
 
@@ -194,9 +196,7 @@ def main() -> None:
     results.append(
         {"router": "ideal centroid gate", "own_top1": round(bound, 4), "x_chance": round(bound / chance, 2)}
     )
-    for r in offline_variants(registry, acts, experts, rows, 0) + (
-        offline_variants(registry, acts, experts, rows, a.negatives) if a.negatives else []
-    ):
+    for r in offline_variants(registry, acts, experts, rows, a.negatives):
         results.append({**r, "x_chance": round(r["own_top1"] / chance, 2)})
     targets = {
         f"{r['router']} >= 3x chance": r["x_chance"] >= 3

@@ -113,7 +113,9 @@ def _packed(tok, examples: Sequence[Example], dtype=torch.float32) -> dict[str, 
     return _pack(*_encode(tok, examples), tok.pad_token_id, dtype)
 
 
-def _pack(seqs: list[list[int]], labels: list[list[int]], pad: int, dtype=torch.float32) -> dict:
+def _pack(
+    seqs: list[list[int]], labels: list[list[int]], pad: int, dtype=torch.float32
+) -> dict[str, torch.Tensor]:
     """`_packed` of already encoded examples (`fit` encodes its examples once, not per step)."""
     n = max(map(len, seqs))
     rows: list[list[int]] = []  # example indices per row

@@ -127,8 +127,9 @@ def test_shipped_base_fits_todays_corpus_and_nothing_else():
     tokenizer and full-budget recipe at seed 0, so `build-demo` (full and --fast) loads it
     instead of training; another seed, corpus or recipe gets a base trained there, never a
     stale one; `--retrain-base` trains one even where the shipped one fits. If this fails
-    after a change to the domains ocean: `make demo-base`, commit. It learned its general skills: teacher-forced answer tokens >= 50% right on fresh base
-    rows, where an untrained base of the same architecture gets <= 10%."""
+    after a change to the domains ocean: `make demo-base`, commit. It learned its general
+    skills: teacher-forced answer tokens >= 50% right on fresh base rows, where an
+    untrained base of the same architecture gets <= 10%."""
     from composer.demo import build as B
     from composer.demo import domains as D
     from composer.demo import shipped
