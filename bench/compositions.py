@@ -5,8 +5,10 @@ For every ordered pair of its benchmark's compositions this runs, greedy, the fi
 alone and the second alone (the best a one-expert query router can do), the uniform merge,
 and every token router (PHATGOOSE, Arrow, SpectR, GLIDER at the held-out alpha 3) — once
 over all experts (what `composer eval` measures) and once restricted to the pair's two
-experts (`experts=[a, b]`: the token gates only have to tell the two parts apart) — and
-reports exact match and the share of first and second parts right.
+experts (`experts=[a, b]`: the token gates only have to tell the two parts apart) — plus
+GLIDER whose local gates choose among its own global top 2 (`global_top=2`, over all
+experts; alpha 3, and 10 and 0 beside it), and reports exact match and the share of first
+and second parts right.
 Target (issue 18): the best token router over all experts >= uniform and >= the best single
 expert + 10 points.
 
@@ -20,6 +22,8 @@ from collections import defaultdict
 from common import args, demo_benchmark, demo_home, write
 
 TOKEN = {"phatgoose": {}, "arrow": {}, "spectr": {}, "glider": {"alpha": 3.0}}
+SHORTLISTED = {f"glider (alpha {a:g}, global top 2)": {"alpha": a, "global_top": 2} for a in (3.0, 10.0, 0.0)}
+JUDGED = [*TOKEN, "glider (alpha 3, global top 2)"]  # set before measuring; alpha 10 and 0: the sweep
 
 
 def pairs(home, per_pair: int, limit: int | None) -> dict[tuple[str, str], list[dict]]:
@@ -38,6 +42,8 @@ def configs(a: str, b: str) -> dict[str, dict]:
     for name, cfg in TOKEN.items():
         out[name] = {"router": name, **cfg}
         out[f"{name} (pair)"] = {"router": name, "experts": [a, b], **cfg}
+    for name, cfg in SHORTLISTED.items():
+        out[name] = {"router": "glider", **cfg}
     return out
 
 
@@ -74,7 +80,7 @@ def main() -> None:
         for k, (e, p, q, n) in tally.items()
     ]
     score = {r["config"]: r["exact"] for r in results}
-    best_token = max(score[k] for k in TOKEN)
+    best_token = max(score[k] for k in JUDGED)
     targets = {
         "best token router >= uniform + 10 points": best_token >= score["uniform"] + 0.10,
         "best token router >= best single expert + 10 points": best_token

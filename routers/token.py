@@ -11,8 +11,9 @@ Contract:
   experts whose softmax mass over all candidates reaches p, at most `top_k`: harder tokens
   use more experts) and `experts` (restrict the candidates; default every expert of the
   base) — per request, like every router config.
-- `token_plan(router, kind, bias=None, scores=None, note="")` -> a `RoutingPlan` with mode
-  "token": the executor routes every token of the row through the host's gates of `kind`.
+- `token_plan(router, kind, bias=None, scores=None, note="", experts=None)` -> a
+  `RoutingPlan` with mode "token": the executor routes every token of the row through the
+  host's gates of `kind`, among `experts` (default: the router's candidates).
 - `vectors_to_bytes` / `vectors_from_bytes` (de)serialise {module: vector}.
 """
 
@@ -81,8 +82,9 @@ def token_plan(
     bias: dict[str, float] | None = None,
     scores: dict[str, float] | None = None,
     note: str = "",
+    experts: list[str] | None = None,
 ) -> RoutingPlan:
-    experts = candidates(router)
+    experts = candidates(router) if experts is None else experts
     if not experts:
         return router.fallback("no experts are registered for this base model")
     cfg = router.config

@@ -7,7 +7,9 @@ comma-separated list of `name`, `name(key=value, ...)` (values JSON, else string
 `base`, `expert:NAME`, `experts` (every expert pinned) or `best-single` (= `experts`; the
 report then names the best one). "all" = base, oracle, every expert pinned (best single
 expert), uniform merge, every other registered router, and GLIDER at alpha 3 (held-out
-leaning) and alpha 100 (held-in leaning). Unknown names raise `RouterError`.
+leaning), alpha 100 (held-in leaning) and alpha 3 with its local gates choosing among the
+global top 2 (`global_top=2`: a prompt of two parts keeps both parts' experts). Unknown
+names raise `RouterError`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 import routers
 from routers import RouterError
 
-GLIDER_ALPHAS = (3.0, 100.0)
+GLIDER_CONFIGS = ({"alpha": 3.0}, {"alpha": 100.0}, {"alpha": 3.0, "global_top": 2})
 _SPEC = re.compile(r"^(?P<name>[a-z0-9_:.-]+)(?:\((?P<args>.*)\))?$")
 
 
@@ -62,6 +64,10 @@ def _expert_specs(names: list[str]) -> list[RouterSpec]:
     return [RouterSpec(f"expert:{n}", "expert", expert=n) for n in names]
 
 
+def _label(name: str, config: dict) -> str:
+    return f"{name}({','.join(f'{k}={v:g}' for k, v in config.items())})"
+
+
 def _all(experts: list[str]) -> list[RouterSpec]:
     specs = [
         RouterSpec("base", "base"),
@@ -73,9 +79,7 @@ def _all(experts: list[str]) -> list[RouterSpec]:
         if name in ("oracle", "uniform"):
             continue
         if name == "glider":
-            specs += [
-                RouterSpec(f"glider(alpha={a:g})", "router", "glider", {"alpha": a}) for a in GLIDER_ALPHAS
-            ]
+            specs += [RouterSpec(_label("glider", c), "router", "glider", c) for c in GLIDER_CONFIGS]
         else:
             specs.append(RouterSpec(name, "router", name))
     return specs

@@ -1,4 +1,4 @@
-"""Config of the GLIDER router: alpha and k per request."""
+"""Config of the GLIDER router: alpha, k and the global shortlist per request."""
 
 from pydantic import Field
 
@@ -11,4 +11,11 @@ class GliderConfig(TokenConfig):
         False,
         description="embed an instruction written for the query by the "
         "configured writer instead of the query itself",
+    )
+    global_top: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="keep only the m experts of best global score as the local gates' "
+        "candidates (retrieve, then route per token); default: every expert",
     )

@@ -3,7 +3,10 @@
 The global score (cosine between the query's embedding — or an instruction written for it
 — and each expert's task embedding) is computed here, per request; the host adds
 alpha * global to every token's local gate logits. alpha=0 is exactly PHATGOOSE; a large
-alpha follows the global ranking. Needs fitted: phatgoose gates and glider task embeddings
+alpha follows the global ranking. With `global_top=m` the local gates choose only among the
+m experts of best global score, per request (our option, not the paper's: a retrieve-then-
+route shortlist; a prompt with two parts keeps both parts' experts, where a large alpha
+keeps one). Needs fitted: phatgoose gates and glider task embeddings
 (both made at registration); an expert without a task embedding gets no global term (the
 plan says how many; `composer fit glider` backfills them).
 """
@@ -44,14 +47,21 @@ class GliderRouter(Router):
         plans = []
         for s in sims:
             scores = {n: round(float(c), 4) for n, c in zip(names, s)}
-            best = max(scores, key=scores.get)
+            ranked = sorted(scores, key=lambda n: -scores[n])
+            best = ranked[0]
+            note = f" + {cfg.alpha:g} x global cosine (best: {best} {scores[best]:.3f}){unfitted}"
+            shortlist = None
+            if cfg.global_top is not None:
+                shortlist = ranked[: cfg.global_top]
+                note += f"; shortlist of the global top {cfg.global_top}: {', '.join(shortlist)}"
             plans.append(
                 token_plan(
                     self,
                     "phatgoose",
                     bias={n: cfg.alpha * float(c) for n, c in zip(names, s)},
                     scores=scores,
-                    note=f" + {cfg.alpha:g} x global cosine (best: {best} {scores[best]:.3f}){unfitted}",
+                    note=note,
+                    experts=shortlist,
                 )
             )
         return plans

@@ -170,6 +170,31 @@ def test_glider_alpha_zero_is_phatgoose_and_large_alpha_follows_global(composer)
             assert top == {ranked[0]}, (path, b)
 
 
+def test_glider_global_top_shortlists_the_local_gates(composer):
+    """global_top=m: the plan's candidates are the m best global scores, and no token of a row
+    reaches an expert outside its row's shortlist; a shortlist of every expert changes nothing."""
+    host = composer.host
+    prompts = PROMPTS[:3]
+    plans = composer.route(prompts, router="glider", alpha=0.0, global_top=2, top_k=2)
+    for p in plans:
+        assert p.experts == sorted(p.scores, key=lambda n: -p.scores[n])[:2]
+        assert "shortlist of the global top 2" in p.explanation
+    assert len({tuple(p.experts) for p in plans}) > 1  # the shortlist is per request
+    trace = RoutingTrace()
+    row_logits(host, prompts, [host_row(p) for p in plans], trace)
+    names = {s: n for n, s in host.slots.items()}
+    assert trace.calls
+    for _, rows, slots, _ in trace.calls:
+        for i, b in enumerate(rows.tolist()):
+            assert {names[s] for s in slots[i].reshape(-1).tolist()} <= set(plans[b].experts)
+    every = composer.route(prompts, router="glider", alpha=0.0, global_top=64)
+    pg = composer.route(prompts, router="phatgoose")
+    assert torch.equal(
+        row_logits(host, prompts, [host_row(p) for p in every]),
+        row_logits(host, prompts, [host_row(p) for p in pg]),
+    )
+
+
 def test_route_json_shows_per_token_choices_and_plot(demo_ocean, composer, capsys, tmp_path):
     from composer.introspect import plot_usage
 
