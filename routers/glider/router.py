@@ -7,8 +7,8 @@ alpha follows the global ranking. With `global_top=m` the local gates choose onl
 m experts of best global score, per request (our option, not the paper's: a retrieve-then-
 route shortlist; a prompt with two parts keeps both parts' experts, where a large alpha
 keeps one). Needs fitted: phatgoose gates and glider task embeddings
-(both made at registration); an expert without a task embedding gets no global term (the
-plan says how many; `composer fit glider` backfills them).
+(both made at registration); an expert without a task embedding gets no global term, and
+no place in a shortlist (the plan says how many; `composer fit glider` backfills them).
 """
 
 from __future__ import annotations
