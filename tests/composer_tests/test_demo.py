@@ -310,3 +310,22 @@ def test_models_load_and_experts_beat_base(demo_ocean):
             f"{name}: answer-token NLL expert {expert_nll:.3f} vs base {base_scores[name][2]:.3f}"
         )
         assert T.exact_match(model, tok, ex) >= base_scores[name][1]
+
+
+def test_budget_gate_steps_reach_the_registered_gates(demo_ocean, tmp_path):
+    """A budget's `gate_steps` (the domains ocean's --fast: 50) is what registration fits the
+    PHATGOOSE gates with; None keeps the fitter's default (the test ocean's own build)."""
+    from composer.demo import build as B
+    from registry import Registry
+
+    steps = lambda reg, name: reg.artifacts(name, router="phatgoose")[0].meta["steps"]
+    assert steps(demo_ocean.registry, "add") == 100
+    assert B.BUDGETS["domains"][True].gate_steps == 50
+    report = [r for r in demo_ocean.report["skills"] if r["skill"] in ("add", "reverse")]
+    rng = random.Random(3)
+    train = {r["skill"]: [S.make_example(S.SKILLS[r["skill"]], rng) for _ in range(8)] for r in report}
+    reg = Registry(home=tmp_path)
+    budget = replace(B.BUDGETS["symbols"][True], gate_steps=3)
+    B._register(reg, demo_ocean.out, train, [B.SkillResult(**r) for r in report], S, budget)
+    assert {r.name for r in reg.list(kind="lora")} == {"add", "reverse"}
+    assert steps(reg, "add") == steps(reg, "reverse") == 3
