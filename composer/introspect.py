@@ -19,6 +19,7 @@ Contract:
 from __future__ import annotations
 
 import re
+import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def plot_usage(layers: dict[str, dict[str, float]], path: str | Path, title: str
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("expert")
     ax.set_ylabel("layer")
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 12 + 8 * len(experts))), fontsize=10)
     fig.colorbar(im, ax=ax, label="share of routing weight")
     return _save(fig, path, plt)
 

@@ -9,9 +9,10 @@ plan (mode, experts, weights, fallback), served_by, prediction, correct, and cos
 request's price at the experts' current prices, from its tokens; None when unpriced).
 Endpoint experts run like the others, their answers cached the same way. A progress bar
 per spec counts examples; `on_progress(label, done, total)` sees the same. Token-level
-specs also get a layer x expert usage summary over a few held-out examples (`usage=False`
-skips it: shards). `specs` may be a string ("all", "a,b(k=v)"). `EvalRun.generated`
-counts rows actually executed, `cached` those answered from the cache.
+specs also get a layer x expert usage summary over a few held-out examples, one task at a
+time (`usage_sample`; `usage=False` skips it: shards). `specs` may be a string ("all",
+"a,b(k=v)"). `EvalRun.generated` counts rows actually executed, `cached` those answered
+from the cache.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 
 from composer.eval import cache as C
 from composer.eval.benchmark import Example, normalise
@@ -117,11 +119,21 @@ def _correct(e: Example, out: dict) -> bool:
     return normalise(out["prediction"]) == normalise(e.answer)
 
 
+def usage_sample(examples: Sequence[Example], n: int = USAGE_SAMPLES) -> list[str]:
+    """Up to n held-out prompts (all prompts if none is held out), one task at a time in
+    turn (tasks in order of appearance), so the sample spans the benchmark's tasks rather
+    than repeating its first one."""
+    pool = [e for e in examples if e.split == "held-out"] or list(examples)
+    by_task: dict[str, list[str]] = {}
+    for e in pool:
+        by_task.setdefault(e.task, []).append(e.prompt)
+    turns = zip_longest(*by_task.values())
+    return [p for turn in turns for p in turn if p is not None][:n]
+
+
 def _usage(composer, spec: RouterSpec, examples: list[Example]) -> dict:
-    """Layer -> expert -> mean share of routing weight, over a few held-out prompts."""
-    sample = [e.prompt for e in examples if e.split == "held-out"][:USAGE_SAMPLES] or [
-        e.prompt for e in examples
-    ][:USAGE_SAMPLES]
+    """Layer -> expert -> mean share of routing weight, over `usage_sample(examples)`."""
+    sample = usage_sample(examples)
     totals: dict[str, dict[str, float]] = {}
     reports = [r["per_token"] for r in composer.inspect(sample, spec.router, **spec.config) if r["per_token"]]
     for rep in reports:

@@ -10,6 +10,7 @@ from helpers.server import copy_home
 
 from composer.cli import main
 from composer.eval import BenchmarkError, evaluate, load_benchmark, summarise, write_report
+from composer.eval.benchmark import Example
 from composer.eval.cache import OutputCache
 
 HELD_IN = [
@@ -199,3 +200,14 @@ def test_ray_shards_give_the_in_process_results(composer, known, monkeypatch, tm
     key = lambda r: (r["id"], r["router"], r["prediction"], r["correct"])
     assert [key(r) for r in spread.records] == [key(r) for r in local.records]
     assert spread.generated == local.generated and set(spread.usage) == {"phatgoose"}
+
+
+def test_usage_sample_takes_the_tasks_in_turn():
+    """The usage plot's prompts span the benchmark's tasks (held-out first), not its first task."""
+    from composer.eval.runner import usage_sample
+
+    ex = lambda i, task, split="held-out": Example(f"{task}{i}", f"{task} {i}", task, split)
+    rows = [ex(i, t) for t in ("a", "b", "c") for i in range(3 if t == "a" else 1)] + [ex(0, "d", "held-in")]
+    assert usage_sample(rows, 4) == ["a 0", "b 0", "c 0", "a 1"]
+    assert usage_sample(rows, 16) == ["a 0", "b 0", "c 0", "a 1", "a 2"]
+    assert usage_sample([ex(0, "d", "held-in"), ex(1, "d", "held-in")], 1) == ["d 0"]
