@@ -3,7 +3,7 @@
 A composition prompt needs two experts, one per part ("{A}: x ; then {b}: y" -> "a(x) ; b(y)").
 For every ordered pair of its benchmark's compositions this runs, greedy, the first expert
 alone and the second alone (the best a one-expert query router can do), the uniform merge,
-and every token router (PHATGOOSE, Arrow, SpectR, GLIDER at the held-out alpha 3) — once
+and every token router (PHATGOOSE, Arrow, SpectR, hidden, GLIDER at the held-out alpha 3) — once
 over all experts (what `composer eval` measures) and once restricted to the pair's two
 experts (`experts=[a, b]`: the token gates only have to tell the two parts apart) — plus
 GLIDER whose local gates choose among its own global top 2 (`global_top=2`, over all
@@ -21,7 +21,7 @@ from collections import defaultdict
 
 from common import args, demo_benchmark, demo_home, write
 
-TOKEN = {"phatgoose": {}, "arrow": {}, "spectr": {}, "glider": {"alpha": 3.0}}
+TOKEN = {"phatgoose": {}, "arrow": {}, "spectr": {}, "hidden": {}, "glider": {"alpha": 3.0}}
 SHORTLISTED = {f"glider (alpha {a:g}, global top 2)": {"alpha": a, "global_top": 2} for a in (3.0, 10.0, 0.0)}
 JUDGED = [*TOKEN, "glider (alpha 3, global top 2)"]  # set before measuring; alpha 10 and 0: the sweep
 

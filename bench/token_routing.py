@@ -2,7 +2,8 @@
 first, against chance and against an ideal post-hoc gate.
 
 For held-in prompts (`--per-task` per skill), every (prompt token, module) decision of each
-token router (`Composer.inspect`'s `per_token.top1`, the issue's metric); then the bound
+token router (PHATGOOSE, Arrow, SpectR, hidden; `Composer.inspect`'s `per_token.top1`, the
+issue's metric); then the bound
 a post-hoc gate could reach: each expert's gate = the centroid of the base's standardised
 activations over its own registered examples, scored like PHATGOOSE (standardised dot
 product); and how alike the fitted gates are: mean |cos| between experts' Arrow prototypes
@@ -24,7 +25,7 @@ from collections import defaultdict
 import torch
 from common import args, demo_benchmark, demo_home, write
 
-ROUTERS = ("phatgoose", "arrow", "spectr")
+ROUTERS = ("phatgoose", "arrow", "spectr", "hidden")
 
 
 def held_in(home, per_task: int) -> list[dict]:
@@ -133,8 +134,8 @@ def _gates(registry, experts, negatives: int) -> dict[str, dict[str, torch.Tenso
 
 def offline_variants(registry, acts: Activations, experts, rows, negatives: int) -> list[dict]:
     """Own-expert top-1 share of PHATGOOSE's product LN(x)·LN(v) on the base's activations,
-    plain and with the post-hoc fixes (see the module docstring), over the modules that
-    every expert adapts."""
+    plain (also per kind of module) and with the post-hoc fixes (see the module docstring),
+    over the modules that every expert adapts."""
     names = [e.name for e in experts]
     gate_sets = {"": _gates(registry, experts, 0)}
     if negatives:
@@ -145,7 +146,7 @@ def offline_variants(registry, acts: Activations, experts, rows, negatives: int)
             for k, v in acts(ex["prompt"], ex.get("completion") or "").items():
                 ref[k].append(standardise(v))
     ref = {k: torch.cat(v) for k, v in ref.items()}
-    hits, total = defaultdict(int), 0
+    hits, total, per_kind = defaultdict(int), 0, defaultdict(int)
     for r in rows:
         for k, x in acts(r["prompt"]).items():
             for refit, gates in gate_sets.items():
@@ -161,12 +162,17 @@ def offline_variants(registry, acts: Activations, experts, rows, negatives: int)
                 }
                 for what, sc in scores.items():
                     hits[what + refit] += int((sc.argmax(-1) == names.index(r["task"])).sum())
+                if not refit:  # the plain gates per kind of module (q_proj, v_proj, ...)
+                    label = f"plain, {k.rsplit('.', 1)[-1]} only"
+                    hits[label] += int((scores["plain"].argmax(-1) == names.index(r["task"])).sum())
+                    per_kind[label] += len(x)
             else:
                 total += len(x)
     if not total:
         return []
     return [
-        {"router": f"phatgoose offline, {what}", "own_top1": round(h / total, 4)} for what, h in hits.items()
+        {"router": f"phatgoose offline, {what}", "own_top1": round(h / per_kind.get(what, total), 4)}
+        for what, h in hits.items()
     ]
 
 

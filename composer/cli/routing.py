@@ -206,7 +206,7 @@ def fit(
         typer.Argument(
             metavar="ROUTER",
             help="coe, bench_coe, retrieval (abstention thresholds; fitted over all experts) or a per-expert "
-            "artifact (embeddings, phatgoose, arrow, spectr, glider: backfills experts that lack it)",
+            "artifact (embeddings, phatgoose, arrow, spectr, hidden, glider: backfills experts that lack it)",
             show_default=False,
         ),
     ],

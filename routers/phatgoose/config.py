@@ -17,3 +17,9 @@ class GateFitConfig(RouterConfig):
     weight_decay: float = Field(0.0, ge=0)
     max_examples: int = Field(1000, ge=1, description="examples of the expert used for fitting")
     seed: int = 0
+    init_centroid: float = Field(
+        0.0,
+        ge=0,
+        description="0: gates start at zero (the paper); c > 0: at c times the unit mean hidden state "
+        "of the expert's examples at each module (the hidden router's vector)",
+    )

@@ -4,9 +4,11 @@ Contract: `fit_gates(host, lora, examples, config)` installs the expert (a
 `registry.lora.LoraWeights`) on `host` — a frozen, private mixture-of-LoRA host, so the
 expert's delta is computed exactly as when it is served: plain, DoRA, biases, Conv1D —
 and runs the model with every token's weight for it at each module it adapts set to
-sigmoid(v · x), v in R^{d_in} zero-initialised (`host.routed(SigmoidGates(...))`); trains
-only the v's with the LM loss on the examples' completions (or on the prompts, for
-prompt-only examples) and returns ({module: v}, stats). The expert is removed afterwards:
+sigmoid(v · x), v in R^{d_in} zero-initialised (`host.routed(SigmoidGates(...))`;
+`init_centroid=c` starts v at c times the unit mean hidden state of the expert's examples,
+the hidden router's vector: measured, not the default); trains only the v's with the LM
+loss on the examples' completions (or on the prompts, for prompt-only examples) and
+returns ({module: v}, stats). The expert is removed afterwards:
 no parameter of the model or the adapter changes. `GATES` is the per-expert artifact
 (fitter "phatgoose", phatgoose/gates.safetensors), fitted on the context's fitting host.
 """
@@ -22,24 +24,11 @@ import torch
 from pydantic import ValidationError
 
 from registry.lora import read_lora
+from routers.activations import example_rows, mean_inputs, own_examples
 from routers.artifacts import Artifact
 from routers.base import RouterError
 from routers.phatgoose.config import GateFitConfig
 from routers.token import vectors_to_bytes
-
-
-def _rows(host, examples: Sequence[dict]) -> list[tuple[list[int], list[int]]]:
-    """(input ids, labels) per example: the rendered prompt, then the completion and eos."""
-    tok = host.tokenizer
-    rows = []
-    for ex in examples:
-        p = host.encode([ex["prompt"]])["input_ids"][0].tolist()
-        if ex.get("completion"):
-            c = tok(ex["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            rows.append((p + c, [-100] * len(p) + c))
-        else:
-            rows.append((p, [-100] + p[1:]))
-    return rows
 
 
 def _batch(rows, pad: int) -> dict[str, torch.Tensor]:
@@ -75,11 +64,15 @@ def fit_gates(
     progress=lambda steps, **_: steps,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     cfg = config or GateFitConfig()
-    rows = _rows(host, examples[: cfg.max_examples])
+    rows = example_rows(host, examples[: cfg.max_examples])
     if not rows:
         raise RouterError("PHATGOOSE gates need at least one example of the expert")
     dev = host.device
-    gates = {m: torch.zeros(d.A.shape[1], requires_grad=True, device=dev) for m, d in lora.modules.items()}
+    gates = {m: torch.zeros(d.A.shape[1], device=dev) for m, d in lora.modules.items()}
+    if cfg.init_centroid:  # the hidden router's vectors (its default: 64 examples)
+        for m, c in mean_inputs(host, lora, examples[:64]).items():
+            gates[m] = cfg.init_centroid * c.to(dev) / c.norm()
+    gates = {m: v.requires_grad_(True) for m, v in gates.items()}
     opt = torch.optim.AdamW(list(gates.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, losses = random.Random(cfg.seed), []
     name = "__phatgoose-fit__"
@@ -114,11 +107,10 @@ def _fit(ctx, record, path: Path, **options) -> tuple[bytes, dict]:
         raise RouterError(
             f"bad PHATGOOSE fit options: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}"
         ) from None
-    examples = [ex for ex in record.examples if ex.get("prompt")]
-    if not examples:
-        examples = [{"prompt": record.description or record.name, "completion": None}]
     with ctx.fit_lock:
-        gates, stats = fit_gates(ctx.fitting_host(), read_lora(path), examples, cfg, progress=ctx.progress)
+        gates, stats = fit_gates(
+            ctx.fitting_host(), read_lora(path), own_examples(record), cfg, progress=ctx.progress
+        )
     return vectors_to_bytes(gates), {
         "format": "safetensors",
         **stats,

@@ -10,18 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
-
+from routers.activations import layer_norm
 from routers.base import Query, Router, RoutingPlan
 from routers.phatgoose.fit import GATES
 from routers.token import GateKind, token_plan
-
-
-def layer_norm(t: torch.Tensor) -> torch.Tensor:
-    """Layer norm without affine: mean-centred, unit variance."""
-    return F.layer_norm(t, t.shape[-1:])
-
 
 PHATGOOSE = GateKind(
     "phatgoose", GATES, prepare=layer_norm, score=lambda x, V: layer_norm(x) @ V.T / math.sqrt(x.shape[-1])

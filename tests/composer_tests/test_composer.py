@@ -48,6 +48,7 @@ def test_register_at_runtime_indexes_only_the_new_expert(demo_ocean, tmp_path):
             ("tally", "phatgoose", "gates.safetensors"),
             ("tally", "arrow", "prototypes.safetensors"),
             ("tally", "spectr", "spectra.safetensors"),
+            ("tally", "hidden", "centroids.safetensors"),
             ("tally", "glider", "all-MiniLM-L6-v2.npy"),
         }
         assert all(after[k] == v for k, v in before.items())  # nothing else refit
@@ -189,7 +190,7 @@ def test_cli_register_fits_post_hoc_artifacts(demo_ocean, capsys, tmp_path):
     assert code == 0, err
     try:
         arts = {a.router: a.meta for a in demo_ocean.registry.artifacts("counter")}
-        assert sorted(arts) == ["arrow", "embeddings", "glider", "phatgoose", "spectr"]
+        assert sorted(arts) == ["arrow", "embeddings", "glider", "hidden", "phatgoose", "spectr"]
         assert arts["embeddings"]["rows"] == 2 and arts["phatgoose"]["steps"] == 3
     finally:
         assert run(capsys, "--home", home, "experts", "remove", "counter")[0] == 0

@@ -213,6 +213,7 @@ def test_every_router_publishes_a_config_schema():
         "density",
         "ensemble",
         "glider",
+        "hidden",
         "loraretriever",
         "oracle",
         "phatgoose",

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.routing import routed_at
 
-from composer.executor import host_row
-from composer.host import RoutingTrace
 from registry.lora import read_lora
 from routers.arrow import ARROW, prototype
 from routers.spectr import SPECTR, spectrum
@@ -61,17 +60,7 @@ def test_the_host_routes_each_token_by_the_dense_spectrum_of_every_expert(demo_o
     host, module = composer.host, "model.layers.0.self_attn.q_proj"
     (plan,) = composer.route([PROMPT], router="spectr", top_k=3)
     assert plan.mode == "token" and plan.gate.kind == "spectr"
-    seen = []
-    hook = host.model.get_submodule(module).register_forward_pre_hook(
-        lambda _m, a: seen.append(a[0].detach())
-    )
-    trace = RoutingTrace()
-    try:
-        enc = host.encode([PROMPT])
-        host.logits(enc["input_ids"], enc["attention_mask"], mixtures=[host_row(plan)], trace=trace)
-    finally:
-        hook.remove()
-    x = seen[0].reshape(-1, seen[0].shape[-1]).float()
+    x, (_, _, got_slots, got_w) = routed_at(composer, plan, PROMPT, module)
     names = sorted(host.slots, key=host.slots.get)
     dense = {}
     for name in names:
@@ -92,13 +81,5 @@ def test_the_host_routes_each_token_by_the_dense_spectrum_of_every_expert(demo_o
     slots = sorted(dense)
     scores = torch.stack([dense[s] for s in slots], -1)  # [T, E]
     top, idx = scores.topk(3, dim=-1)
-    (_, _, got_slots, got_w) = next(c for c in trace.calls if c[0] == module)
     assert got_slots[0].tolist() == [[slots[i] for i in row] for row in idx.tolist()]
     torch.testing.assert_close(got_w[0], torch.softmax(top, -1), atol=1e-4, rtol=1e-4)
-
-
-def test_spectr_generates_and_reports_per_token_choices(composer):
-    (out,) = composer.generate([PROMPT], router="spectr", max_new_tokens=6)
-    assert out.plan.gate.kind == "spectr" and out.token_ids
-    rep = composer.inspect([PROMPT], router="spectr")[0]
-    assert sum(rep["per_token"]["top1"].values()) > 0

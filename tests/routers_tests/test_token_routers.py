@@ -12,6 +12,7 @@ import torch
 from composer.cli import main
 from composer.executor import host_row
 from composer.host import Host, RoutingTrace, read_lora
+from routers.token import gate_kinds
 
 PROMPTS = [
     "Reverse the letters: a b c d",
@@ -53,6 +54,24 @@ def test_gate_fitting_changes_only_gates(demo_ocean):
     assert host.slots == {} and not any(any(layer.installed) for layer in host.layers.values())  # removed
 
 
+def test_gates_may_start_at_the_experts_hidden_centroids(demo_ocean):
+    """`init_centroid=c` starts each gate at c times the unit hidden-state centroid (the hidden
+    router's vector) instead of zero; with a vanishing learning rate it stays there."""
+    from routers.hidden import fit_centroids
+    from routers.phatgoose.config import GateFitConfig
+    from routers.phatgoose.fit import fit_gates
+
+    host = Host.load(demo_ocean.out / "base")
+    host.model.requires_grad_(False)
+    lora = read_lora(demo_ocean.out / "experts" / "reverse")
+    examples = demo_ocean.registry.get("reverse").examples
+    cents, _ = fit_centroids(host, lora, examples)
+    gates, _ = fit_gates(host, lora, examples, GateFitConfig(steps=1, lr=1e-12, init_centroid=3.0))
+    assert set(gates) == set(cents)
+    for m, c in cents.items():
+        torch.testing.assert_close(gates[m], 3.0 * c / c.norm(), atol=1e-6, rtol=1e-5)
+
+
 def test_registration_fits_every_token_artifact_and_nothing_else(demo_ocean, composer, tmp_path):
     import shutil
 
@@ -77,6 +96,7 @@ def test_registration_fits_every_token_artifact_and_nothing_else(demo_ocean, com
             ("mirror", "phatgoose", "gates.safetensors"),
             ("mirror", "arrow", "prototypes.safetensors"),
             ("mirror", "spectr", "spectra.safetensors"),
+            ("mirror", "hidden", "centroids.safetensors"),
             ("mirror", "glider", "all-MiniLM-L6-v2.npy"),
         }
         assert all(after[k] == v for k, v in digests.items())  # nothing else refit
@@ -213,6 +233,14 @@ def test_route_json_shows_per_token_choices_and_plot(demo_ocean, composer, capsy
         assert math.isclose(sum(layer.values()), 1.0, abs_tol=1e-3)
     png = plot_usage(rep["layers"], tmp_path / "usage.png", "phatgoose")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("router", sorted(gate_kinds()))
+def test_every_token_router_generates_and_reports_per_token_choices(composer, router):
+    (out,) = composer.generate([PROMPTS[0]], router=router, max_new_tokens=6)
+    assert out.plan.gate.kind == router and out.token_ids
+    rep = composer.inspect([PROMPTS[0]], router=router)[0]
+    assert sum(rep["per_token"]["top1"].values()) > 0
 
 
 @pytest.mark.parametrize("router", ["phatgoose", "arrow", "glider"])

@@ -105,7 +105,7 @@ def test_experts_without_a_vector_or_this_module_are_never_chosen():
     assert not layer.has_vector["phatgoose"].any()
     with pytest.raises(ValueError, match="does not adapt"):
         layer.set_vector("phatgoose", 1, torch.randn(6))
-    with pytest.raises(ValueError, match="unknown gate kind 'nope'; known: arrow, phatgoose"):
+    with pytest.raises(ValueError, match="unknown gate kind 'nope'; known: arrow, hidden, phatgoose"):
         GateSpec(kind="nope")  # a plan may only name a registered kind
     with pytest.raises(TypeError, match="score function"):
         Gate("arrow", None)
