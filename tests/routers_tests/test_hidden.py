@@ -11,9 +11,10 @@ from transformers import AutoModelForCausalLM
 
 from composer.host import Host
 from registry.lora import read_lora
-from routers.activations import example_rows, layer_norm
+from routers.activations import example_rows, layer_norm, mean_inputs
 from routers.hidden import HIDDEN, fit_centroids
 from routers.hidden.config import CentroidFitConfig
+from routers.token import vectors_from_bytes
 
 PROMPT = "Reverse the letters: a b c d"
 EXAMPLES = {
@@ -54,8 +55,6 @@ def test_centroids_are_the_mean_standardised_inputs_of_each_adapted_module(fitte
 
 def test_batched_centroids_equal_one_example_at_a_time(fitted, demo_ocean):
     """Examples of different lengths in one right-padded forward: the pads are left out."""
-    from routers.activations import mean_inputs
-
     host, _, loras, _ = fitted
     examples = demo_ocean.registry.get("reverse").examples[:12]
     assert len({len(ids) for ids, _ in example_rows(host, examples)}) > 1
@@ -89,7 +88,7 @@ def test_with_expert_records_the_hidden_states_the_expert_produces(fitted):
     assert (withe[later] - out["reverse"][later]).abs().max() > 1e-3
 
 
-def test_fit_options_are_checked_and_bounded(fitted):
+def test_max_examples_bounds_the_fit_and_the_fitting_expert_is_removed(fitted):
     host, _, loras, _ = fitted
     few, _ = fit_centroids(host, loras["reverse"], EXAMPLES["reverse"] * 3, CentroidFitConfig(max_examples=1))
     one, stats = fit_centroids(host, loras["reverse"], EXAMPLES["reverse"])
@@ -114,8 +113,6 @@ def test_the_host_routes_each_token_by_the_stored_centroids(demo_ocean, composer
     (plan,) = composer.route([PROMPT], router="hidden")
     assert plan.mode == "token" and plan.gate.kind == "hidden" and plan.gate.top_k == 2
     x, (_, _, got_slots, got_w) = routed_at(composer, plan, PROMPT, module)
-    from routers.token import vectors_from_bytes
-
     slots, rows = [], []
     for name in sorted(host.slots, key=host.slots.get):
         vecs = vectors_from_bytes(
