@@ -7,6 +7,8 @@ Contract:
 - `example_rows(host, examples)` -> [(input ids, labels)] per example: the rendered prompt
   (`host.encode`, the chat form requests get), then the completion and eos; labels -100 on
   the prompt. A prompt-only example is scored on its own tokens after the first.
+- `right_padded(rows, pad)`: rows as one batch, {input_ids, attention_mask, labels},
+  padded on the right (labels -100 there).
 - `layer_norm(t)`: layer norm without affine over the last dimension (mean-centred, unit
   variance): how PHATGOOSE standardises tokens and gate vectors.
 - `mean_inputs(host, lora, examples, with_expert=False)` -> {module: c} for every module
@@ -40,6 +42,14 @@ def example_rows(host, examples: Sequence[dict]) -> list[tuple[list[int], list[i
         else:
             rows.append((p, [-100] + p[1:]))
     return rows
+
+
+def right_padded(rows, pad: int) -> dict[str, torch.Tensor]:
+    n = max(len(ids) for ids, _ in rows)
+    ids = torch.tensor([i + [pad] * (n - len(i)) for i, _ in rows])
+    lab = torch.tensor([la + [-100] * (n - len(la)) for _, la in rows])
+    mask = torch.tensor([[1] * len(i) + [0] * (n - len(i)) for i, _ in rows])
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
 def layer_norm(t: torch.Tensor) -> torch.Tensor:
@@ -81,15 +91,13 @@ def mean_inputs(
     name = "__mean-inputs__"
     slot = host.add_adapter(name, lora)
     rec = Recorder(lora.modules, slot if with_expert else None)
-    rows = [ids for ids, _ in example_rows(host, examples)]
-    pad = host.tokenizer.pad_token_id or 0
+    rows = example_rows(host, examples)
     try:
         with host.routed(rec):
             for i in progress(range(0, len(rows), batch), desc="hidden states"):
-                chunk = rows[i : i + batch]
-                n = max(map(len, chunk))  # right-padded: a causal model's real tokens never see the pads
-                ids = torch.tensor([r + [pad] * (n - len(r)) for r in chunk], device=host.device)
-                mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in chunk], device=host.device)
+                # right-padded: a causal model's real tokens never see the pads
+                b = right_padded(rows[i : i + batch], host.tokenizer.pad_token_id)
+                ids, mask = b["input_ids"].to(host.device), b["attention_mask"].to(host.device)
                 rec.mask = mask.reshape(-1).bool()
                 host.model(input_ids=ids, attention_mask=mask)
     finally:

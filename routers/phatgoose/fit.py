@@ -24,19 +24,11 @@ import torch
 from pydantic import ValidationError
 
 from registry.lora import read_lora
-from routers.activations import example_rows, mean_inputs, own_examples
+from routers.activations import example_rows, mean_inputs, own_examples, right_padded
 from routers.artifacts import Artifact
 from routers.base import RouterError
 from routers.phatgoose.config import GateFitConfig
 from routers.token import vectors_to_bytes
-
-
-def _batch(rows, pad: int) -> dict[str, torch.Tensor]:
-    n = max(len(ids) for ids, _ in rows)
-    ids = torch.tensor([i + [pad] * (n - len(i)) for i, _ in rows])
-    lab = torch.tensor([la + [-100] * (n - len(la)) for _, la in rows])
-    mask = torch.tensor([[1] * len(i) + [0] * (n - len(i)) for i, _ in rows])
-    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
 class SigmoidGates:
@@ -79,7 +71,9 @@ def fit_gates(
     routing = SigmoidGates(host.add_adapter(name, lora), gates)
     try:
         for _ in progress(range(cfg.steps), desc="phatgoose gates"):
-            batch = _batch(rng.sample(rows, min(cfg.batch_size, len(rows))), host.tokenizer.pad_token_id)
+            batch = right_padded(
+                rng.sample(rows, min(cfg.batch_size, len(rows))), host.tokenizer.pad_token_id
+            )
             batch = {k: t.to(dev) for k, t in batch.items()}
             with host.routed(routing):
                 loss = host.model(**batch).loss
