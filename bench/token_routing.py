@@ -14,6 +14,21 @@ registered examples, each expert's scores z-scored over those tokens, and (`--ne
 N`) gates refitted on each expert's examples plus N of the other experts'.
 Target (issue 18): PHATGOOSE and Arrow >= 3x chance.
 
+Where the decisions go: `own_plurality`, the share of prompts whose own expert is first on
+more of their decisions than any other expert; `answer_top1` (`answer_x` its ratio to
+chance), the own expert's share at the positions that write the gold answer, teacher-forced
+and routed on the prompt alone (a token router's choice depends only on the tokens so far,
+so these are the choices a right answer meets; PHATGOOSE's gates learn where an expert
+lowers the loss, which is there). On one two-domain composition per ordered pair, the same
+two shares per part: a position reads (prompt) or writes (answer) the first skill's part
+before the `;`, the second's after it; for the token routers and GLIDER with and without its
+global shortlist. `token_routing_by_domain.png` (beside the JSON; each router's row holds
+its grids, `by_domain`) plots, per token router, prompt skill x expert ranked first, at the
+prompt's tokens and at the positions writing the answer: routing that follows the domains
+lights the diagonal; `token_routing_composition.png` draws the benchmark's first
+composition, prompt and answer, token by token under PHATGOOSE and the GLIDER shortlist.
+The helpers are in `bench/decisions.py`.
+
     python bench/token_routing.py --home ~/.composer [--per-task 8] [--negatives 64]
 """
 
@@ -21,18 +36,27 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from common import args, demo_benchmark, demo_home, write
+from decisions import by_domain, plot_by_domain, plot_composition, zones
 
 ROUTERS = ("phatgoose", "arrow", "spectr", "hidden")
+PART_ROUTERS = {  # label -> (router, config), on compositions
+    **{r: (r, {}) for r in ROUTERS},
+    "glider (alpha 3)": ("glider", {"alpha": 3.0}),
+    "glider (alpha 3, global top 2)": ("glider", {"alpha": 3.0, "global_top": 2}),
+}
 
 
-def held_in(home, per_task: int) -> list[dict]:
+def first_prompts(home, per_task: int, phrasing: str | None = None) -> list[dict]:
+    """The first `per_task` held-in prompts of each task (or of `phrasing`'s, e.g. compositions)."""
     rows = demo_benchmark(home)
     by = defaultdict(list)
     for r in rows:
-        if r["split"] == "held-in" and len(by[r["task"]]) < per_task:
+        wanted = r["phrasing"] == phrasing if phrasing else r["split"] == "held-in"
+        if wanted and len(by[r["task"]]) < per_task:
             by[r["task"]].append(r)
     return [r for rs in by.values() for r in rs]
 
@@ -188,16 +212,56 @@ def main() -> None:
 
     home = demo_home(a.home)
     registry = Registry(home=home)
-    rows = held_in(home, 2 if a.smoke else a.per_task)
+    rows = first_prompts(home, 2 if a.smoke else a.per_task)
     c = Composer(registry)
     chance = 1 / len(c.ctx.adapter_names)
-    results = []
+    acts = Activations(registry.list(kind="base")[0].path)
+    names = sorted(c.ctx.adapter_names)
+    results, grids = [], {}
     for router in ROUTERS:
         reports = c.inspect([r["prompt"] for r in rows], router)
         own = sum(rep["per_token"]["top1"].get(r["task"], 0.0) for rep, r in zip(reports, rows)) / len(rows)
-        results.append({"router": router, "own_top1": round(own, 4), "x_chance": round(own / chance, 2)})
+        top = [max(rep["per_token"]["top1"].items(), key=lambda kv: kv[1])[0] for rep in reports]
+        share, at_answer = zones(c, acts.tok, rows, router, {})
+        grids[router] = {
+            "prompt tokens": by_domain([rep["per_token"]["top1"] for rep in reports], rows, names),
+            "writing the answer": by_domain(at_answer, rows, names),
+        }
+        results.append(
+            {
+                "router": router,
+                "own_top1": round(own, 4),
+                "x_chance": round(own / chance, 2),
+                "own_plurality": round(sum(t == r["task"] for t, r in zip(top, rows)) / len(rows), 4),
+                "answer_top1": round(share[True], 4),
+                "answer_x": round(share[True] / chance, 2),
+                "by_domain": grids[router],
+            }
+        )
+    # one composition per ordered pair of domains, of the two-part kind (`a ; b`; the symbols
+    # ocean's compositions chain two skills on one payload instead, and are left out)
+    compositions = [
+        r for r in first_prompts(home, 1, phrasing="composition") if ";" in r["prompt"] and ";" in r["answer"]
+    ]
+    for label, (router, config) in PART_ROUTERS.items() if compositions else ():
+        share, _ = zones(c, acts.tok, compositions, router, config)
+        results.append(
+            {
+                "router": f"{label}, each part of compositions",
+                "own_top1": round(share[False], 4),
+                "x_chance": round(share[False] / chance, 2),
+                "answer_top1": round(share[True], 4),
+                "answer_x": round(share[True] / chance, 2),
+            }
+        )
+    smoke = "-smoke" if a.smoke else ""
+    plot_by_domain(grids, Path(a.out) / f"token_routing_by_domain{smoke}.png")
+    if compositions:
+        shown = {k: PART_ROUTERS[k] for k in ("phatgoose", "glider (alpha 3, global top 2)")}
+        plot_composition(
+            c, acts.tok, compositions[0], shown, Path(a.out) / f"token_routing_composition{smoke}.png"
+        )
     experts = registry.list(kind="lora")
-    acts = Activations(registry.list(kind="base")[0].path)
     bound = centroid_bound(acts, experts, rows)
     results.append(
         {"router": "ideal centroid gate", "own_top1": round(bound, 4), "x_chance": round(bound / chance, 2)}
@@ -210,7 +274,13 @@ def main() -> None:
         if r["router"] in ("phatgoose", "arrow")
     }
     targets["similarity"] = similarity(registry, acts, experts, rows)  # context, not a target
-    write("token_routing", a, results, targets, ["router", "own_top1", "x_chance"])
+    write(
+        "token_routing",
+        a,
+        results,
+        targets,
+        ["router", "own_top1", "x_chance", "own_plurality", "answer_top1", "answer_x"],
+    )
 
 
 if __name__ == "__main__":
