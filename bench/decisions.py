@@ -32,10 +32,9 @@ def gold_reports(c, tok, rows: list[dict], router: str, config: dict) -> list[di
 
     out = []
     for plan, r in zip(plans, rows):
-        rep = c.executor.trace(render(r["prompt"]) + r["answer"], plan, chat=False)
-        out.append(
-            {**rep, "answer_from": len(tok(render(r["prompt"]), add_special_tokens=False)["input_ids"]) - 1}
-        )
+        prompt = render(r["prompt"])
+        rep = c.executor.trace(prompt + r["answer"], plan, chat=False)
+        out.append({**rep, "answer_from": len(tok(prompt, add_special_tokens=False)["input_ids"]) - 1})
     return out
 
 
